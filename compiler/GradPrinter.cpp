@@ -1,0 +1,208 @@
+// The derivative printer: renders simplified gradient nodes as readable formulas, substituting
+// source names for forward values and dE/dNAME for the adjoints already printed.
+#include "GradPrinter.h"
+
+#include "ProgramPrinter.h"
+
+#include <fmt/format.h>
+
+#include <unordered_map>
+#include <unordered_set>
+
+namespace nabla {
+
+namespace {
+
+enum Prec { kSum = 1, kProduct = 2, kUnary = 3, kPower = 4, kAtom = 5 };
+
+class Renderer {
+public:
+  Renderer(const Graph &g, const GradPrintOptions &o) : g_(g), o_(o) {}
+  std::unordered_map<NodeId, std::string> names;    // forward values
+  std::unordered_map<NodeId, std::string> adjoints; // "dE/dNAME" for printed adjoints
+  std::string self; // the dE/dNAME being printed, never substituted for itself
+
+  std::string render(NodeId id, int outer = 0) {
+    int prec;
+    std::string s = body(id, prec);
+    return prec < outer ? "(" + s + ")" : s;
+  }
+
+private:
+  std::string body(NodeId id, int &prec) {
+    prec = kAtom;
+    auto a = adjoints.find(id);
+    if (a != adjoints.end() && a->second != self) return a->second;
+    auto nm = names.find(id);
+    if (nm != names.end()) return nm->second;
+    const Node n = g_.node(id);
+    auto fn = [&](std::string_view f) { return fmt::format("{}({})", f, render(n.a())); };
+    switch (n.op) {
+    case Op::Const: {
+      if (n.fattr < 0) prec = kUnary;
+      return formatNumber(n.fattr);
+    }
+    case Op::Input: case Op::Target: case Op::Param: return fmt::format("{}#{}", opSpelling(n.op), n.iattr);
+    case Op::Neg: prec = kUnary; return "-" + render(n.a(), kPower);
+    case Op::Pow: prec = kPower; return fmt::format("{}^{}", render(n.a(), kAtom), formatNumber(n.fattr));
+    case Op::Add: prec = kSum; return render(n.a(), kSum) + " + " + render(n.b(), kSum);
+    case Op::Sub: prec = kSum; return render(n.a(), kSum) + " - " + render(n.b(), kProduct);
+    case Op::Mul: prec = kProduct; return render(n.a(), kProduct) + " * " + render(n.b(), kUnary);
+    case Op::Div: prec = kProduct; return render(n.a(), kProduct) + " / " + render(n.b(), kUnary);
+    case Op::MatMul:
+      prec = kProduct;
+      return render(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + render(n.b(), kUnary);
+    case Op::Outer:
+      if (o_.ascii) return fmt::format("outer({}, {})", render(n.a()), render(n.b()));
+      prec = kProduct;
+      return render(n.a(), kUnary) + " ⊗ " + render(n.b(), kUnary);
+    case Op::Transpose:
+      if (o_.ascii) return fn("transpose");
+      return render(n.a(), kAtom) + "ᵀ";
+    case Op::Sum: return fn("sum");
+    case Op::SumAxis: return fmt::format("sum({}, {})", render(n.a()), n.iattr);
+    case Op::Broadcast: return body(n.a(), prec); // broadcasting is implicit, as in the source
+    case Op::SumTo: {
+      const Shape &from = g_.shape(n.a());
+      if (from.rank() == 2 && n.shape.rank() == 1 && n.shape[0] == from[1])
+        return fmt::format("sum({}, 0)", render(n.a()));
+      if (n.shape.isScalar()) return fn("sum");
+      return fmt::format("sum_to({}, {})", render(n.a()), n.shape.str());
+    }
+    default: return fn(opSpelling(n.op));
+    }
+  }
+  const Graph &g_;
+  const GradPrintOptions &o_;
+};
+
+// Which statement each forward node belongs to: the first named value (in source order) whose
+// expression, stopping at other named values, contains it.
+std::unordered_map<NodeId, size_t> owners(const Program &p, const Derivation &d,
+                                          const std::unordered_map<NodeId, std::string> &names) {
+  std::unordered_map<NodeId, size_t> owner;
+  for (size_t i = 0; i < d.values.size(); ++i) {
+    std::vector<NodeId> stack{d.values[i]};
+    while (!stack.empty()) {
+      NodeId id = stack.back();
+      stack.pop_back();
+      if (owner.count(id)) continue;
+      if (id != d.values[i] && names.count(id)) continue;
+      owner[id] = i;
+      const Node &n = p.graph.node(id);
+      for (int k = 0; k < n.nin; ++k) stack.push_back(n.in[static_cast<size_t>(k)]);
+    }
+  }
+  return owner;
+}
+
+} // namespace
+
+std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts) {
+  Renderer r(p.graph, opts);
+  return r.render(id);
+}
+
+std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts) {
+  Graph &G = p.graph;
+  Simplifier &S = *d.simplifier;
+  Renderer r(G, opts);
+  for (auto *list : {&p.inputs, &p.targets, &p.params})
+    for (auto &decl : *list) r.names.emplace(decl.node, decl.name);
+  for (size_t i = 0; i < p.values.size(); ++i) r.names.emplace(d.values[i], p.values[i].name);
+  auto owner = owners(p, d, r.names);
+  const std::string &L = p.loss->name;
+  auto dname = [&](const std::string &n) { return fmt::format("d{}/d{}", L, n); };
+  auto adjointOf = [&](NodeId fwd) -> NodeId {
+    if (static_cast<size_t>(fwd) >= d.gradient.adjoint.size()) return kNoNode;
+    NodeId a = d.gradient.adjoint[static_cast<size_t>(fwd)];
+    return a == kNoNode ? kNoNode : S.simplify(a);
+  };
+
+  // The items, from the loss backwards: each value, then the params its statement uses first.
+  struct Item {
+    std::string name;
+    NodeId fwd;
+    bool isParam;
+  };
+  std::vector<Item> items;
+  std::unordered_set<size_t> placed;
+  std::vector<std::vector<size_t>> paramsOf(p.values.size());
+  for (size_t k = 0; k < p.params.size(); ++k) {
+    auto it = owner.find(p.params[k].node);
+    if (it != owner.end()) paramsOf[it->second].push_back(k), placed.insert(k);
+  }
+  for (size_t i = p.values.size(); i-- > 0;) {
+    if (p.values[i].statement != p.loss->statement) items.push_back({p.values[i].name, d.values[i], false});
+    for (size_t k : paramsOf[i]) items.push_back({p.params[k].name, p.params[k].node, true});
+  }
+  for (size_t k = 0; k < p.params.size(); ++k)
+    if (!placed.count(k)) items.push_back({p.params[k].name, p.params[k].node, true});
+
+  std::unordered_set<NodeId> originalPath;
+  for (NodeId id : G.reachable({p.loss->node})) originalPath.insert(id);
+
+  std::string out = fmt::format("# The gradient of {} for one example, from the loss backwards.\n", L);
+  out += "# A param's gradient over a batch is the mean of these.\n";
+  // Register every adjoint first (in printing order; the first name for a node wins), so later
+  // formulas refer to dE/dNAME of earlier lines.
+  for (const Item &it : items) {
+    NodeId a = adjointOf(it.fwd);
+    if (a != kNoNode && !G.isConst(a)) r.adjoints.emplace(a, dname(it.name));
+  }
+  std::string notes;
+  for (const Item &it : items) {
+    NodeId a = adjointOf(it.fwd);
+    std::string lhs = dname(it.name) + " = ";
+    if (a == kNoNode) {
+      if (it.isParam) out += lhs + "0    (" + L + " does not depend on it)\n";
+      else {
+        size_t vi = 0;
+        while (vi < p.values.size() && p.values[vi].name != it.name) ++vi;
+        if (vi < p.values.size() && originalPath.count(p.values[vi].node))
+          notes += fmt::format("# {} is computed from its inputs directly (a stable form), so {} "
+                               "does not pass through {}.\n", L, L, it.name);
+      }
+      continue;
+    }
+    r.self = dname(it.name);
+    // Group the contributions by the statement of the consumer.
+    std::vector<std::pair<std::string, NodeId>> groups;
+    for (const Contribution &c : d.gradient.contributions[static_cast<size_t>(it.fwd)]) {
+      auto o = owner.find(c.consumer);
+      std::string label = o != owner.end() ? p.values[o->second].name : "?";
+      NodeId term = S.simplify(c.term);
+      bool merged = false;
+      for (auto &gp : groups)
+        if (gp.first == label) gp.second = S.make(Op::Add, gp.second, term), merged = true;
+      if (!merged) groups.emplace_back(label, term);
+    }
+    if (groups.size() <= 1) {
+      out += lhs + r.render(a) + "\n";
+      continue;
+    }
+    out += fmt::format("{}Σ over the {} consumers of {}:\n", lhs, groups.size(), it.name);
+    std::string pad(lhs.size() - 2, ' ');
+    std::vector<std::string> terms;
+    size_t width = 0;
+    for (auto &gp : groups) {
+      terms.push_back(r.render(gp.second, kSum));
+      width = std::max(width, terms.back().size());
+    }
+    for (size_t k = 0; k < groups.size(); ++k)
+      out += fmt::format("{}{} {:<{}}   {} from {}\n", pad, k ? "+" : " ", terms[k], width,
+                         opts.ascii ? "<-" : "←", groups[k].first);
+  }
+  if (opts.ascii) {
+    // Keep ASCII output free of the few Unicode letters above.
+    std::string fixed;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out.compare(i, 2, "Σ") == 0) fixed += "sum", ++i;
+      else fixed += out[i];
+    }
+    out = fixed;
+  }
+  return out + notes;
+}
+
+} // namespace nabla

@@ -1,0 +1,21 @@
+// GradPrinter: `nabla grad`, the derivative of the loss with respect to every named value and
+// param, as formulas in the source's own names, from the loss backwards. A value with several
+// consumers shows one term per consumer, labelled by the statement it comes from, then the sum:
+// the multivariate chain rule, dE/dy_i = Σ_j dE/dz_j dz_j/dy_i, made visible.
+#pragma once
+#include "Pipeline.h"
+
+#include <string>
+
+namespace nabla {
+
+struct GradPrintOptions {
+  bool ascii = false; // `@`, `transpose(A)`, `outer(a, b)` instead of juxtaposition, ᵀ and ⊗
+};
+
+std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts);
+
+// One expression in the printer's notation (for tests and for the graph dumps' comments).
+std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts);
+
+} // namespace nabla

@@ -1,0 +1,345 @@
+// Recursive-descent parser for grammar/nabla.ebnf: one function a production, quoted above it.
+// Nesting is bounded (kMaxNesting, kMaxExprDepth), so hostile input cannot exhaust the stack.
+#include "Parser.h"
+
+#include <cmath>
+
+namespace nabla {
+
+bool SignedNumber::integral() const {
+  return std::isfinite(value) && value == std::floor(value);
+}
+
+namespace {
+
+struct ParseError {}; // unwinds to the statement loop after a diagnostic
+
+class Parser {
+public:
+  Parser(const std::vector<Token> &t, DiagnosticEngine &d) : toks_(t), diags_(d) {}
+
+  // program = { line } ;
+  // line    = [ statement ] , newline ;
+  Module program() {
+    Module m;
+    while (peek().kind != Tok::Eof) {
+      if (diags_.errorCount() >= DiagnosticEngine::kMaxErrors) break;
+      if (peek().kind == Tok::Newline) {
+        ++pos_;
+        continue;
+      }
+      try {
+        nesting_ = 0;
+        Stmt s = statement();
+        if (peek().kind != Tok::Newline && peek().kind != Tok::Eof)
+          error(DiagId::ExtraAfterStatement, peek().range(), describeToken(peek()));
+        m.stmts.push_back(std::move(s));
+      } catch (ParseError &) {
+        nesting_ = 0;
+        while (peek().kind != Tok::Newline && peek().kind != Tok::Eof) ++pos_;
+      }
+    }
+    return m;
+  }
+
+private:
+  // Inside brackets, newlines continue the statement and are skipped.
+  const Token &peek() {
+    if (nesting_ > 0)
+      while (toks_[pos_].kind == Tok::Newline) ++pos_;
+    return toks_[pos_];
+  }
+  const Token &take() {
+    const Token &t = peek();
+    if (t.kind != Tok::Eof) ++pos_;
+    return t;
+  }
+  bool accept(Tok k) {
+    if (peek().kind != k) return false;
+    take();
+    return true;
+  }
+  template <class... Args> [[noreturn]] void error(DiagId id, SourceRange r, const Args &...args) {
+    diags_.report(id, r, args...);
+    throw ParseError{};
+  }
+  const Token &expect(Tok k, const char *what) {
+    if (peek().kind != k) error(DiagId::Expected, peek().range(), what, describeToken(peek()));
+    return take();
+  }
+  // Closing bracket: on failure, also points at the opening one.
+  void expectClose(Tok k, const Token &open) {
+    if (peek().kind == k) {
+      take();
+      return;
+    }
+    const char *what = k == Tok::RParen ? "')'" : "']'";
+    diags_.report(DiagId::Expected, peek().range(), what, describeToken(peek()));
+    diags_.report(DiagId::UnclosedBracket, open.range(), open.text);
+    throw ParseError{};
+  }
+  struct Nest {
+    Parser &p;
+    Nest(Parser &p, SourceRange r) : p(p) {
+      if (++p.nesting_ > kMaxNesting) p.error(DiagId::TooDeep, r, kMaxNesting);
+    }
+    ~Nest() { --p.nesting_; }
+  };
+
+  // statement = input_decl | target_decl | param_decl | output_stmt | loss_stmt | assignment ;
+  Stmt statement() {
+    const Token &t = peek();
+    switch (t.kind) {
+    case Tok::KwInput: return declaration(Stmt::Input);
+    case Tok::KwTarget: return declaration(Stmt::Target);
+    case Tok::KwParam: return declaration(Stmt::Param);
+    case Tok::KwOutput: return outputStmt();
+    case Tok::KwLoss: return lossStmt();
+    case Tok::Name: return assignment();
+    default: break;
+    }
+    error(DiagId::ExpectedStatement, t.range(), describeToken(t));
+  }
+
+  // input_decl  = "input" , name , [ shape ] ;
+  // target_decl = "target" , name , [ shape ] ;
+  // param_decl  = "param" , name , [ shape ] , [ init ] ;
+  Stmt declaration(Stmt::Kind kind) {
+    const Token &t = take();
+    Stmt s{kind, t.loc, {}, {}, {}, {}, {}, {}};
+    const Token &n = expect(Tok::Name, "a name");
+    s.name = n.text;
+    s.nameRange = n.range();
+    if (peek().kind == Tok::LBracket) s.shape = shape(t.text, n.text);
+    if (kind == Stmt::Param && (peek().kind == Tok::Tilde || peek().kind == Tok::Equal))
+      s.init = init();
+    return s;
+  }
+
+  // shape = "[" , number , { "," , number } , "]" ;
+  ShapeAst shape(std::string_view keyword, std::string_view name) {
+    ShapeAst sh;
+    sh.present = true;
+    const Token &open = take();
+    Nest nest(*this, open.range());
+    if (peek().kind == Tok::RBracket)
+      error(DiagId::EmptyShape, SourceRange{open.loc, 2}, keyword, name);
+    do {
+      sh.dims.push_back(expr());
+    } while (accept(Tok::Comma));
+    const Token &close = peek();
+    expectClose(Tok::RBracket, open);
+    sh.range = {open.loc, close.loc.offset + 1 - open.loc.offset};
+    return sh;
+  }
+
+  // signed = [ "-" ] , number ;
+  SignedNumber signedNumber(const char *what) {
+    SourceLoc begin = peek().loc;
+    bool neg = accept(Tok::Minus);
+    const Token &n = peek();
+    if (n.kind != Tok::Number) error(DiagId::Expected, n.range(), what, describeToken(n));
+    take();
+    return {neg ? -n.value : n.value, {begin, n.loc.offset + n.length - begin.offset}};
+  }
+
+  // init = "~" , name , [ "(" , [ signed , { "," , signed } ] , ")" ] | "=" , signed ;
+  InitAst init() {
+    InitAst in;
+    if (accept(Tok::Equal)) {
+      in.kind = InitAst::Value;
+      in.value = signedNumber("a number");
+      return in;
+    }
+    take(); // '~'
+    in.kind = InitAst::Distribution;
+    const Token &d = expect(Tok::Name, "an initializer (normal, uniform or glorot)");
+    in.dist = d.text;
+    in.distRange = d.range();
+    if (peek().kind == Tok::LParen) {
+      const Token &open = take();
+      Nest nest(*this, open.range());
+      in.parens = true;
+      if (peek().kind != Tok::RParen) {
+        do {
+          in.args.push_back(signedNumber("a number"));
+        } while (accept(Tok::Comma));
+      }
+      expectClose(Tok::RParen, open);
+    }
+    return in;
+  }
+
+  // output_stmt = "output" , name , { "," , name } ;
+  Stmt outputStmt() {
+    Stmt s{Stmt::Output, take().loc, {}, {}, {}, {}, {}, {}};
+    do {
+      const Token &n = expect(Tok::Name, "a name");
+      s.outputs.emplace_back(n.text, n.range());
+    } while (accept(Tok::Comma));
+    return s;
+  }
+
+  // loss_stmt = "loss" , name , "=" , expr ;
+  Stmt lossStmt() {
+    Stmt s{Stmt::Loss, take().loc, {}, {}, {}, {}, {}, {}};
+    const Token &n = expect(Tok::Name, "the loss's name");
+    s.name = n.text;
+    s.nameRange = n.range();
+    expect(Tok::Equal, "'='");
+    s.expr = expr();
+    return s;
+  }
+
+  // assignment = name , "=" , expr ;
+  Stmt assignment() {
+    const Token &n = take();
+    Stmt s{Stmt::Assign, n.loc, n.text, n.range(), {}, {}, {}, {}};
+    expect(Tok::Equal, "'='");
+    s.expr = expr();
+    return s;
+  }
+
+  ExprPtr make(Expr::Kind k, SourceRange r) {
+    auto e = std::make_unique<Expr>();
+    e->kind = k;
+    e->range = r;
+    return e;
+  }
+  static SourceRange span(const Expr &a, const Expr &b) {
+    uint32_t end = b.range.begin.offset + b.range.length;
+    // Ranges that cross lines are cut at the first line by the printer.
+    return {a.range.begin, end > a.range.begin.offset ? end - a.range.begin.offset : 1};
+  }
+  ExprPtr binary(char op, const Token &opTok, ExprPtr lhs, ExprPtr rhs) {
+    auto e = make(Expr::Binary, span(*lhs, *rhs));
+    e->op = op;
+    e->opRange = opTok.range();
+    int depth = 1 + std::max(lhs->depth, rhs->depth);
+    if (depth > kMaxExprDepth) error(DiagId::TooDeep, e->opRange, kMaxExprDepth);
+    e->args.push_back(std::move(lhs));
+    e->args.push_back(std::move(rhs));
+    e->depth = depth;
+    return e;
+  }
+
+  // expr = term , { ( "+" | "-" ) , term } ;
+  ExprPtr expr() {
+    ExprPtr lhs = term();
+    while (peek().kind == Tok::Plus || peek().kind == Tok::Minus) {
+      const Token &op = take();
+      lhs = binary(op.kind == Tok::Plus ? '+' : '-', op, std::move(lhs), term());
+    }
+    return lhs;
+  }
+
+  // term = unary , { ( "*" | "/" | "@" ) , unary } ;
+  ExprPtr term() {
+    ExprPtr lhs = unary();
+    while (peek().kind == Tok::Star || peek().kind == Tok::Slash || peek().kind == Tok::At) {
+      const Token &op = take();
+      char c = op.kind == Tok::Star ? '*' : op.kind == Tok::Slash ? '/' : '@';
+      lhs = binary(c, op, std::move(lhs), unary());
+    }
+    return lhs;
+  }
+
+  // unary = "-" , unary | power ;
+  ExprPtr unary() {
+    if (peek().kind != Tok::Minus) return power();
+    const Token &minus = take();
+    Nest nest(*this, minus.range());
+    ExprPtr operand = unary();
+    auto e = make(Expr::Neg, {minus.loc, operand->range.begin.offset + operand->range.length -
+                                             minus.loc.offset});
+    e->opRange = minus.range();
+    e->depth = operand->depth + 1;
+    e->args.push_back(std::move(operand));
+    return e;
+  }
+
+  // power = primary , [ "^" , signed ] ;
+  ExprPtr power() {
+    ExprPtr base = primary();
+    if (peek().kind != Tok::Caret) return base;
+    const Token &caret = take();
+    const Token &first = peek();
+    bool neg = first.kind == Tok::Minus;
+    const Token &num = neg ? toks_[pos_ + 1] : first;
+    if (num.kind != Tok::Number) {
+      // `x ^ y`, `x ^ (2)`: name the whole exponent token.
+      error(DiagId::BadExponent, num.range(), describeToken(num));
+    }
+    SignedNumber exp = signedNumber("a number");
+    auto e = make(Expr::Power, {base->range.begin,
+                                exp.range.begin.offset + exp.range.length - base->range.begin.offset});
+    e->opRange = caret.range();
+    e->value = exp.value;
+    e->depth = base->depth + 1;
+    e->args.push_back(std::move(base));
+    if (peek().kind == Tok::Caret) error(DiagId::ChainedPower, peek().range());
+    return e;
+  }
+
+  // primary = number | call | name | "(" , expr , ")" ;
+  // call    = name , "(" , [ expr , { "," , expr } ] , ")" ;
+  ExprPtr primary() {
+    const Token &t = peek();
+    switch (t.kind) {
+    case Tok::Number: {
+      take();
+      auto e = make(Expr::Number, t.range());
+      e->text = t.text;
+      e->value = t.value;
+      return e;
+    }
+    case Tok::Name: {
+      take();
+      if (peek().kind != Tok::LParen) {
+        auto e = make(Expr::Name, t.range());
+        e->text = t.text;
+        return e;
+      }
+      const Token &open = take();
+      Nest nest(*this, open.range());
+      auto e = make(Expr::Call, t.range());
+      e->text = t.text;
+      e->opRange = t.range();
+      int depth = 0;
+      if (peek().kind != Tok::RParen) {
+        do {
+          e->args.push_back(expr());
+          depth = std::max(depth, e->args.back()->depth);
+        } while (accept(Tok::Comma));
+      }
+      const Token &close = peek();
+      expectClose(Tok::RParen, open);
+      e->range.length = close.loc.offset + 1 - t.loc.offset;
+      e->depth = depth + 1;
+      return e;
+    }
+    case Tok::LParen: {
+      const Token &open = take();
+      Nest nest(*this, open.range());
+      ExprPtr inner = expr();
+      expectClose(Tok::RParen, open);
+      return inner;
+    }
+    default: break;
+    }
+    error(DiagId::Expected, t.range(), "an expression", describeToken(t));
+  }
+
+  const std::vector<Token> &toks_;
+  DiagnosticEngine &diags_;
+  size_t pos_ = 0;
+  int nesting_ = 0;
+};
+
+} // namespace
+
+Module parse(const std::vector<Token> &tokens, DiagnosticEngine &diags) {
+  return Parser(tokens, diags).program();
+}
+
+} // namespace nabla

@@ -1,0 +1,89 @@
+// The `check` listing and the graph dump: stable text, pinned by golden tests.
+#include "ProgramPrinter.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <unordered_map>
+
+namespace nabla {
+
+std::string formatNumber(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  return fmt::format("{}", v); // fmt prints the shortest round-trip form
+}
+
+static std::string describeInit(const Decl &d) {
+  switch (d.init.kind) {
+  case Init::Constant: return "= " + formatNumber(d.init.a);
+  case Init::Normal: return fmt::format("~ normal({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));
+  case Init::Uniform: return fmt::format("~ uniform({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));
+  case Init::Glorot: return "~ glorot";
+  }
+  return "";
+}
+
+std::string describeProgram(const Program &p) {
+  size_t width = 4;
+  auto widen = [&](const std::string &n) { width = std::max(width, n.size()); };
+  for (auto *list : {&p.inputs, &p.targets, &p.params})
+    for (auto &d : *list) widen(d.name);
+  for (auto &v : p.values) widen(v.name);
+  std::string out;
+  auto line = [&](const char *kind, const std::string &name, const Shape &s, const std::string &extra) {
+    std::string text = fmt::format("{:<6} {:<{}} {:<10}{}", kind, name, width, s.describe(), extra);
+    while (!text.empty() && text.back() == ' ') text.pop_back();
+    out += text + "\n";
+  };
+  for (auto &d : p.inputs) line("input", d.name, d.shape, "");
+  for (auto &d : p.targets) line("target", d.name, d.shape, "");
+  for (auto &d : p.params) line("param", d.name, d.shape, " " + describeInit(d));
+  for (auto &v : p.values) {
+    bool isLoss = p.loss && p.loss->statement == v.statement;
+    line(isLoss ? "loss" : "value", v.name, p.graph.shape(v.node), "");
+  }
+  for (auto &o : p.outputs) line("output", o.name, p.graph.shape(o.node), "");
+  out += fmt::format("{} input scalars, {} target scalars, {} param scalars, {} output scalars per example\n",
+                     p.inputCount(), p.targetCount(), p.paramCount(), p.outputCount());
+  return out;
+}
+
+std::string dumpGraph(const Graph &g, const std::vector<std::pair<std::string, NodeId>> &roots,
+                      const Program *prog) {
+  std::unordered_map<NodeId, std::string> names;
+  if (prog) {
+    for (auto *list : {&prog->inputs, &prog->targets, &prog->params})
+      for (auto &d : *list) names.emplace(d.node, d.name);
+    for (auto &v : prog->values) names.emplace(v.node, v.name);
+  }
+  std::vector<NodeId> rootIds;
+  for (auto &r : roots) rootIds.push_back(r.second);
+  std::string out;
+  for (NodeId id : g.reachable(rootIds)) {
+    const Node &n = g.node(id);
+    std::string line = fmt::format("%{} = {}", id, opSpelling(n.op));
+    switch (n.op) {
+    case Op::Input:
+    case Op::Target:
+    case Op::Param: line += " " + (prog ? names[id] : std::to_string(n.iattr)); break;
+    case Op::Const: line += " " + formatNumber(n.fattr); break;
+    case Op::Pow: line += fmt::format(" %{}, {}", n.a(), formatNumber(n.fattr)); break;
+    case Op::SumAxis: line += fmt::format(" %{}, axis {}", n.a(), n.iattr); break;
+    case Op::Broadcast:
+      line += fmt::format(" %{}", n.a());
+      if (n.iattr >= 0) line += fmt::format(", along axis {}", n.iattr);
+      break;
+    default:
+      for (int k = 0; k < n.nin; ++k) line += fmt::format("{} %{}", k ? "," : "", n.in[static_cast<size_t>(k)]);
+    }
+    line += " : " + n.shape.str();
+    auto it = names.find(id);
+    if (it != names.end() && opKind(n.op) != OpKind::Leaf) line += "    # " + it->second;
+    out += line + "\n";
+  }
+  for (auto &r : roots) out += fmt::format("{} = %{}\n", r.first, r.second);
+  return out;
+}
+
+} // namespace nabla

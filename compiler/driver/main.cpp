@@ -1,0 +1,318 @@
+// nabla: the command-line tool. A thin layer over the library: parses options, calls the
+// pipeline, prints results. Every error is a message and exit status 1.
+#include "DataIO.h"
+#include "Evaluate.h"
+#include "GradPrinter.h"
+#include "Lexer.h"
+#include "ParamIO.h"
+#include "Parser.h"
+#include "Pipeline.h"
+#include "ProgramPrinter.h"
+#include "Random.h"
+#include "Sema.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+using namespace nabla;
+
+namespace {
+
+struct Failure {
+  std::string message; // complete, printable
+};
+
+void fail(std::string message) { throw Failure{std::move(message)}; }
+
+template <class T> T unwrap(Expected<T> e) {
+  if (!e) fail(e.error().message);
+  return std::move(*e);
+}
+
+constexpr size_t kMaxSourceBytes = size_t(16) << 20;
+
+SourceFile readSource(const std::string &path) {
+  std::string text = unwrap(readFile(path));
+  if (text.size() > kMaxSourceBytes)
+    fail(fmt::format("{}: error: source file is {} bytes; at most {} are supported", path,
+                     text.size(), kMaxSourceBytes));
+  return SourceFile{path, std::move(text)};
+}
+
+Program compileFile(const std::string &path) {
+  std::string diags;
+  std::optional<Program> p = compileSource(readSource(path), diags);
+  if (!p) fail(diags);
+  if (!diags.empty()) std::fputs(diags.c_str(), stderr); // warnings
+  return std::move(*p);
+}
+
+void requireLoss(const Program &p, const char *command) {
+  if (!p.loss)
+    fail(fmt::format("{}: error: '{}' needs a loss, but the program declares none (add 'loss NAME = EXPR')",
+                     p.source.name, command));
+}
+
+Derivation deriveOrFail(Program &p) { return unwrap(derive(p)); }
+
+DType parseDType(const std::string &s) { return s == "f64" ? DType::F64 : DType::F32; }
+
+void checkEngine(const std::string &engine) {
+  if (engine == "jit")
+    fail("error: --engine jit is not available yet in this build (the LLVM JIT engine is being "
+         "built); use --engine interp");
+}
+
+std::vector<double> paramsFor(const Program &p, const std::string &paramsPath, uint64_t seed) {
+  if (!paramsPath.empty()) return unwrap(loadParams(paramsPath, p));
+  return initParams(p, seed);
+}
+
+// --- commands -------------------------------------------------------------------------------
+
+int cmdCheck(const std::string &file, const std::string &emit) {
+  if (emit == "tokens" || emit == "ast") {
+    SourceFile src = readSource(file);
+    DiagnosticEngine diags(src);
+    std::vector<Token> tokens = lex(src, diags);
+    std::string out;
+    if (emit == "tokens") out = dumpTokens(tokens);
+    else if (!diags.hasErrors()) out = dumpAst(parse(tokens, diags));
+    if (diags.hasErrors()) fail(diags.render());
+    std::fputs(out.c_str(), stdout);
+    return 0;
+  }
+  Program p = compileFile(file);
+  if (emit.empty()) {
+    std::fputs(describeProgram(p).c_str(), stdout);
+    return 0;
+  }
+  std::vector<std::pair<std::string, NodeId>> roots;
+  if (emit == "graph") {
+    for (auto &o : p.outputs) roots.emplace_back("output " + o.name, o.node);
+    if (p.loss) roots.emplace_back("loss " + p.loss->name, p.loss->node);
+    std::fputs(dumpGraph(p.graph, roots, &p).c_str(), stdout);
+    return 0;
+  }
+  requireLoss(p, ("check --emit " + emit).c_str());
+  Derivation d = deriveOrFail(p);
+  if (emit == "grad") {
+    // The gradient as autodiff built it, before simplification.
+    for (size_t k = 0; k < p.params.size(); ++k) {
+      NodeId raw = d.gradient.adjoint.size() > static_cast<size_t>(p.params[k].node)
+                       ? d.gradient.adjoint[static_cast<size_t>(p.params[k].node)]
+                       : kNoNode;
+      roots.emplace_back("d" + p.loss->name + "/d" + p.params[k].name,
+                         raw == kNoNode ? d.paramGrads[k] : raw);
+    }
+  } else {
+    roots.emplace_back("loss " + p.loss->name, d.loss);
+    for (size_t k = 0; k < p.params.size(); ++k)
+      roots.emplace_back("d" + p.loss->name + "/d" + p.params[k].name, d.paramGrads[k]);
+  }
+  std::fputs(dumpGraph(p.graph, roots, &p).c_str(), stdout);
+  return 0;
+}
+
+int cmdGrad(const std::string &file, bool ascii) {
+  Program p = compileFile(file);
+  requireLoss(p, "grad");
+  Derivation d = deriveOrFail(p);
+  std::fputs(printGradient(p, d, GradPrintOptions{ascii}).c_str(), stdout);
+  return 0;
+}
+
+std::string evalJson(const Program &p, const LossAndGradient &r) {
+  std::string out = "{\n \"loss\": " + formatNumberJson(r.loss) + ",\n \"grads\": {";
+  for (size_t k = 0; k < p.params.size(); ++k) {
+    const Decl &d = p.params[k];
+    out += (k ? ",\n  " : "\n  ") + quoteJson(d.name) + ": ";
+    appendNested(out, r.grads.data() + d.offset, d.shape, 2);
+  }
+  out += "\n }\n}\n";
+  return out;
+}
+
+int cmdEval(const std::string &file, const std::string &data, const std::string &params,
+            uint64_t seed, const std::string &engine, const std::string &dtype, bool json) {
+  checkEngine(engine);
+  Program p = compileFile(file);
+  requireLoss(p, "eval");
+  Dataset ds = unwrap(loadCsv(data, p));
+  std::vector<double> P = paramsFor(p, params, seed);
+  Derivation d = deriveOrFail(p);
+  LossAndGradient r = interpretLossAndGradient(p, d, parseDType(dtype), P, ds.inputs.data(),
+                                               ds.targets.data(), ds.rows);
+  if (json) {
+    std::fputs(evalJson(p, r).c_str(), stdout);
+    return 0;
+  }
+  std::string out = fmt::format("loss {} = {}   (mean over {} examples, {})\n", p.loss->name,
+                                formatNumber(r.loss), ds.rows, dtype);
+  for (const Decl &decl : p.params) {
+    double norm = 0, maxAbs = 0;
+    for (int64_t i = 0; i < decl.shape.numel(); ++i) {
+      double g = r.grads[static_cast<size_t>(decl.offset + i)];
+      norm += g * g;
+      maxAbs = std::max(maxAbs, std::abs(g));
+    }
+    out += fmt::format("d{}/d{} {}: |g| = {:.6g}, max |g_i| = {:.6g}\n", p.loss->name, decl.name,
+                       decl.shape.describe(), std::sqrt(norm), maxAbs);
+  }
+  out += "(use --json for every number)\n";
+  std::fputs(out.c_str(), stdout);
+  return 0;
+}
+
+// Random inputs in [0.5, 1.5] and targets in [0, 1], from the seed, when no data is given.
+Dataset randomData(const Program &p, uint64_t seed, int64_t rows) {
+  Rng rng(seed ^ 0x5eedda7aull);
+  Dataset ds;
+  ds.rows = rows;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < p.inputCount(); ++i) ds.inputs.push_back(rng.uniform(0.5, 1.5));
+    for (int64_t i = 0; i < p.targetCount(); ++i) ds.targets.push_back(rng.uniform(0, 1));
+  }
+  return ds;
+}
+
+int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed) {
+  Program p = compileFile(file);
+  requireLoss(p, "gradcheck");
+  Dataset ds = data.empty() ? randomData(p, seed, 4) : unwrap(loadCsv(data, p));
+  std::vector<double> P = initParams(p, seed);
+  Derivation d = deriveOrFail(p);
+  LossAndGradient r = interpretLossAndGradient(p, d, DType::F64, P, ds.inputs.data(),
+                                               ds.targets.data(), ds.rows);
+  auto loss = [&](const std::vector<double> &q) {
+    return interpretLoss(p, d.loss, q, ds.inputs.data(), ds.targets.data(), ds.rows);
+  };
+  std::printf("gradcheck %s: loss %s over %lld examples, central differences in f64\n",
+              file.c_str(), formatNumber(r.loss).c_str(), static_cast<long long>(ds.rows));
+  bool ok = true;
+  constexpr double kTolerance = 1e-6;
+  for (const Decl &decl : p.params) {
+    double maxDiff = 0, maxRef = 0;
+    int64_t worst = 0;
+    for (int64_t i = 0; i < decl.shape.numel(); ++i) {
+      size_t at = static_cast<size_t>(decl.offset + i);
+      double h = 1e-6 * std::max(1.0, std::abs(P[at]));
+      std::vector<double> q = P;
+      q[at] = P[at] + h;
+      double up = loss(q);
+      q[at] = P[at] - h;
+      double down = loss(q);
+      double fd = (up - down) / (2 * h);
+      double diff = std::abs(fd - r.grads[at]);
+      if (diff > maxDiff) maxDiff = diff, worst = i;
+      maxRef = std::max({maxRef, std::abs(fd), std::abs(r.grads[at])});
+    }
+    // Relative to the largest magnitude in this gradient; tiny gradients are compared absolutely.
+    double rel = maxDiff / std::max(maxRef, 1e-6);
+    bool good = rel <= kTolerance && std::isfinite(rel);
+    ok &= good;
+    std::printf("  %-12s %-10s worst relative error %.3g (element %lld)  %s\n", decl.name.c_str(),
+                decl.shape.describe().c_str(), rel, static_cast<long long>(worst),
+                good ? "ok" : "FAILED");
+  }
+  std::printf(ok ? "all gradients agree to %g\n" : "gradients differ by more than %g\n", kTolerance);
+  return ok ? 0 : 1;
+}
+
+int notYet(const std::string &command) {
+  fail(fmt::format("error: '{}' is not available yet in this build: it needs the JIT engine, "
+                   "which is being built", command));
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"nabla: a compiler for neural networks: parse, differentiate symbolically, "
+               "evaluate, train."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "nabla 0.1");
+  std::string file, emit, data, params, engine = "interp", dtype = "f32", save, out, optimizer = "sgd";
+  uint64_t seed = 0;
+  bool json = false, ascii = false;
+
+  auto addFile = [&](CLI::App *c) { c->add_option("FILE", file, "the .nn program")->required(); };
+  auto *check = app.add_subcommand("check", "parse and check names and shapes; print every value with its shape");
+  addFile(check);
+  check->add_option("--emit", emit, "print a stage instead")
+      ->check(CLI::IsMember({"tokens", "ast", "graph", "grad", "simplified"}));
+  auto *grad = app.add_subcommand("grad", "print dLOSS/dNAME for every value and param, as formulas");
+  addFile(grad);
+  grad->add_flag("--ascii", ascii, "ASCII notation only (no ᵀ, ⊗, Σ)");
+  auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
+  addFile(eval);
+  eval->add_option("--data", data, "CSV data")->required();
+  eval->add_option("--params", params, "JSON params (default: initialized from --seed)");
+  eval->add_option("--seed", seed, "initialization seed (default 0)");
+  eval->add_option("--engine", engine, "interp or jit (default interp until the JIT lands)")->check(CLI::IsMember({"interp", "jit"}));
+  eval->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
+  eval->add_flag("--json", json, "print {\"loss\": X, \"grads\": {...}}");
+  auto *gradcheck = app.add_subcommand("gradcheck", "compare the gradient with central finite differences");
+  addFile(gradcheck);
+  gradcheck->add_option("--data", data, "CSV data (default: random inputs and targets)");
+  gradcheck->add_option("--seed", seed, "seed of params and random data (default 0)");
+  gradcheck->add_option("--engine", engine, "interp or jit (default interp until the JIT lands)")->check(CLI::IsMember({"interp", "jit"}));
+  int epochs = 0, batch = 0, threads = 0;
+  double lr = 0;
+  auto *train = app.add_subcommand("train", "train with the JIT-compiled gradient");
+  addFile(train);
+  train->add_option("--data", data)->required();
+  train->add_option("--epochs", epochs);
+  train->add_option("--batch", batch);
+  train->add_option("--lr", lr);
+  train->add_option("--optimizer", optimizer)->check(CLI::IsMember({"sgd", "momentum", "adam"}));
+  train->add_option("--seed", seed);
+  train->add_option("--save", save);
+  train->add_option("--threads", threads);
+  auto *predict = app.add_subcommand("predict", "print the outputs for every example");
+  addFile(predict);
+  predict->add_option("--params", params)->required();
+  predict->add_option("--data", data)->required();
+  auto *ir = app.add_subcommand("ir", "print the LLVM IR of forward and gradient");
+  addFile(ir);
+  int optLevel = 2;
+  ir->add_option("-O", optLevel, "optimization level, -O0 to -O3")->check(CLI::Range(0, 3));
+  auto *emitCpp = app.add_subcommand("emit-cpp", "write standalone C++");
+  addFile(emitCpp);
+  emitCpp->add_option("-o", out)->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError &e) {
+    if (e.get_exit_code() == 0) return app.exit(e); // --help, --version
+    std::fprintf(stderr, "nabla: error: %s\n", e.what());
+    std::fprintf(stderr, "run 'nabla --help' or 'nabla COMMAND --help' for usage\n");
+    return 1;
+  }
+  try {
+    if (check->parsed()) return cmdCheck(file, emit);
+    if (grad->parsed()) return cmdGrad(file, ascii);
+    if (eval->parsed()) return cmdEval(file, data, params, seed, engine, dtype, json);
+    if (gradcheck->parsed()) return cmdGradcheck(file, data, seed);
+    if (train->parsed()) return notYet("train");
+    if (predict->parsed()) return notYet("predict");
+    if (ir->parsed()) return notYet("ir");
+    if (emitCpp->parsed()) return notYet("emit-cpp");
+  } catch (const Failure &f) {
+    std::string m = f.message;
+    if (!m.empty() && m.back() != '\n') m += '\n';
+    std::fputs(m.c_str(), stderr);
+    return 1;
+  } catch (const InternalError &e) {
+    std::fprintf(stderr, "nabla: internal error (a bug in nabla, please report it): %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc &) {
+    std::fprintf(stderr, "nabla: error: out of memory\n");
+    return 1;
+  }
+  return 1;
+}

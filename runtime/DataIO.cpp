@@ -1,0 +1,319 @@
+// DataIO: the strict CSV reader (one pass over the bytes, no recursion, every error a value with
+// FILE:LINE) and the atomic file writer.
+#include "DataIO.h"
+
+#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
+
+#include "Program.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace nabla {
+
+namespace {
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+bool isBlank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && isBlank(s.front())) s.remove_prefix(1);
+  while (!s.empty() && isBlank(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// A field as it may be shown in a message: quoted, at most 40 bytes, unprintable bytes as \xNN.
+std::string quoteField(std::string_view s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size() && i < 40; ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') out += {'\\', static_cast<char>(c)};
+    else if (c >= 0x20 && c < 0x7f) out += static_cast<char>(c);
+    else out += fmt::format("\\x{:02x}", c);
+  }
+  out += s.size() > 40 ? "...\"" : "\"";
+  return out;
+}
+
+enum class Num { Ok, NotNumber, Overflow };
+
+// number ::= [+-]? digit+ ('.' digit+)? ([eE] [+-]? digit+)?   (the language's, plus a sign)
+// On failure `why` says what is wrong, for the message.
+Num scanNumber(std::string_view f, double &out, std::string &why) {
+  size_t i = 0, n = f.size();
+  bool neg = i < n && f[i] == '-';
+  if (i < n && (f[i] == '+' || f[i] == '-')) ++i;
+  size_t start = i;
+  if (i == n || !isDigit(f[i])) {
+    std::string rest;
+    for (size_t k = i; k < n && k < i + 9; ++k) rest += static_cast<char>(f[k] | 0x20);
+    if (f.empty()) why = "is empty";
+    else if (rest == "nan" || rest == "inf" || rest == "infinity")
+      why = "is not a number: NaN and infinity are not allowed";
+    else if (f[i] == '.') why = "is not a number: a leading digit is required";
+    else why = "is not a number";
+    return Num::NotNumber;
+  }
+  while (i < n && isDigit(f[i])) ++i;
+  size_t intEnd = i;
+  if (i < n && f[i] == '.') {
+    if (++i == n || !isDigit(f[i])) {
+      why = "is not a number: a '.' must be followed by digits";
+      return Num::NotNumber;
+    }
+    while (i < n && isDigit(f[i])) ++i;
+  }
+  size_t mantEnd = i;
+  int64_t exponent = 0;
+  if (i < n && (f[i] == 'e' || f[i] == 'E')) {
+    ++i;
+    bool expNeg = i < n && f[i] == '-';
+    if (i < n && (f[i] == '+' || f[i] == '-')) ++i;
+    if (i == n || !isDigit(f[i])) {
+      why = "is not a number: an exponent must be followed by digits";
+      return Num::NotNumber;
+    }
+    for (; i < n && isDigit(f[i]); ++i)
+      exponent = std::min<int64_t>(exponent * 10 + (f[i] - '0'), 1000000000);
+    if (expNeg) exponent = -exponent;
+  }
+  if (i != n) {
+    why = "is not a number";
+    return Num::NotNumber;
+  }
+  double v = 0;
+  auto [ptr, ec] = std::from_chars(f.data() + start, f.data() + n, v);
+  if (ec == std::errc::result_out_of_range) {
+    // from_chars says this for underflow too: find the decimal exponent of the first nonzero
+    // digit; a value that big overflows, a smaller one underflows to zero.
+    int64_t mag = 0;
+    size_t k = start;
+    while (k < mantEnd && (f[k] == '0' || f[k] == '.')) ++k;
+    mag = k < intEnd ? static_cast<int64_t>(intEnd - k) - 1 : -static_cast<int64_t>(k - intEnd);
+    if (mag + exponent >= 0) {
+      why = "is out of the double range";
+      return Num::Overflow;
+    }
+    v = 0;
+  } else if (ec != std::errc() || ptr != f.data() + n) {
+    why = "is not a number";
+    return Num::NotNumber;
+  }
+  out = neg ? -v : v;
+  return Num::Ok;
+}
+
+// "x[4]", or "s" for a scalar.
+std::string declName(const Decl &d) { return d.shape.isScalar() ? d.name : d.name + d.shape.str(); }
+
+// "4 for input x[4], 1 for input s"
+std::string describeDecls(const std::vector<Decl> &ds, const char *kind) {
+  std::string out;
+  for (const Decl &d : ds)
+    out += fmt::format("{}{} for {} {}", out.empty() ? "" : ", ", d.shape.numel(), kind, declName(d));
+  return out;
+}
+
+// The column layouts a file may use, the first one that fits the column count wins.
+struct Form {
+  enum Kind { Full, ClassIndex, InputsOnly } kind;
+  int64_t cols;
+  std::string description; // "6 (4 for input x[4], 2 for target t[2])"
+};
+
+std::vector<Form> formsFor(const Program &p, bool targetsOptional) {
+  std::vector<Form> forms;
+  std::string in = describeDecls(p.inputs, "input"), tg = describeDecls(p.targets, "target");
+  auto join = [](const std::string &a, const std::string &b) {
+    return a.empty() ? b : b.empty() ? a : a + ", " + b;
+  };
+  int64_t nIn = p.inputCount(), nT = p.targetCount();
+  forms.push_back({Form::Full, nIn + nT, fmt::format("{} ({})", nIn + nT, join(in, tg))});
+  if (p.targets.size() == 1 && p.targets[0].shape.rank() == 1 && p.targets[0].shape[0] > 1)
+    forms.push_back({Form::ClassIndex, nIn + 1,
+                     fmt::format("{} ({})", nIn + 1,
+                                 join(in, fmt::format("1 class index 0..{} for target {}",
+                                                      nT - 1, declName(p.targets[0]))))});
+  if (targetsOptional && nT > 0)
+    forms.push_back({Form::InputsOnly, nIn, fmt::format("{} (inputs only: {})", nIn, in)});
+  return forms;
+}
+
+std::string listForms(const std::vector<Form> &forms) {
+  std::string out;
+  for (size_t i = 0; i < forms.size(); ++i)
+    out += (i == 0 ? "" : i + 1 == forms.size() ? " or " : ", ") + forms[i].description;
+  return out;
+}
+
+} // namespace
+
+Expected<std::string> readFile(const std::string &path) {
+  auto fail = [&](const char *what) {
+    return Error{fmt::format("{}: error: {}: {}", path, what, std::strerror(errno))};
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail("cannot open");
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    errno = EISDIR;
+    return fail("cannot open");
+  }
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      int e = errno;
+      ::close(fd);
+      errno = e;
+      return fail("cannot read");
+    }
+    if (got == 0) break;
+    text.append(buf, static_cast<size_t>(got));
+  }
+  ::close(fd);
+  return text;
+}
+
+Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
+                           const Program &program, bool targetsOptional) {
+  const int64_t nIn = program.inputCount(), nT = program.targetCount();
+  const std::vector<Form> forms = formsFor(program, targetsOptional);
+  const Form *form = nullptr; // chosen by the first data row
+  int64_t formLine = 0, headerLine = 0, lineNo = 0;
+  auto error = [&](const std::string &msg) {
+    return Error{fmt::format("{}:{}: error: {}", fileName, lineNo, msg)};
+  };
+
+  Dataset data;
+  std::vector<std::string_view> fields;
+  size_t pos = text.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0; // UTF-8 byte order mark
+  bool firstLine = true;
+  while (pos < text.size()) {
+    size_t end = std::min(text.find('\n', pos), text.size());
+    std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++lineNo;
+    if (trim(line).empty()) continue;
+
+    fields.clear();
+    for (size_t start = 0;;) {
+      size_t comma = std::min(line.find(',', start), line.size());
+      fields.push_back(trim(line.substr(start, comma - start)));
+      if (comma == line.size()) break;
+      start = comma + 1;
+    }
+
+    if (firstLine) { // a header has a field that is neither empty nor (syntactically) a number
+      firstLine = false;
+      bool header = false;
+      for (std::string_view f : fields) {
+        double v;
+        std::string why;
+        if (!f.empty() && scanNumber(f, v, why) == Num::NotNumber) header = true;
+      }
+      if (header) {
+        headerLine = lineNo;
+        continue;
+      }
+    }
+
+    const int64_t count = static_cast<int64_t>(fields.size());
+    const char *trailing = fields.back().empty() && count > 1
+                               ? " (the last field is empty: a trailing comma?)"
+                               : "";
+    if (!form) {
+      for (const Form &f : forms)
+        if (f.cols == count) {
+          form = &f;
+          break;
+        }
+      if (!form)
+        return error(fmt::format("row has {} field{}{}; expected {}", count,
+                                 count == 1 ? "" : "s", trailing, listForms(forms)));
+      formLine = lineNo;
+      data.classTargets = form->kind == Form::ClassIndex;
+      data.hasTargets = form->kind != Form::InputsOnly;
+    } else if (count != form->cols) {
+      return error(fmt::format("row has {} field{}{}; expected {} like the first row (line {})",
+                               count, count == 1 ? "" : "s", trailing, form->description,
+                               formLine));
+    }
+
+    for (int64_t c = 0; c < count; ++c) {
+      std::string_view f = fields[static_cast<size_t>(c)];
+      double v = 0;
+      std::string why;
+      if (scanNumber(f, v, why) != Num::Ok)
+        return error(fmt::format("column {}: {} {}", c + 1, f.empty() ? "the field" : quoteField(f),
+                                 why));
+      if (c < nIn) {
+        data.inputs.push_back(v);
+      } else if (form->kind == Form::Full) {
+        data.targets.push_back(v);
+      } else { // ClassIndex
+        if (!(v >= 0 && v < static_cast<double>(nT) && v == static_cast<double>(int64_t(v))))
+          return error(fmt::format("column {}: class index {} for target {} is not an integer "
+                                   "in 0..{}",
+                                   c + 1, quoteField(f), declName(program.targets[0]), nT - 1));
+        for (int64_t k = 0; k < nT; ++k) data.targets.push_back(k == int64_t(v) ? 1.0 : 0.0);
+      }
+    }
+    ++data.rows;
+  }
+
+  if (data.rows == 0) {
+    lineNo = headerLine ? headerLine : 1;
+    return error(headerLine       ? "no examples: the file has only a header line"
+                 : text.empty() ? "no examples: the file is empty"
+                                : "no examples: the file has only blank lines");
+  }
+  return data;
+}
+
+Expected<Dataset> loadCsv(const std::string &path, const Program &program, bool targetsOptional) {
+  Expected<std::string> text = readFile(path);
+  if (!text) return text.error();
+  return parseCsv(*text, path, program, targetsOptional);
+}
+
+Expected<bool> writeFileAtomically(const std::string &path, std::string_view contents) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  auto fail = [&](bool created) {
+    int e = errno;
+    if (fd >= 0) ::close(fd);
+    if (created) ::unlink(tmp.c_str());
+    return Error{fmt::format("{}: error: cannot write: {}", path, std::strerror(e))};
+  };
+  if (fd < 0) return fail(false);
+  for (size_t done = 0; done < contents.size();) {
+    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(true);
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) return fail(true);
+  int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) return fail(true);
+  // Best effort: make the rename itself durable.
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  return true;
+}
+
+} // namespace nabla

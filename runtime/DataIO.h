@@ -1,0 +1,45 @@
+// DataIO: reading CSV data files into the flat example-after-example layout, strictly and with
+// FILE:LINE errors (never a crash or hang, whatever the bytes), and atomic file writes.
+#pragma once
+#include "Expected.h"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nabla {
+
+struct Program;
+
+struct Dataset {
+  int64_t rows = 0;
+  std::vector<double> inputs;  // rows * inputCount, example after example, declaration order
+  std::vector<double> targets; // rows * targetCount; a class-index column arrives one-hot
+  bool classTargets = false;   // the file gave the target as one class-index column
+  bool hasTargets = true;      // false when targetsOptional and the file has input columns only
+};
+
+// The whole file. A missing or unreadable file: "FILE: error: cannot open: <strerror>".
+Expected<std::string> readFile(const std::string &path);
+
+// Rules (LANGUAGE.md, "Data files"): one example a row, fields separated by ','; columns are the
+// inputs flattened row-major in declaration order, then the targets likewise. Alternatively, when
+// the program has exactly one target, declared [K] with K > 1, one integer class-index column
+// (0..K-1, `3` or `3.0`), one-hot encoded. With targetsOptional, rows of just the input columns are
+// accepted too (hasTargets = false). The first data row's column count picks the form; every row
+// must then have that count. A first line with a field that is neither empty nor a number is a
+// header and is skipped. Fields are numbers as in the language with an optional sign (+ or -),
+// surrounded by optional spaces or tabs; CRLF, blank lines and a leading UTF-8 BOM are fine.
+// Errors: "FILE:LINE: error: MESSAGE", LINE 1-based, columns named 1-based.
+Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
+                           const Program &program, bool targetsOptional = false);
+Expected<Dataset> loadCsv(const std::string &path, const Program &program,
+                          bool targetsOptional = false);
+
+// Writes PATH.tmp.<pid> in the same directory, fsyncs it and renames it over PATH, so readers see
+// the old file or the new one, never a part. On failure the temp file is removed and the error
+// reads "PATH: error: cannot write: <strerror>".
+Expected<bool> writeFileAtomically(const std::string &path, std::string_view contents);
+
+} // namespace nabla

@@ -1,0 +1,247 @@
+// ParamIO: reads parameter files with a SAX handler over nlohmann's iterative parser, so that the
+// nesting it accepts is bounded (an object, then at most two levels of arrays) whatever the input.
+#include "ParamIO.h"
+
+#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
+
+#include "DataIO.h"
+#include "Program.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace nabla {
+
+namespace {
+
+using Json = nlohmann::json;
+
+std::string expectedShape(const Shape &s) {
+  if (s.rank() == 0) return "a number";
+  if (s.rank() == 1) return fmt::format("an array of {} numbers", s[0]);
+  return fmt::format("{} rows of {} numbers (shape {})", s[0], s[1], s.str());
+}
+
+// Builds the flat array from SAX events. depth_: 0 outside the top object, 1 inside it, 2 inside a
+// param's array, 3 inside a row of a matrix. Anything deeper is refused before it is entered.
+class ParamReader final : public nlohmann::json_sax<Json> {
+public:
+  explicit ParamReader(const Program &p)
+      : flat(static_cast<size_t>(p.paramCount()), 0.0), program_(p), seen_(p.params.size()) {}
+
+  std::vector<double> flat;
+  std::string error;       // content or syntax message, without the "FILE...: error: " prefix
+  size_t errorPos = 0;     // 1-based byte position of a syntax error, 0 for a content error
+
+  bool seen(size_t i) const { return seen_[i]; }
+
+  bool null() override { return mismatch("null"); }
+  bool boolean(bool) override { return mismatch("a boolean"); }
+  bool number_integer(number_integer_t v) override { return number(static_cast<double>(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return number(static_cast<double>(v)); }
+  bool number_float(number_float_t v, const string_t &) override { return number(v); }
+  bool string(string_t &) override { return mismatch("a string"); }
+  bool binary(binary_t &) override { return mismatch("binary data"); }
+
+  bool start_object(size_t) override {
+    if (depth_ != 0) return mismatch("an object");
+    depth_ = 1;
+    return true;
+  }
+  bool key(string_t &k) override {
+    cur_ = program_.findParam(k);
+    if (!cur_) {
+      std::string names;
+      for (const Decl &p : program_.params) names += (names.empty() ? "" : ", ") + p.name;
+      return fail(fmt::format("unknown param {}; {}", quoteJson(k),
+                              names.empty() ? "the program has no params"
+                                            : "the program's params are " + names));
+    }
+    auto seen = seen_.begin() + (cur_ - program_.params.data());
+    if (*seen) return fail(fmt::format("param \"{}\" is given twice", cur_->name));
+    *seen = true;
+    return true;
+  }
+  bool end_object() override {
+    depth_ = 0;
+    return true;
+  }
+  bool start_array(size_t) override {
+    if (depth_ == 0 || depth_ == 3 || (depth_ == 1 && cur_->shape.rank() == 0) ||
+        (depth_ == 2 && cur_->shape.rank() == 1))
+      return mismatch("an array");
+    if (depth_ == 2) row_ = count_[0]++, count_[1] = 0;
+    else count_[0] = 0;
+    ++depth_;
+    return true;
+  }
+  bool end_array() override {
+    const Shape &s = cur_->shape;
+    if (depth_ == 3 && count_[1] != s[1])
+      return fail(fmt::format("param \"{}\": row {} has {} numbers; expected {}", cur_->name, row_,
+                              count_[1], s[1]));
+    if (depth_ == 2 && count_[0] != s[0])
+      return fail(fmt::format("param \"{}\": expected {} {}, found {}", cur_->name, s[0],
+                              s.rank() == 1 ? "numbers" : "rows", count_[0]));
+    --depth_;
+    return true;
+  }
+  bool parse_error(size_t position, const std::string &token,
+                   const nlohmann::detail::exception &ex) override {
+    // A syntax error points at the byte that broke it; an overflowing number at its start.
+    if (ex.id == 406 && !token.empty() && token.size() <= position) position -= token.size() - 1;
+    // what() is "[json.exception.KIND.ID] parse error at line L, column C: MESSAGE"; keep MESSAGE.
+    std::string_view what = ex.what();
+    if (size_t p = what.find("] "); p != what.npos) what.remove_prefix(p + 2);
+    if (what.substr(0, 15) == "parse error at ") {
+      if (size_t p = what.find(": "); p != what.npos) what.remove_prefix(p + 2);
+    }
+    error.clear();
+    for (char c : what) { // the "last read: '...'" part may hold any byte
+      auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u >= 0x7f) error += fmt::format("\\x{:02x}", u);
+      else error += c;
+    }
+    errorPos = std::max<size_t>(position, 1);
+    return false;
+  }
+
+private:
+  bool fail(std::string message) {
+    error = std::move(message);
+    return false;
+  }
+  bool number(double v) {
+    const Shape *s = cur_ ? &cur_->shape : nullptr;
+    if (depth_ == 1 && s->rank() == 0) flat[static_cast<size_t>(cur_->offset)] = v;
+    else if (depth_ == 2 && s->rank() == 1) {
+      if (count_[0] < (*s)[0]) flat[static_cast<size_t>(cur_->offset + count_[0])] = v;
+      ++count_[0];
+    } else if (depth_ == 3) {
+      if (row_ < (*s)[0] && count_[1] < (*s)[1])
+        flat[static_cast<size_t>(cur_->offset + row_ * (*s)[1] + count_[1])] = v;
+      ++count_[1];
+    } else {
+      return mismatch("a number");
+    }
+    return true;
+  }
+  // The value about to be read is `found`, which does not fit where it stands.
+  bool mismatch(const char *found) {
+    if (depth_ == 0)
+      return fail(fmt::format("expected an object {{\"NAME\": value, ...}} at the top, found {}",
+                              found));
+    const std::string name = fmt::format("param \"{}\"", cur_->name);
+    if (depth_ == 1)
+      return fail(fmt::format("{} is {}; expected {}", name, found, expectedShape(cur_->shape)));
+    if (depth_ == 2 && cur_->shape.rank() == 2)
+      return fail(fmt::format("{}: row {} is {}; expected an array of {} numbers", name, count_[0],
+                              found, cur_->shape[1]));
+    std::string at = depth_ == 2 ? fmt::format("[{}]", count_[0])
+                                 : fmt::format("[{}][{}]", row_, count_[1]);
+    return fail(fmt::format("{}: element {} is {}; expected a number", name, at, found));
+  }
+
+  const Program &program_;
+  std::vector<bool> seen_;
+  const Decl *cur_ = nullptr;
+  int depth_ = 0;
+  int64_t count_[2] = {0, 0}; // elements read so far at depth 2 and 3
+  int64_t row_ = 0;           // the row being read at depth 3
+};
+
+} // namespace
+
+Expected<std::vector<double>> parseParams(std::string_view text, const std::string &fileName,
+                                          const Program &program) {
+  ParamReader reader(program);
+  bool ok = false;
+  try {
+    ok = Json::sax_parse(text.begin(), text.end(), &reader);
+  } catch (const std::exception &e) { // not expected: errors come through parse_error
+    return Error{fmt::format("{}: error: {}", fileName, e.what())};
+  }
+  if (!ok && reader.errorPos > 0) {
+    size_t at = std::min(reader.errorPos - 1, text.size());
+    std::string_view before = text.substr(0, at);
+    size_t line = 1 + static_cast<size_t>(std::count(before.begin(), before.end(), '\n'));
+    size_t lineStart = before.rfind('\n');
+    size_t col = at - (lineStart == before.npos ? 0 : lineStart + 1) + 1;
+    return Error{fmt::format("{}:{}:{}: error: {}", fileName, line, col, reader.error)};
+  }
+  if (!ok) return Error{fmt::format("{}: error: {}", fileName, reader.error)};
+
+  std::string missing;
+  int nMissing = 0;
+  for (size_t i = 0; i < program.params.size(); ++i) {
+    const Decl &p = program.params[i];
+    if (!reader.seen(i))
+      missing += fmt::format("{}\"{}\" ({})", nMissing++ ? ", " : "", p.name,
+                             p.shape.isScalar() ? "scalar" : "shape " + p.shape.str());
+  }
+  if (nMissing)
+    return Error{fmt::format("{}: error: missing param{} {}", fileName, nMissing > 1 ? "s" : "",
+                             missing)};
+  return std::move(reader.flat);
+}
+
+Expected<std::vector<double>> loadParams(const std::string &path, const Program &program) {
+  Expected<std::string> text = readFile(path);
+  if (!text) return text.error();
+  return parseParams(*text, path, program);
+}
+
+std::string formatNumberJson(double v) {
+  if (!std::isfinite(v)) return "null";
+  if (v == 0 && std::signbit(v)) return "-0.0"; // "-0" would read back as the integer 0
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
+  return std::string(buf, end);
+}
+
+std::string quoteJson(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += {'\\', c};
+    else if (static_cast<unsigned char>(c) < 0x20) out += fmt::format("\\u{:04x}", int(c));
+    else out += c;
+  }
+  return out + "\"";
+}
+
+void appendNested(std::string &out, const double *data, const Shape &shape, int indent) {
+  auto row = [&](const double *p, int64_t n) {
+    out += '[';
+    for (int64_t i = 0; i < n; ++i) out += (i ? ", " : "") + formatNumberJson(p[i]);
+    out += ']';
+  };
+  if (shape.rank() == 0) {
+    out += formatNumberJson(*data);
+  } else if (shape.rank() == 1) {
+    row(data, shape[0]);
+  } else {
+    out += "[\n";
+    for (int64_t r = 0; r < shape[0]; ++r) {
+      out.append(static_cast<size_t>(indent + 2), ' ');
+      row(data + r * shape[1], shape[1]);
+      out += r + 1 < shape[0] ? ",\n" : "\n";
+    }
+    out.append(static_cast<size_t>(indent), ' ');
+    out += ']';
+  }
+}
+
+std::string formatParams(const Program &program, const std::vector<double> &flat) {
+  std::string out = "{";
+  for (size_t i = 0; i < program.params.size(); ++i) {
+    const Decl &p = program.params[i];
+    out += (i ? ",\n  " : "\n  ") + quoteJson(p.name) + ": ";
+    appendNested(out, flat.data() + p.offset, p.shape, 2);
+  }
+  return out + (program.params.empty() ? "}\n" : "\n}\n");
+}
+
+} // namespace nabla
