@@ -6,12 +6,26 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <unordered_map>
 #include <unordered_set>
 
 namespace nabla {
 
 namespace {
+
+// Constants as a learner writes them: 2/3 rather than 0.6666666666666666.
+std::string formatConstant(double v) {
+  std::string decimal = formatNumber(v);
+  if (decimal.size() <= 8) return decimal;
+  for (int d = 2; d <= 16; ++d) {
+    double n = v * d;
+    if (std::abs(n) < 1e6 && n == std::round(n) && std::abs(v - std::round(n) / d) == 0 &&
+        std::round(n) != 0 && static_cast<long long>(std::round(n)) % d != 0)
+      return fmt::format("{}/{}", static_cast<long long>(std::round(n)), d);
+  }
+  return decimal;
+}
 
 enum Prec { kSum = 1, kProduct = 2, kUnary = 3, kPower = 4, kAtom = 5 };
 
@@ -39,8 +53,10 @@ private:
     auto fn = [&](std::string_view f) { return fmt::format("{}({})", f, render(n.a())); };
     switch (n.op) {
     case Op::Const: {
+      std::string text = formatConstant(n.fattr);
       if (n.fattr < 0) prec = kUnary;
-      return formatNumber(n.fattr);
+      else if (text.find('/') != std::string::npos) prec = kProduct;
+      return text;
     }
     case Op::Input: case Op::Target: case Op::Param: return fmt::format("{}#{}", opSpelling(n.op), n.iattr);
     case Op::Neg: prec = kUnary; return "-" + render(n.a(), kPower);
@@ -87,7 +103,10 @@ std::unordered_map<NodeId, size_t> owners(const Program &p, const Derivation &d,
       NodeId id = stack.back();
       stack.pop_back();
       if (owner.count(id)) continue;
-      if (id != d.values[i] && names.count(id)) continue;
+      if (id != d.values[i] && names.count(id)) {
+        if (p.graph.op(id) == Op::Param) owner[id] = i; // a param belongs to its first user
+        continue;
+      }
       owner[id] = i;
       const Node &n = p.graph.node(id);
       for (int k = 0; k < n.nin; ++k) stack.push_back(n.in[static_cast<size_t>(k)]);
@@ -134,7 +153,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   }
   for (size_t i = p.values.size(); i-- > 0;) {
     if (p.values[i].statement != p.loss->statement) items.push_back({p.values[i].name, d.values[i], false});
-    for (size_t k : paramsOf[i]) items.push_back({p.params[k].name, p.params[k].node, true});
+    // A statement's params in reverse order too: the bias, added last, comes first.
+    for (size_t k : std::vector<size_t>(paramsOf[i].rbegin(), paramsOf[i].rend())) items.push_back({p.params[k].name, p.params[k].node, true});
   }
   for (size_t k = 0; k < p.params.size(); ++k)
     if (!placed.count(k)) items.push_back({p.params[k].name, p.params[k].node, true});
@@ -160,8 +180,9 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
         size_t vi = 0;
         while (vi < p.values.size() && p.values[vi].name != it.name) ++vi;
         if (vi < p.values.size() && originalPath.count(p.values[vi].node))
-          notes += fmt::format("# {} is computed from its inputs directly (a stable form), so {} "
-                               "does not pass through {}.\n", L, L, it.name);
+          notes += fmt::format("# d{}/d{} is not shown: {} uses the logits of {} directly (the "
+                               "stable from-logits form of cross_entropy and bce).\n", L, it.name,
+                               L, it.name);
       }
       continue;
     }

@@ -168,6 +168,7 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, int64_t iattr, const 
   }
   case Op::Sum:
     if (sa.isScalar()) return a;                                       // sum of a scalar
+    if (x.op == Op::Neg) return make(Op::Neg, make(Op::Sum, x.a()));  // sum(-x) -> -sum(x)
     if (isZero(a)) return g_.constant(0);
     if (x.op == Op::Broadcast && x.iattr < 0 && g_.shape(x.a()).isScalar()) // sum(broadcast s) -> n * s
       return make(Op::Mul, g_.constant(double(sa.numel())), x.a());
@@ -175,6 +176,7 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, int64_t iattr, const 
       return make(Op::Mul, x.a(), make(Op::Sum, x.b()));
     break;
   case Op::SumAxis:
+    if (x.op == Op::Neg) return make(Op::Neg, make(Op::SumAxis, x.a(), kNoNode, 0, iattr, shape));
     if (isZero(a)) return zeros(shape.rank() ? shape : Shape{sa[1 - static_cast<int>(iattr)]});
     break;
   case Op::Transpose:
