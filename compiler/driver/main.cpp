@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -223,6 +224,54 @@ int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed
   return ok ? 0 : 1;
 }
 
+int cmdPredict(const std::string &file, const std::string &paramsPath, const std::string &data,
+               const std::string &engine, const std::string &dtype) {
+  checkEngine(engine);
+  Program p = compileFile(file);
+  if (p.outputs.empty())
+    fail(fmt::format("{}: error: 'predict' needs outputs, but the program declares none (add "
+                     "'output NAME, ...')", p.source.name));
+  std::vector<double> P = unwrap(loadParams(paramsPath, p));
+  Dataset ds = unwrap(loadCsv(data, p, /*targetsOptional=*/true));
+  DType dt = parseDType(dtype);
+  std::vector<NodeId> outs = simplifiedOutputs(p);
+  std::vector<double> y = interpretForward(p, outs, dt, P, ds.inputs.data(), ds.rows);
+  const size_t width = static_cast<size_t>(p.outputCount());
+  std::string out;
+  for (int64_t r = 0; r < ds.rows; ++r) {
+    for (size_t j = 0; j < width; ++j) {
+      double v = y[static_cast<size_t>(r) * width + j];
+      out += j ? "," : "";
+      out += dt == DType::F32 ? fmt::format("{}", static_cast<float>(v)) : formatNumber(v);
+    }
+    out += '\n';
+  }
+  std::fputs(out.c_str(), stdout);
+  if (!ds.hasTargets) return 0;
+  if (ds.classTargets) {
+    // The first output shaped like the target is the prediction; argmax against the class.
+    const Decl &t = p.targets[0];
+    int64_t at = -1, off = 0;
+    for (auto &o : p.outputs) {
+      if (at < 0 && p.graph.shape(o.node) == t.shape) at = off;
+      off += p.graph.shape(o.node).numel();
+    }
+    if (at < 0) return 0;
+    int64_t k = t.shape.numel(), hits = 0;
+    for (int64_t r = 0; r < ds.rows; ++r) {
+      const double *pr = y.data() + r * static_cast<int64_t>(width) + at;
+      const double *tr = ds.targets.data() + r * k;
+      hits += std::max_element(pr, pr + k) - pr == std::max_element(tr, tr + k) - tr;
+    }
+    std::fprintf(stderr, "accuracy: %.4f\n", static_cast<double>(hits) / static_cast<double>(ds.rows));
+  } else if (p.loss) {
+    Derivation d = deriveOrFail(p);
+    double loss = interpretLoss(p, d.loss, P, ds.inputs.data(), ds.targets.data(), ds.rows);
+    std::fprintf(stderr, "loss: %s\n", formatNumber(loss).c_str());
+  }
+  return 0;
+}
+
 int notYet(const std::string &command) {
   fail(fmt::format("error: '{}' is not available yet in this build: it needs the JIT engine, "
                    "which is being built", command));
@@ -277,6 +326,8 @@ int main(int argc, char **argv) {
   addFile(predict);
   predict->add_option("--params", params)->required();
   predict->add_option("--data", data)->required();
+  predict->add_option("--engine", engine, "interp or jit (default interp until the JIT lands)")->check(CLI::IsMember({"interp", "jit"}));
+  predict->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *ir = app.add_subcommand("ir", "print the LLVM IR of forward and gradient");
   addFile(ir);
   int optLevel = 2;
@@ -299,7 +350,7 @@ int main(int argc, char **argv) {
     if (eval->parsed()) return cmdEval(file, data, params, seed, engine, dtype, json);
     if (gradcheck->parsed()) return cmdGradcheck(file, data, seed);
     if (train->parsed()) return notYet("train");
-    if (predict->parsed()) return notYet("predict");
+    if (predict->parsed()) return cmdPredict(file, params, data, engine, dtype);
     if (ir->parsed()) return notYet("ir");
     if (emitCpp->parsed()) return notYet("emit-cpp");
   } catch (const Failure &f) {
