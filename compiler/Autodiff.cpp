@@ -19,6 +19,7 @@ NodeId sumLastKeep(Graph &G, NodeId g) {
 
 NodeId vectorJacobianProduct(Graph &G, NodeId id, int k, NodeId g) {
   const Node n = G.node(id); // a copy: building nodes may grow the node vector
+  if (k < 0 || k >= n.nin) return kNoNode; // leaves (and bad operand indices) have no rule
   const NodeId x = n.a(), y = id;
   const Shape sa = G.shape(n.a());
   const Shape sb = n.nin > 1 ? G.shape(n.b()) : Shape{};

@@ -124,6 +124,8 @@ std::string DiagnosticEngine::render() const {
     if (col + len > shown.size()) len = shown.size() > col ? shown.size() - col : 1;
     out += std::string(col, ' ') + "^" + std::string(len > 1 ? len - 1 : 0, '~') + "\n";
   }
+  if (errors_ >= kMaxErrors)
+    out += fmt::format("{}: note: stopped after {} errors; fix these first\n", file_.name, kMaxErrors);
   return out;
 }
 

@@ -36,9 +36,15 @@ public:
   std::unordered_map<NodeId, std::string> adjoints; // "dE/dNAME" for printed adjoints
   std::string self; // the dE/dNAME being printed, never substituted for itself
 
+  // Shared subexpressions print once per use; the budget bounds the work on graphs where that
+  // would blow up (a formula that long is not readable anyway).
+  size_t budget = 20000;
+
   std::string render(NodeId id, int outer = 0) {
+    if (used_ > budget) return "…";
     int prec;
     std::string s = body(id, prec);
+    used_ += s.size();
     return prec < outer ? "(" + s + ")" : s;
   }
 
@@ -90,6 +96,7 @@ private:
   }
   const Graph &g_;
   const GradPrintOptions &o_;
+  size_t used_ = 0;
 };
 
 // Which statement each forward node belongs to: the first named value (in source order) whose
@@ -117,8 +124,13 @@ std::unordered_map<NodeId, size_t> owners(const Program &p, const Derivation &d,
 
 } // namespace
 
-std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts) {
+std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts,
+                            const std::unordered_map<NodeId, std::string> &names, size_t budget) {
   Renderer r(p.graph, opts);
+  r.names = names;
+  for (auto *list : {&p.inputs, &p.targets, &p.params})
+    for (auto &decl : *list) r.names.emplace(decl.node, decl.name);
+  r.budget = budget;
   return r.render(id);
 }
 

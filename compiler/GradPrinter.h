@@ -6,6 +6,7 @@
 #include "Pipeline.h"
 
 #include <string>
+#include <unordered_map>
 
 namespace nabla {
 
@@ -15,7 +16,10 @@ struct GradPrintOptions {
 
 std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts);
 
-// One expression in the printer's notation (for tests and for the graph dumps' comments).
-std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts);
+// One expression in the printer's notation, with decls and `names` substituted (for tests and
+// for the comments of lowered code); output beyond about `budget` characters is elided.
+std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts,
+                            const std::unordered_map<NodeId, std::string> &names = {},
+                            size_t budget = 20000);
 
 } // namespace nabla

@@ -118,6 +118,8 @@ private:
     }
     if (isNameStart(c)) return lexName(start);
     if (isDigit(c)) return lexNumber(start);
+    // `.5`: a number without its leading digit, reported as a bad number.
+    if (c == '.' && pos_ + 1 < src_.size() && isDigit(src_[pos_ + 1])) return lexNumber(start);
     Tok k;
     switch (c) {
     case '(': k = Tok::LParen; break;
@@ -180,7 +182,7 @@ private:
     };
     bool ok = true;
     DiagId problem = DiagId::BadNumberDot;
-    digits();
+    bool leading = digits() > 0;
     if (pos_ < src_.size() && src_[pos_] == '.') {
       ++pos_;
       if (digits() == 0) ok = false, problem = DiagId::BadNumberDot;
@@ -195,8 +197,8 @@ private:
     while (end < src_.size() && (isNameChar(src_[end]) || src_[end] == '.')) ++end;
     std::string text(src_.substr(start, end - start));
     SourceRange range{locAt(start), static_cast<uint32_t>(end - start)};
-    if (!ok || end != pos_) {
-      if (ok) problem = DiagId::BadNumber;
+    if (!ok || end != pos_ || !leading) {
+      if (ok || !leading) problem = DiagId::BadNumber;
       diags_.report(problem, range, text);
       pos_ = end;
       Token &t = push(Tok::Number, start, end - start);

@@ -3,6 +3,7 @@
 #include "Parser.h"
 
 #include <cmath>
+#include <unordered_set>
 
 namespace nabla {
 
@@ -16,7 +17,11 @@ struct ParseError {}; // unwinds to the statement loop after a diagnostic
 
 class Parser {
 public:
-  Parser(const std::vector<Token> &t, DiagnosticEngine &d) : toks_(t), diags_(d) {}
+  Parser(const std::vector<Token> &t, DiagnosticEngine &d) : toks_(t), diags_(d) {
+    // The diagnostics so far are the lexer's. A syntax error on a line with a bad character or
+    // number is usually its consequence, so such lines report only the lexer's errors.
+    for (const Diagnostic &g : d.diagnostics()) lexErrorLines_.insert(g.range.begin.line);
+  }
 
   // program = { line } ;
   // line    = [ statement ] , newline ;
@@ -29,13 +34,13 @@ public:
         continue;
       }
       try {
-        nesting_ = 0;
+        nesting_ = brackets_ = 0;
         Stmt s = statement();
         if (peek().kind != Tok::Newline && peek().kind != Tok::Eof)
           error(DiagId::ExtraAfterStatement, peek().range(), describeToken(peek()));
         m.stmts.push_back(std::move(s));
       } catch (ParseError &) {
-        nesting_ = 0;
+        nesting_ = brackets_ = 0;
         while (peek().kind != Tok::Newline && peek().kind != Tok::Eof) ++pos_;
       }
     }
@@ -45,7 +50,7 @@ public:
 private:
   // Inside brackets, newlines continue the statement and are skipped.
   const Token &peek() {
-    if (nesting_ > 0)
+    if (brackets_ > 0)
       while (toks_[pos_].kind == Tok::Newline) ++pos_;
     return toks_[pos_];
   }
@@ -59,12 +64,27 @@ private:
     take();
     return true;
   }
-  template <class... Args> [[noreturn]] void error(DiagId id, SourceRange r, const Args &...args) {
+  template <class... Args> bool report(DiagId id, SourceRange r, const Args &...args) {
+    if (lexErrorLines_.count(r.begin.line)) return false;
     diags_.report(id, r, args...);
+    return true;
+  }
+  template <class... Args> [[noreturn]] void error(DiagId id, SourceRange r, const Args &...args) {
+    report(id, r, args...);
     throw ParseError{};
   }
+  // Where "found TOKEN" points: an end of line or of file is shown just after the token before
+  // it, where the missing part belongs, not after a comment or on the empty last line.
+  SourceRange at(const Token &t) const {
+    if (t.kind != Tok::Newline && t.kind != Tok::Eof) return t.range();
+    size_t i = static_cast<size_t>(&t - toks_.data());
+    while (i > 0 && toks_[i - 1].kind == Tok::Newline) --i;
+    if (i == 0) return t.range();
+    const Token &p = toks_[i - 1];
+    return {{p.loc.line, p.loc.col + p.length, p.loc.offset + p.length}, 1};
+  }
   const Token &expect(Tok k, const char *what) {
-    if (peek().kind != k) error(DiagId::Expected, peek().range(), what, describeToken(peek()));
+    if (peek().kind != k) error(DiagId::Expected, at(peek()), what, describeToken(peek()));
     return take();
   }
   // Closing bracket: on failure, also points at the opening one.
@@ -74,16 +94,23 @@ private:
       return;
     }
     const char *what = k == Tok::RParen ? "')'" : "']'";
-    diags_.report(DiagId::Expected, peek().range(), what, describeToken(peek()));
-    diags_.report(DiagId::UnclosedBracket, open.range(), open.text);
+    if (report(DiagId::Expected, at(peek()), what, describeToken(peek())))
+      diags_.report(DiagId::UnclosedBracket, open.range(), open.text);
     throw ParseError{};
   }
+  // Bounds the nesting of brackets and unary minus. Only inside brackets do line breaks
+  // continue the statement (`y = -x` ends at its line break).
   struct Nest {
     Parser &p;
-    Nest(Parser &p, SourceRange r) : p(p) {
+    bool bracket;
+    Nest(Parser &p, SourceRange r, bool bracket = true) : p(p), bracket(bracket) {
+      p.brackets_ += bracket;
       if (++p.nesting_ > kMaxNesting) p.error(DiagId::TooDeep, r, kMaxNesting);
     }
-    ~Nest() { --p.nesting_; }
+    ~Nest() {
+      --p.nesting_;
+      p.brackets_ -= bracket;
+    }
   };
 
   // statement = input_decl | target_decl | param_decl | output_stmt | loss_stmt | assignment ;
@@ -98,7 +125,7 @@ private:
     case Tok::Name: return assignment();
     default: break;
     }
-    error(DiagId::ExpectedStatement, t.range(), describeToken(t));
+    error(DiagId::ExpectedStatement, at(t), describeToken(t));
   }
 
   // input_decl  = "input" , name , [ shape ] ;
@@ -138,7 +165,7 @@ private:
     SourceLoc begin = peek().loc;
     bool neg = accept(Tok::Minus);
     const Token &n = peek();
-    if (n.kind != Tok::Number) error(DiagId::Expected, n.range(), what, describeToken(n));
+    if (n.kind != Tok::Number) error(DiagId::Expected, at(n), what, describeToken(n));
     take();
     return {neg ? -n.value : n.value, {begin, n.loc.offset + n.length - begin.offset}};
   }
@@ -248,7 +275,7 @@ private:
   ExprPtr unary() {
     if (peek().kind != Tok::Minus) return power();
     const Token &minus = take();
-    Nest nest(*this, minus.range());
+    Nest nest(*this, minus.range(), /*bracket=*/false);
     ExprPtr operand = unary();
     auto e = make(Expr::Neg, {minus.loc, operand->range.begin.offset + operand->range.length -
                                              minus.loc.offset});
@@ -268,7 +295,7 @@ private:
     const Token &num = neg ? toks_[pos_ + 1] : first;
     if (num.kind != Tok::Number) {
       // `x ^ y`, `x ^ (2)`: name the whole exponent token.
-      error(DiagId::BadExponent, num.range(), describeToken(num));
+      error(DiagId::BadExponent, at(num), describeToken(num));
     }
     SignedNumber exp = signedNumber("a number");
     auto e = make(Expr::Power, {base->range.begin,
@@ -322,18 +349,23 @@ private:
       const Token &open = take();
       Nest nest(*this, open.range());
       ExprPtr inner = expr();
+      const Token &close = peek();
       expectClose(Tok::RParen, open);
+      // The parenthesized expression's place includes its parentheses.
+      inner->range = {open.loc, close.loc.offset + 1 - open.loc.offset};
       return inner;
     }
     default: break;
     }
-    error(DiagId::Expected, t.range(), "an expression", describeToken(t));
+    error(DiagId::Expected, at(t), "an expression", describeToken(t));
   }
 
   const std::vector<Token> &toks_;
   DiagnosticEngine &diags_;
   size_t pos_ = 0;
-  int nesting_ = 0;
+  int nesting_ = 0;  // brackets and unary minus around the current token
+  int brackets_ = 0; // brackets only
+  std::unordered_set<uint32_t> lexErrorLines_;
 };
 
 } // namespace

@@ -53,8 +53,18 @@ std::string describeExpr(const Expr &e) {
   switch (e.kind) {
   case Expr::Number: return fmt::format("number '{}'", e.text);
   case Expr::Name: return fmt::format("name '{}'", e.text);
+  case Expr::Neg:
+    if (e.args[0]->kind == Expr::Number)
+      return fmt::format("negative number '-{}'", e.args[0]->text);
+    return "an expression";
+  case Expr::Call: return fmt::format("a call of '{}'", e.text);
   default: return "an expression";
   }
+}
+
+// How a message says what a value is: "is a scalar" or "has shape [3]".
+std::string shapePhrase(const Shape &s) {
+  return s.isScalar() ? "is a scalar" : "has shape " + s.str();
 }
 
 using Value = std::optional<NodeId>;
@@ -64,6 +74,16 @@ public:
   Sema(Program &p, DiagnosticEngine &d) : P(p), G(p.graph), D(d) {}
 
   void run(const Module &m) {
+    // Where each name is first defined, so that a use above its definition can say so.
+    for (size_t i = 0; i < m.stmts.size(); ++i) {
+      const Stmt &s = m.stmts[i];
+      if (s.kind == Stmt::Output) continue;
+      definitions_.try_emplace(std::string(s.name), static_cast<int>(i), s.nameRange);
+      if (s.kind == Stmt::Assign && s.expr->kind == Expr::Call && s.expr->text == "dense") {
+        definitions_.try_emplace(std::string(s.name) + ".W", static_cast<int>(i), s.nameRange);
+        definitions_.try_emplace(std::string(s.name) + ".b", static_cast<int>(i), s.nameRange);
+      }
+    }
     for (size_t i = 0; i < m.stmts.size(); ++i) {
       stmtIndex_ = static_cast<int>(i);
       const Stmt &s = m.stmts[i];
@@ -114,7 +134,7 @@ private:
           d->value > double(kMaxElements)) {
         if (d->kind == Expr::Number && d->value > double(kMaxElements) &&
             d->value == std::floor(d->value)) {
-          D.report(DiagId::ShapeTooLarge, sh.range, "[...]", d->text, kMaxElements);
+          D.report(DiagId::DimensionTooLarge, d->range, d->text, kMaxElements);
         } else {
           D.report(DiagId::BadDimension, d->range, describeExpr(*d));
         }
@@ -171,7 +191,7 @@ private:
       return std::nullopt;
     }
     if (out.kind == Init::Glorot && shape.rank() != 2) {
-      D.report(DiagId::GlorotRank, in.distRange, s.name, shape.describe());
+      D.report(DiagId::GlorotRank, in.distRange, s.name, shapePhrase(shape));
       return std::nullopt;
     }
     if (want == 2) {
@@ -264,19 +284,20 @@ private:
     const Expr &n = *call.args[1], &act = *call.args[2];
     bool ok = true;
     if (in && G.shape(*in).rank() != 1) {
-      D.report(DiagId::DenseInputRank, call.args[0]->range, G.shape(*in).describe());
+      D.report(DiagId::DenseInputRank, call.args[0]->range, shapePhrase(G.shape(*in)));
       ok = false;
     }
-    if (n.kind != Expr::Number || n.value < 1 || n.value != std::floor(n.value) ||
-        n.value > double(kMaxElements)) {
+    if (n.kind != Expr::Number || n.value < 1 || n.value != std::floor(n.value)) {
       D.report(DiagId::DenseSize, n.range, describeExpr(n));
+      ok = false;
+    } else if (n.value > double(kMaxElements)) {
+      D.report(DiagId::DimensionTooLarge, n.range, n.text, kMaxElements);
       ok = false;
     }
     bool knownAct = false;
     for (auto a : kActivations) knownAct |= act.kind == Expr::Name && act.text == a;
     if (!knownAct) {
-      D.report(DiagId::DenseActivation, act.range,
-               act.kind == Expr::Name ? std::string(act.text) : describeExpr(act));
+      D.report(DiagId::DenseActivation, act.range, describeExpr(act));
       ok = false;
     }
     if (!in || !ok) return std::nullopt;
@@ -323,6 +344,12 @@ private:
   }
 
   void unknownName(std::string_view name, SourceRange range) {
+    auto later = definitions_.find(std::string(name));
+    if (later != definitions_.end() && later->second.first >= stmtIndex_) {
+      D.report(DiagId::UsedBeforeDefinition, range, name);
+      D.report(DiagId::LaterDefinition, later->second.second, name);
+      return;
+    }
     size_t dot = name.find('.');
     if (dot != std::string_view::npos)
       D.report(DiagId::UnknownNameDense, range, name, name.substr(0, dot));
@@ -346,7 +373,7 @@ private:
   Value matmul(const Expr &e, NodeId a, NodeId b) {
     const Shape &sa = G.shape(a), &sb = G.shape(b);
     if (sa.rank() == 0 || sb.rank() == 0) {
-      D.report(DiagId::MatMulScalar, e.opRange, (sa.rank() == 0 ? sa : sb).describe());
+      D.report(DiagId::MatMulScalar, e.opRange, sa.rank() == 0 ? "left" : "right");
       return std::nullopt;
     }
     if (sa[sa.rank() - 1] != sb[0]) {
@@ -403,12 +430,13 @@ private:
     if (e.args.size() == 2) {
       const Expr &ax = *e.args[1];
       if (s.rank() == 0) {
-        D.report(DiagId::AxisOfScalar, ax.range, e.text, s.describe());
+        D.report(DiagId::AxisOfScalar, ax.range, e.text);
         return std::nullopt;
       }
       if (ax.kind != Expr::Number || ax.value != std::floor(ax.value) || ax.value < 0 ||
           ax.value >= s.rank()) {
-        D.report(DiagId::BadAxis, ax.range, e.text, s.rank() - 1, describeExpr(ax));
+        D.report(DiagId::BadAxis, ax.range, e.text, s.rank() == 1 ? "0" : "0 or 1", s.str(),
+                 describeExpr(ax));
         return std::nullopt;
       }
       int axis = static_cast<int>(ax.value);
@@ -424,8 +452,13 @@ private:
   Value call(const Expr &e) {
     const FunctionInfo *f = findFunction(e.text);
     if (!f) {
+      const char *kind = reservedKind(e.text);
       if (syms_.count(std::string(e.text)))
         D.report(DiagId::NotAFunction, e.opRange, e.text);
+      else if (kind && std::string_view(kind) == "an activation")
+        D.report(DiagId::ActivationCall, e.opRange, e.text);
+      else if (kind && std::string_view(kind) == "an initializer")
+        D.report(DiagId::InitializerCall, e.opRange, e.text);
       else
         D.report(DiagId::UnknownFunction, e.opRange, e.text);
       return std::nullopt;
@@ -453,7 +486,7 @@ private:
     std::string_view name = e.text;
     const Shape &s0 = G.shape(args[0]);
     auto needRank = [&](bool good, const char *what) {
-      if (!good) D.report(DiagId::RankMismatch, e.args[0]->range, name, what, s0.describe());
+      if (!good) D.report(DiagId::RankMismatch, e.args[0]->range, name, what, shapePhrase(s0));
       return good;
     };
     if (name == "sum" || name == "mean") return reduce(e, args[0], name == "mean");
@@ -505,6 +538,7 @@ private:
   DiagnosticEngine &D;
   std::unordered_map<std::string, Symbol> syms_;
   int stmtIndex_ = 0;
+  std::unordered_map<std::string, std::pair<int, SourceRange>> definitions_;
 };
 
 } // namespace

@@ -2,8 +2,6 @@
 // FILE:LINE) and the atomic file writer.
 #include "DataIO.h"
 
-#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
-
 #include "Program.h"
 
 #include <algorithm>

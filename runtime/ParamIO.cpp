@@ -2,8 +2,6 @@
 // nesting it accepts is bounded (an object, then at most two levels of arrays) whatever the input.
 #include "ParamIO.h"
 
-#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
-
 #include "DataIO.h"
 #include "Program.h"
 

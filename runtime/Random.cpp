@@ -2,8 +2,6 @@
 // initialization, exactly as documented in Random.h.
 #include "Random.h"
 
-#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
-
 #include "Program.h"
 
 #include <cmath>

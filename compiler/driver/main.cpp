@@ -3,7 +3,10 @@
 #include "DataIO.h"
 #include "Evaluate.h"
 #include "GradPrinter.h"
+#include "JitSession.h"
 #include "Lexer.h"
+#include "Model.h"
+#include "LowerToLoops.h"
 #include "ParamIO.h"
 #include "Parser.h"
 #include "Pipeline.h"
@@ -18,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 using namespace nabla;
 
@@ -62,10 +66,15 @@ Derivation deriveOrFail(Program &p) { return unwrap(derive(p)); }
 
 DType parseDType(const std::string &s) { return s == "f64" ? DType::F64 : DType::F32; }
 
-void checkEngine(const std::string &engine) {
-  if (engine == "jit")
-    fail("error: --engine jit is not available yet in this build (the LLVM JIT engine is being "
-         "built); use --engine interp");
+Model compileModel(const std::string &file, const std::string &engine, DType dtype, int optLevel = 2) {
+  CompileOptions o;
+  o.dtype = dtype;
+  o.engine = engine == "interp" ? Engine::Interp : Engine::Jit;
+  o.optLevel = optLevel;
+  // The front end's diagnostics come first, in the same form as for `check`.
+  Program p = compileFile(file);
+  (void)p;
+  return unwrap(Model::compileFile(file, o));
 }
 
 std::vector<double> paramsFor(const Program &p, const std::string &paramsPath, uint64_t seed) {
@@ -97,6 +106,13 @@ int cmdCheck(const std::string &file, const std::string &emit) {
     for (auto &o : p.outputs) roots.emplace_back("output " + o.name, o.node);
     if (p.loss) roots.emplace_back("loss " + p.loss->name, p.loss->node);
     std::fputs(dumpGraph(p.graph, roots, &p).c_str(), stdout);
+    return 0;
+  }
+  if (emit == "loops") {
+    std::optional<Derivation> d;
+    if (p.loss) d = deriveOrFail(p);
+    std::vector<NodeId> outs = d ? d->outputs : simplifiedOutputs(p);
+    std::fputs(loops::dump(lowerToLoops(p, outs, d ? &*d : nullptr)).c_str(), stdout);
     return 0;
   }
   requireLoss(p, ("check --emit " + emit).c_str());
@@ -139,21 +155,20 @@ std::string evalJson(const Program &p, const LossAndGradient &r) {
 }
 
 int cmdEval(const std::string &file, const std::string &data, const std::string &params,
-            uint64_t seed, const std::string &engine, const std::string &dtype, bool json) {
-  checkEngine(engine);
-  Program p = compileFile(file);
+            uint64_t seed, const std::string &engine, const std::string &dtype, bool json, int threads) {
+  Model m = compileModel(file, engine, parseDType(dtype));
+  const Program &p = m.program();
   requireLoss(p, "eval");
   Dataset ds = unwrap(loadCsv(data, p));
   std::vector<double> P = paramsFor(p, params, seed);
-  Derivation d = deriveOrFail(p);
-  LossAndGradient r = interpretLossAndGradient(p, d, parseDType(dtype), P, ds.inputs.data(),
-                                               ds.targets.data(), ds.rows);
+  LossAndGradient r;
+  r.loss = m.lossAndGradient(P, ds.inputs.data(), ds.targets.data(), ds.rows, r.grads, threads);
   if (json) {
     std::fputs(evalJson(p, r).c_str(), stdout);
     return 0;
   }
-  std::string out = fmt::format("loss {} = {}   (mean over {} examples, {})\n", p.loss->name,
-                                formatNumber(r.loss), ds.rows, dtype);
+  std::string out = fmt::format("loss {} = {}   (mean over {} examples, {}, {})\n", p.loss->name,
+                                formatNumber(r.loss), ds.rows, dtype, engine);
   for (const Decl &decl : p.params) {
     double norm = 0, maxAbs = 0;
     for (int64_t i = 0; i < decl.shape.numel(); ++i) {
@@ -181,25 +196,35 @@ Dataset randomData(const Program &p, uint64_t seed, int64_t rows) {
   return ds;
 }
 
-int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed) {
-  Program p = compileFile(file);
+int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed,
+                 const std::string &engine, int64_t maxChecks) {
+  Model m = compileModel(file, engine, DType::F64);
+  const Program &p = m.program();
   requireLoss(p, "gradcheck");
   Dataset ds = data.empty() ? randomData(p, seed, 4) : unwrap(loadCsv(data, p));
   std::vector<double> P = initParams(p, seed);
-  Derivation d = deriveOrFail(p);
-  LossAndGradient r = interpretLossAndGradient(p, d, DType::F64, P, ds.inputs.data(),
-                                               ds.targets.data(), ds.rows);
+  std::vector<double> grads, scratch;
+  double loss0 = m.lossAndGradient(P, ds.inputs.data(), ds.targets.data(), ds.rows, grads);
   auto loss = [&](const std::vector<double> &q) {
-    return interpretLoss(p, d.loss, q, ds.inputs.data(), ds.targets.data(), ds.rows);
+    return m.lossAndGradient(q, ds.inputs.data(), ds.targets.data(), ds.rows, scratch);
   };
-  std::printf("gradcheck %s: loss %s over %lld examples, central differences in f64\n",
-              file.c_str(), formatNumber(r.loss).c_str(), static_cast<long long>(ds.rows));
+  std::printf("gradcheck %s: loss %s over %lld examples, %s engine, central differences in f64\n",
+              file.c_str(), formatNumber(loss0).c_str(), static_cast<long long>(ds.rows), engine.c_str());
   bool ok = true;
   constexpr double kTolerance = 1e-6;
+  Rng pick(seed ^ 0xc0ffeeull);
   for (const Decl &decl : p.params) {
     double maxDiff = 0, maxRef = 0;
-    int64_t worst = 0;
-    for (int64_t i = 0; i < decl.shape.numel(); ++i) {
+    int64_t worst = 0, count = decl.shape.numel();
+    // Every element, or a seeded sample of maxChecks of them for large params.
+    std::vector<int64_t> which;
+    for (int64_t i = 0; i < count; ++i) which.push_back(i);
+    if (maxChecks > 0 && count > maxChecks) {
+      for (int64_t i = 0; i < maxChecks; ++i)
+        std::swap(which[static_cast<size_t>(i)], which[static_cast<size_t>(i + static_cast<int64_t>(pick.next() % static_cast<uint64_t>(count - i)))]);
+      which.resize(static_cast<size_t>(maxChecks));
+    }
+    for (int64_t i : which) {
       size_t at = static_cast<size_t>(decl.offset + i);
       double h = 1e-6 * std::max(1.0, std::abs(P[at]));
       std::vector<double> q = P;
@@ -208,16 +233,18 @@ int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed
       q[at] = P[at] - h;
       double down = loss(q);
       double fd = (up - down) / (2 * h);
-      double diff = std::abs(fd - r.grads[at]);
-      if (diff > maxDiff) maxDiff = diff, worst = i;
-      maxRef = std::max({maxRef, std::abs(fd), std::abs(r.grads[at])});
+      double diff = std::abs(fd - grads[at]);
+      if (diff > maxDiff || std::isnan(diff)) maxDiff = std::isnan(diff) ? INFINITY : diff, worst = i;
+      maxRef = std::max({maxRef, std::abs(fd), std::abs(grads[at])});
     }
     // Relative to the largest magnitude in this gradient; tiny gradients are compared absolutely.
     double rel = maxDiff / std::max(maxRef, 1e-6);
-    bool good = rel <= kTolerance && std::isfinite(rel);
+    bool good = rel <= kTolerance;
     ok &= good;
-    std::printf("  %-12s %-10s worst relative error %.3g (element %lld)  %s\n", decl.name.c_str(),
-                decl.shape.describe().c_str(), rel, static_cast<long long>(worst),
+    std::string checked = static_cast<int64_t>(which.size()) < count
+                              ? fmt::format(", {} of {} elements checked", which.size(), count) : "";
+    std::printf("  %-12s %-10s worst relative error %.3g (element %lld%s)  %s\n", decl.name.c_str(),
+                decl.shape.describe().c_str(), rel, static_cast<long long>(worst), checked.c_str(),
                 good ? "ok" : "FAILED");
   }
   std::printf(ok ? "all gradients agree to %g\n" : "gradients differ by more than %g\n", kTolerance);
@@ -226,16 +253,15 @@ int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed
 
 int cmdPredict(const std::string &file, const std::string &paramsPath, const std::string &data,
                const std::string &engine, const std::string &dtype) {
-  checkEngine(engine);
-  Program p = compileFile(file);
+  Model m = compileModel(file, engine, parseDType(dtype));
+  const Program &p = m.program();
   if (p.outputs.empty())
     fail(fmt::format("{}: error: 'predict' needs outputs, but the program declares none (add "
                      "'output NAME, ...')", p.source.name));
   std::vector<double> P = unwrap(loadParams(paramsPath, p));
   Dataset ds = unwrap(loadCsv(data, p, /*targetsOptional=*/true));
   DType dt = parseDType(dtype);
-  std::vector<NodeId> outs = simplifiedOutputs(p);
-  std::vector<double> y = interpretForward(p, outs, dt, P, ds.inputs.data(), ds.rows);
+  std::vector<double> y = m.forward(P, ds.inputs.data(), ds.rows);
   const size_t width = static_cast<size_t>(p.outputCount());
   std::string out;
   for (int64_t r = 0; r < ds.rows; ++r) {
@@ -265,10 +291,17 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
     }
     std::fprintf(stderr, "accuracy: %.4f\n", static_cast<double>(hits) / static_cast<double>(ds.rows));
   } else if (p.loss) {
-    Derivation d = deriveOrFail(p);
-    double loss = interpretLoss(p, d.loss, P, ds.inputs.data(), ds.targets.data(), ds.rows);
+    std::vector<double> grads;
+    double loss = m.lossAndGradient(P, ds.inputs.data(), ds.targets.data(), ds.rows, grads);
     std::fprintf(stderr, "loss: %s\n", formatNumber(loss).c_str());
   }
+  return 0;
+}
+
+int cmdIr(const std::string &file, int optLevel, const std::string &dtype) {
+  Model m = compileModel(file, "interp", parseDType(dtype));
+  std::string ir = unwrap(optimizedIR(m.loops(), JitOptions{dtype == "f64", optLevel}));
+  std::fputs(ir.c_str(), stdout);
   return 0;
 }
 
@@ -285,15 +318,17 @@ int main(int argc, char **argv) {
                "evaluate, train."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "nabla 0.1");
-  std::string file, emit, data, params, engine = "interp", dtype = "f32", save, out, optimizer = "sgd";
+  std::string file, emit, data, params, engine = "jit", dtype = "f32", save, out, optimizer = "sgd";
   uint64_t seed = 0;
   bool json = false, ascii = false;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int64_t maxChecks = 200;
 
   auto addFile = [&](CLI::App *c) { c->add_option("FILE", file, "the .nn program")->required(); };
   auto *check = app.add_subcommand("check", "parse and check names and shapes; print every value with its shape");
   addFile(check);
   check->add_option("--emit", emit, "print a stage instead")
-      ->check(CLI::IsMember({"tokens", "ast", "graph", "grad", "simplified"}));
+      ->check(CLI::IsMember({"tokens", "ast", "graph", "grad", "simplified", "loops"}));
   auto *grad = app.add_subcommand("grad", "print dLOSS/dNAME for every value and param, as formulas");
   addFile(grad);
   grad->add_flag("--ascii", ascii, "ASCII notation only (no ᵀ, ⊗, Σ)");
@@ -302,15 +337,17 @@ int main(int argc, char **argv) {
   eval->add_option("--data", data, "CSV data")->required();
   eval->add_option("--params", params, "JSON params (default: initialized from --seed)");
   eval->add_option("--seed", seed, "initialization seed (default 0)");
-  eval->add_option("--engine", engine, "interp or jit (default interp until the JIT lands)")->check(CLI::IsMember({"interp", "jit"}));
+  eval->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   eval->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   eval->add_flag("--json", json, "print {\"loss\": X, \"grads\": {...}}");
+  eval->add_option("--threads", threads, "split the batch across N threads (default: all cores)")->check(CLI::Range(1, 1024));
   auto *gradcheck = app.add_subcommand("gradcheck", "compare the gradient with central finite differences");
   addFile(gradcheck);
   gradcheck->add_option("--data", data, "CSV data (default: random inputs and targets)");
   gradcheck->add_option("--seed", seed, "seed of params and random data (default 0)");
-  gradcheck->add_option("--engine", engine, "interp or jit (default interp until the JIT lands)")->check(CLI::IsMember({"interp", "jit"}));
-  int epochs = 0, batch = 0, threads = 0;
+  gradcheck->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
+  gradcheck->add_option("--max-checks", maxChecks, "check at most this many elements of each param, chosen by the seed (default 200; 0: all)")->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  int epochs = 0, batch = 0;
   double lr = 0;
   auto *train = app.add_subcommand("train", "train with the JIT-compiled gradient");
   addFile(train);
@@ -326,12 +363,13 @@ int main(int argc, char **argv) {
   addFile(predict);
   predict->add_option("--params", params)->required();
   predict->add_option("--data", data)->required();
-  predict->add_option("--engine", engine, "interp or jit (default interp until the JIT lands)")->check(CLI::IsMember({"interp", "jit"}));
+  predict->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   predict->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *ir = app.add_subcommand("ir", "print the LLVM IR of forward and gradient");
   addFile(ir);
   int optLevel = 2;
-  ir->add_option("-O", optLevel, "optimization level, -O0 to -O3")->check(CLI::Range(0, 3));
+  ir->add_option("-O", optLevel, "optimization level, -O0 to -O3 (default -O2)")->check(CLI::Range(0, 3));
+  ir->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *emitCpp = app.add_subcommand("emit-cpp", "write standalone C++");
   addFile(emitCpp);
   emitCpp->add_option("-o", out)->required();
@@ -347,11 +385,11 @@ int main(int argc, char **argv) {
   try {
     if (check->parsed()) return cmdCheck(file, emit);
     if (grad->parsed()) return cmdGrad(file, ascii);
-    if (eval->parsed()) return cmdEval(file, data, params, seed, engine, dtype, json);
-    if (gradcheck->parsed()) return cmdGradcheck(file, data, seed);
+    if (eval->parsed()) return cmdEval(file, data, params, seed, engine, dtype, json, threads);
+    if (gradcheck->parsed()) return cmdGradcheck(file, data, seed, engine, maxChecks);
     if (train->parsed()) return notYet("train");
     if (predict->parsed()) return cmdPredict(file, params, data, engine, dtype);
-    if (ir->parsed()) return notYet("ir");
+    if (ir->parsed()) return cmdIr(file, optLevel, dtype);
     if (emitCpp->parsed()) return notYet("emit-cpp");
   } catch (const Failure &f) {
     std::string m = f.message;
@@ -363,6 +401,9 @@ int main(int argc, char **argv) {
     return 1;
   } catch (const std::bad_alloc &) {
     std::fprintf(stderr, "nabla: error: out of memory\n");
+    return 1;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "nabla: internal error (a bug in nabla, please report it): %s\n", e.what());
     return 1;
   }
   return 1;

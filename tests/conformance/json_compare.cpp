@@ -61,6 +61,17 @@ bool flatten(const json &j, std::vector<double> &flat, std::vector<size_t> &shap
   return true;
 }
 
+std::string num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+std::string sci(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
 std::string shapeStr(const std::vector<size_t> &s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
@@ -106,8 +117,8 @@ int main(int argc, char **argv) {
     const double al = actual["loss"].get<double>();
     const double err = std::abs(al - el);
     if (!std::isfinite(al) || !(err <= tol * std::abs(el)))
-      fail("loss: got " + std::to_string(al) + ", expected " + std::to_string(el) +
-           " (relative error " + std::to_string(err / std::abs(el)) + ")");
+      fail("loss: got " + num(al) + ", expected " + num(el) + " (relative error " +
+           sci(err / std::abs(el)) + ")");
     else if (verbose)
       std::cout << "  loss: relative error " << err / std::abs(el) << "\n";
   }
@@ -143,9 +154,8 @@ int main(int argc, char **argv) {
     }
     if (!finite) fail("\"" + name + "\": a non-finite element (null)");
     else if (!(maxErr <= tol * maxB))
-      fail("\"" + name + "\": max |a - b| = " + std::to_string(maxErr) + " > " + std::to_string(tol) +
-           " * max |b| = " + std::to_string(tol * maxB) + " (relative " +
-           std::to_string(maxB > 0 ? maxErr / maxB : INFINITY) + ")");
+      fail("\"" + name + "\": max |a - b| = " + sci(maxErr) + " > " + sci(tol) + " * max |b| = " +
+           sci(tol * maxB) + " (relative error " + sci(maxB > 0 ? maxErr / maxB : INFINITY) + ")");
     else if (verbose)
       std::cout << "  \"" << name << "\": relative error " << (maxB > 0 ? maxErr / maxB : 0.0) << "\n";
   }

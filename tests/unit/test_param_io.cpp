@@ -2,8 +2,6 @@
 // (declaration order, exact round trip), and of the JSON number and nested-array printers.
 #include <catch2/catch.hpp>
 
-#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
-
 #include "ParamIO.h"
 #include "Program.h"
 
@@ -127,7 +125,8 @@ TEST_CASE("params: deep nesting and random bytes are refused without recursion",
         "P.json: error: param \"s\" is an object; expected a number");
 
   std::mt19937 gen(2);
-  const std::string alphabet = std::string("{}[]\",:0123456789.-e nulltrW_ibsh\0\xff", 37);
+  static const char chars[] = "{}[]\",:0123456789.-e nulltrW_ibsh\0\xff";
+  const std::string alphabet(chars, sizeof chars - 1);
   for (int i = 0; i < 3000; ++i) {
     std::string text(gen() % 40, ' ');
     for (char &c : text) c = alphabet[gen() % alphabet.size()];

@@ -2,8 +2,6 @@
 // Random.h's algorithm (exact fma via fractions), determinism, statistics and init kinds.
 #include <catch2/catch.hpp>
 
-#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
-
 #include "Program.h"
 #include "Random.h"
 

@@ -1,0 +1,134 @@
+// Loop IR helpers and its stable text form (`check --emit loops`).
+#include "LoopIR.h"
+
+#include "ProgramPrinter.h"
+
+#include <fmt/format.h>
+
+namespace nabla::loops {
+
+Affine &Affine::add(int var, int64_t coef) {
+  if (coef == 0) return *this;
+  for (auto &t : terms)
+    if (t.first == var) {
+      t.second += coef;
+      if (t.second == 0) terms.erase(terms.begin() + (&t - terms.data()));
+      return *this;
+    }
+  terms.emplace_back(var, coef);
+  return *this;
+}
+
+Affine Affine::scaled(int64_t k) const {
+  Affine r;
+  if (k == 0) return r;
+  r.constant = constant * k;
+  for (auto &t : terms) r.terms.emplace_back(t.first, t.second * k);
+  return r;
+}
+
+Affine Affine::plus(const Affine &o) const {
+  Affine r = *this;
+  r.constant += o.constant;
+  for (auto &t : o.terms) r.add(t.first, t.second);
+  return r;
+}
+
+static const char *spaceName(Space s) {
+  switch (s) {
+  case Space::Params: return "params";
+  case Space::Inputs: return "inputs";
+  case Space::Targets: return "targets";
+  case Space::Outputs: return "outputs";
+  case Space::Grads: return "grads";
+  case Space::Workspace: return "ws";
+  }
+  return "?";
+}
+
+static std::string varName(const Kernel &k, int v) {
+  for (auto &l : k.loops)
+    if (l.var == v && l.batch) return "b";
+  return fmt::format("i{}", v);
+}
+
+static std::string affine(const Kernel &k, const Affine &a) {
+  std::string s;
+  for (auto &[v, c] : a.terms) {
+    if (!s.empty()) s += " + ";
+    s += c == 1 ? varName(k, v) : fmt::format("{}*{}", c, varName(k, v));
+  }
+  if (a.constant || s.empty()) s += (s.empty() ? "" : " + ") + std::to_string(a.constant);
+  return s;
+}
+
+static std::string bufRef(const Kernel &k, const Program &p, int b, const Affine &idx) {
+  return fmt::format("{}{}[{}]", p.buffers[static_cast<size_t>(b)].space == Space::Workspace ? "%" : "",
+                     p.buffers[static_cast<size_t>(b)].name, affine(k, idx));
+}
+
+static std::string expr(const Kernel &k, const Program &p, int e) {
+  const Expr &x = k.pool[static_cast<size_t>(e)];
+  switch (x.kind) {
+  case Expr::Const: return formatNumber(x.value);
+  case Expr::Load: return bufRef(k, p, x.buffer, x.index);
+  case Expr::Acc: return "acc";
+  case Expr::BatchSize: return "n";
+  case Expr::Max: return fmt::format("max({}, {})", expr(k, p, x.a), expr(k, p, x.b));
+  case Expr::Unary:
+    if (x.op == Op::Pow) return fmt::format("pow({}, {})", expr(k, p, x.a), formatNumber(x.value));
+    return fmt::format("{}({})", opSpelling(x.op), expr(k, p, x.a));
+  case Expr::Binary: {
+    const char *o = x.op == Op::Add ? "+" : x.op == Op::Sub ? "-" : x.op == Op::Mul ? "*" : "/";
+    return fmt::format("({} {} {})", expr(k, p, x.a), o, expr(k, p, x.b));
+  }
+  }
+  return "?";
+}
+
+std::string dump(const Kernel &k, const Program &p) {
+  std::string out;
+  if (!k.comment.empty()) out += "  # " + k.comment + "\n";
+  std::string indent = "  ";
+  for (auto &l : k.loops) {
+    out += indent + (l.reduction ? "sum " : "for ") + varName(k, l.var) + " in " +
+           (l.batch ? std::string("0..n") : fmt::format("0..{}", l.extent)) + ":\n";
+    indent += "  ";
+  }
+  switch (k.mode) {
+  case Kernel::Assign:
+    out += indent + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.body) + "\n";
+    break;
+  case Kernel::Accumulate:
+    out += indent + bufRef(k, p, k.out, k.outIndex) + " += " + expr(k, p, k.body) + "\n";
+    break;
+  case Kernel::Reduce:
+    out += indent + "acc += " + expr(k, p, k.body) + "\n";
+    out += "  " + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) + "\n";
+    break;
+  case Kernel::Softmax:
+    out += indent + fmt::format("{}({}, {} values) -> {}\n", k.logSoftmax ? "log_softmax" : "softmax",
+                                bufRef(k, p, k.in, k.inIndex), k.cols, bufRef(k, p, k.out, k.outIndex));
+    break;
+  }
+  return out;
+}
+
+std::string dump(const Program &p) {
+  std::string out;
+  out += fmt::format("workspace: {} + {} * n reals\n", p.workspaceFixed, p.workspacePerExample);
+  for (auto &b : p.buffers)
+    if (b.space == Space::Workspace)
+      out += fmt::format("buffer %{}: {} reals{} at ws + {}{}\n", b.name, b.size,
+                         b.batchStride ? " per example" : "", b.offset,
+                         b.offsetPerN ? fmt::format(" + {} * n", b.offsetPerN) : "");
+  for (const Function *f : {&p.forward, &p.gradient}) {
+    if (f->name.empty()) continue;
+    out += fmt::format("\nfunc {}:\n", f->name);
+    for (auto &k : f->kernels) out += dump(k, p);
+    if (f->result >= 0) out += fmt::format("  return %{}[0]\n", p.buffers[static_cast<size_t>(f->result)].name);
+  }
+  return out;
+}
+
+} // namespace nabla::loops

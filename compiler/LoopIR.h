@@ -1,0 +1,94 @@
+// Loop IR: the one lowered form that both backends print (LLVM IR and standalone C++). A function
+// is a list of kernels over flat buffers; a kernel is a loop nest with constant trip counts (only
+// the batch loop runs to the run-time n) around one fused expression. The batch is explicit: a
+// param's gradient is an accumulation over the batch loop, never per-example calls.
+#pragma once
+#include "Graph.h"
+
+#include <string>
+#include <vector>
+
+namespace nabla::loops {
+
+// Where a buffer lives. Params, inputs, targets, outputs and grads are the caller's flat arrays
+// (DESIGN.md's layout); Workspace is scratch that the caller provides (workspace_size(n) reals).
+enum class Space { Params, Inputs, Targets, Outputs, Grads, Workspace };
+
+struct Buffer {
+  std::string name;        // for dumps and comments
+  Space space;
+  // The buffer starts at space + offset + offsetPerN * n (per-example scratch grows with n).
+  int64_t offset = 0, offsetPerN = 0;
+  int64_t batchStride = 0; // elements from one example to the next; 0 when shared by the batch
+  int64_t size = 0;        // elements of one example (or of the whole value when shared)
+};
+
+// An affine index: constant + Σ coef * loopVar. The batch loop's variable is scaled by the
+// buffer's per-example stride at lowering time, so every index is a plain affine form.
+struct Affine {
+  int64_t constant = 0;
+  std::vector<std::pair<int, int64_t>> terms; // (loop var, coefficient), coefficients non-zero
+
+  Affine &add(int var, int64_t coef);
+  Affine scaled(int64_t k) const;
+  Affine plus(const Affine &o) const;
+  static Affine var(int v) { return Affine{}.add(v, 1); }
+  static Affine of(int64_t c) { Affine a; a.constant = c; return a; }
+};
+
+struct Expr {
+  enum Kind { Const, Load, Acc, BatchSize, Unary, Binary, Max } kind;
+  Op op = Op::Const;    // Unary / Binary: the graph op (Neg, Exp, ..., Add, Mul, ...)
+  double value = 0;     // Const; Pow's exponent
+  int buffer = -1;      // Load
+  Affine index;         // Load
+  int a = -1, b = -1;   // operands, indices into Kernel::pool
+};
+
+struct Loop {
+  int var;             // loop variable id, unique within the kernel
+  int64_t extent = 1;  // trip count; ignored when batch
+  bool batch = false;  // runs 0..n-1
+  bool reduction = false;
+};
+
+struct Kernel {
+  // Assign:     out[index] = body, over every loop.
+  // Reduce:     the trailing loops are reductions: out[index] = epilogue(Σ body), epilogue in terms
+  //             of Acc (the sum) and loads at the non-reduction loops.
+  // Accumulate: out[index] += body, over every loop (the caller zeroes out first).
+  // Softmax:    row-wise softmax (log_softmax when `logSoftmax`) of `in` into `out`:
+  //             loops give the row; `cols` values from index/inIndex, contiguous.
+  enum Mode { Assign, Reduce, Accumulate, Softmax } mode = Assign;
+  std::vector<Loop> loops;
+  std::vector<Expr> pool;
+  int body = -1, epilogue = -1;
+  int out = -1;
+  Affine outIndex;
+  int in = -1;           // Softmax
+  Affine inIndex;        // Softmax: start of the row
+  int64_t cols = 0;      // Softmax
+  bool logSoftmax = false;
+  std::string comment;   // the formula this kernel computes, and the .nn line it comes from
+
+  int add(Expr e) { pool.push_back(std::move(e)); return static_cast<int>(pool.size()) - 1; }
+};
+
+struct Function {
+  std::string name;
+  std::vector<Kernel> kernels;
+  int result = -1; // a workspace buffer holding a scalar to return (the loss), or -1
+};
+
+struct Program {
+  std::vector<Buffer> buffers;
+  Function forward, gradient;
+  // Workspace: `fixed` reals shared by the batch, then `perExample * n` reals.
+  int64_t workspaceFixed = 0, workspacePerExample = 0;
+};
+
+// Stable text form for `check --emit loops`.
+std::string dump(const Program &p);
+std::string dump(const Kernel &k, const Program &p);
+
+} // namespace nabla::loops

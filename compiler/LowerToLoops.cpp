@@ -1,0 +1,529 @@
+// Lowering the graph to Loop IR (see LowerToLoops.h). Decides which nodes get a buffer (those
+// that are reductions, are read more than once, or would be recomputed by a replicating
+// consumer) and inlines every other node into the expression of its one consumer.
+#include "LowerToLoops.h"
+
+#include "GradPrinter.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace nabla {
+
+using loops::Affine;
+using loops::Kernel;
+using LExpr = loops::Expr;
+
+namespace {
+
+bool isLeaf(Op op) { return opKind(op) == OpKind::Leaf; }
+bool needsKernel(Op op) {
+  return op == Op::Sum || op == Op::SumAxis || op == Op::SumTo || op == Op::MatMul ||
+         op == Op::Softmax || op == Op::LogSoftmax;
+}
+
+// A node's coordinates inside a kernel: one affine form per dimension of its shape, and the
+// batch loop variable (or none in a kernel without a batch loop).
+struct Coords {
+  std::vector<Affine> dims;
+  int batchVar = -1;
+};
+
+class Lowering {
+public:
+  Lowering(const Program &p, const Derivation *d) : P(p), G(p.graph), D(d) {
+    perExample_.assign(G.size(), 0);
+    for (size_t i = 0; i < G.size(); ++i) {
+      const Node &n = G.node(static_cast<NodeId>(i));
+      char pe = n.op == Op::Input || n.op == Op::Target;
+      for (int k = 0; k < n.nin; ++k) pe |= perExample_[static_cast<size_t>(n.in[static_cast<size_t>(k)])];
+      perExample_[i] = pe;
+    }
+  }
+
+  loops::Program run(const std::vector<NodeId> &outputs) {
+    // Forward: every output into the outputs array, example after example.
+    {
+      beginFunction(L.forward, "forward", outputs);
+      int64_t off = 0;
+      for (size_t k = 0; k < outputs.size(); ++k) {
+        NodeId o = outputs[k];
+        int buf = addBuffer(P.outputs[k].name, loops::Space::Outputs, off, P.outputCount(), G.shape(o).numel());
+        off += G.shape(o).numel();
+        assignKernel(L.forward, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
+      }
+      planWorkspace(L.forward);
+    }
+    if (D) {
+      std::vector<NodeId> roots{D->loss};
+      roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
+      beginFunction(L.gradient, "loss_and_gradient", roots);
+      lossKernel(L.gradient);
+      for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
+      planWorkspace(L.gradient);
+    }
+    finishWorkspace();
+    return std::move(L);
+  }
+
+private:
+  // --- buffers ------------------------------------------------------------------------------
+  int addBuffer(std::string name, loops::Space space, int64_t offset, int64_t batchStride, int64_t size) {
+    loops::Buffer b;
+    b.name = std::move(name);
+    b.space = space;
+    b.offset = offset;
+    b.batchStride = batchStride;
+    b.size = size;
+    L.buffers.push_back(b);
+    return static_cast<int>(L.buffers.size()) - 1;
+  }
+
+  int leafBuffer(NodeId id) {
+    auto it = leafBuf_.find(id);
+    if (it != leafBuf_.end()) return it->second;
+    const Node &n = G.node(id);
+    const auto &decls = n.op == Op::Input ? P.inputs : n.op == Op::Target ? P.targets : P.params;
+    const Decl &d = decls[static_cast<size_t>(n.iattr)];
+    loops::Space space = n.op == Op::Input    ? loops::Space::Inputs
+                         : n.op == Op::Target ? loops::Space::Targets
+                                              : loops::Space::Params;
+    int64_t stride = n.op == Op::Input ? P.inputCount() : n.op == Op::Target ? P.targetCount() : 0;
+    int b = addBuffer(d.name, space, d.offset, stride, d.shape.numel());
+    leafBuf_[id] = b;
+    return b;
+  }
+
+  std::string nameOf(NodeId id) {
+    for (size_t i = 0; i < P.values.size(); ++i)
+      if (D ? (i < D->values.size() && D->values[i] == id) : P.values[i].node == id) return P.values[i].name;
+    for (size_t k = 0; D && k < D->paramGrads.size(); ++k)
+      if (D->paramGrads[k] == id) return "d" + P.loss->name + "/d" + P.params[k].name;
+    return fmt::format("t{}", id);
+  }
+
+  // The formula of a node, one level deep in terms of named values and other buffers.
+  std::string describe(NodeId id) {
+    std::unordered_map<NodeId, std::string> names;
+    for (size_t i = 0; D && i < P.values.size() && i < D->values.size(); ++i) names.emplace(D->values[i], P.values[i].name);
+    for (auto &[node, buf] : bufferOf_)
+      names.emplace(node, L.buffers[static_cast<size_t>(buf)].name);
+    names.erase(id);
+    std::string text = printExpression(P, id, GradPrintOptions{true}, names, 400);
+    for (size_t i = 0; i < P.values.size(); ++i)
+      if (D && i < D->values.size() && D->values[i] == id)
+        return fmt::format("{} = {}   (line {})", P.values[i].name, text, P.values[i].loc.line);
+    return text;
+  }
+
+  // --- which nodes get a buffer ------------------------------------------------------------
+  void beginFunction(loops::Function &f, const char *name, const std::vector<NodeId> &roots) {
+    f.name = name;
+    bufferOf_.clear();
+    std::vector<NodeId> needed = G.reachable(roots);
+    std::vector<int> uses(G.size(), 0);
+    std::vector<char> replicated(G.size(), 0), softmaxOperand(G.size(), 0);
+    for (NodeId id : needed) {
+      const Node &n = G.node(id);
+      for (int k = 0; k < n.nin; ++k) {
+        NodeId x = n.in[static_cast<size_t>(k)];
+        ++uses[static_cast<size_t>(x)];
+        bool rep = n.op == Op::MatMul || n.op == Op::Outer || n.op == Op::Broadcast ||
+                   (opKind(n.op) == OpKind::Binary && G.shape(x) != n.shape);
+        replicated[static_cast<size_t>(x)] |= rep;
+        softmaxOperand[static_cast<size_t>(x)] |= n.op == Op::Softmax || n.op == Op::LogSoftmax;
+      }
+    }
+    // A transpose is inlined as an index swap: whatever replicates it replicates its operand.
+    for (size_t i = needed.size(); i-- > 0;) {
+      NodeId id = needed[i];
+      if (G.op(id) == Op::Transpose && replicated[static_cast<size_t>(id)])
+        replicated[static_cast<size_t>(G.node(id).a())] = 1;
+    }
+    materialized_.clear();
+    for (NodeId id : needed) {
+      Op op = G.op(id);
+      if (isLeaf(op)) continue;
+      size_t i = static_cast<size_t>(id);
+      bool buffer = needsKernel(op) || uses[i] > 1 || softmaxOperand[i] ||
+                    (replicated[i] && op != Op::Transpose && op != Op::Broadcast);
+      if (buffer) materialized_.push_back(id);
+    }
+    // Kernels for the buffered nodes, in topological order.
+    for (NodeId id : materialized_) {
+      int64_t size = G.shape(id).numel();
+      bool pe = perExample_[static_cast<size_t>(id)];
+      int b = addBuffer(nameOf(id), loops::Space::Workspace, 0, pe ? size : 0, size);
+      bufferOf_[id] = b;
+      nodeKernel(f, id, b);
+    }
+  }
+
+  // --- expressions -------------------------------------------------------------------------
+  int load(Kernel &k, int buf, const Coords &c, const Shape &s, bool pe) {
+    LExpr e;
+    e.kind = LExpr::Load;
+    e.buffer = buf;
+    Affine idx;
+    int64_t stride = 1;
+    for (int d = s.rank() - 1; d >= 0; --d) {
+      idx = idx.plus(c.dims[static_cast<size_t>(d)].scaled(stride));
+      stride *= s[d];
+    }
+    if (pe && c.batchVar >= 0) idx.add(c.batchVar, L.buffers[static_cast<size_t>(buf)].batchStride);
+    e.index = idx;
+    return k.add(e);
+  }
+
+  // The coordinates of operand x (shape sx) read by an elementwise consumer with coordinates c
+  // (NumPy alignment: a stretched dimension reads index 0).
+  Coords operandCoords(const Coords &c, const Shape &out, const Shape &sx) {
+    Coords r;
+    r.batchVar = c.batchVar;
+    for (int k = 0; k < sx.rank(); ++k) {
+      int d = out.rank() - sx.rank() + k;
+      r.dims.push_back(sx[k] == 1 && out[d] != 1 ? Affine{} : c.dims[static_cast<size_t>(d)]);
+    }
+    return r;
+  }
+
+  int expr(Kernel &k, NodeId id, const Coords &c) {
+    const Node &n = G.node(id);
+    if (n.op == Op::Const) {
+      LExpr e;
+      e.kind = LExpr::Const;
+      e.value = n.fattr;
+      return k.add(e);
+    }
+    if (isLeaf(n.op)) return load(k, leafBuffer(id), c, n.shape, perExample_[static_cast<size_t>(id)]);
+    auto it = bufferOf_.find(id);
+    if (it != bufferOf_.end()) return load(k, it->second, c, n.shape, perExample_[static_cast<size_t>(id)]);
+    return body(k, id, c);
+  }
+
+  // One level of node `id` as an expression (its operands through expr()).
+  int body(Kernel &k, NodeId id, const Coords &c) {
+    const Node n = G.node(id);
+    LExpr e;
+    switch (opKind(n.op)) {
+    case OpKind::Unary:
+      e.kind = LExpr::Unary;
+      e.op = n.op;
+      e.value = n.fattr;
+      e.a = expr(k, n.a(), c);
+      return k.add(e);
+    case OpKind::Binary:
+      e.kind = LExpr::Binary;
+      e.op = n.op;
+      e.a = expr(k, n.a(), operandCoords(c, n.shape, G.shape(n.a())));
+      e.b = expr(k, n.b(), operandCoords(c, n.shape, G.shape(n.b())));
+      return k.add(e);
+    default: break;
+    }
+    switch (n.op) {
+    case Op::Broadcast: {
+      if (n.iattr < 0) return expr(k, n.a(), operandCoords(c, n.shape, G.shape(n.a())));
+      Coords r{{c.dims[static_cast<size_t>(1 - n.iattr)]}, c.batchVar};
+      return expr(k, n.a(), r);
+    }
+    case Op::Transpose: return expr(k, n.a(), Coords{{c.dims[1], c.dims[0]}, c.batchVar});
+    case Op::Outer:
+      e.kind = LExpr::Binary;
+      e.op = Op::Mul;
+      e.a = expr(k, n.a(), Coords{{c.dims[0]}, c.batchVar});
+      e.b = expr(k, n.b(), Coords{{c.dims[1]}, c.batchVar});
+      return k.add(e);
+    default: throw InternalError(fmt::format("lowering: '{}' must have a buffer", opSpelling(n.op)));
+    }
+  }
+
+  // --- kernels -------------------------------------------------------------------------------
+  // Loops over `shape` (and the batch when `batch`), returning the coordinates.
+  Coords loopsOver(Kernel &k, const Shape &shape, bool batch) {
+    Coords c;
+    int var = 0;
+    if (batch) {
+      k.loops.push_back({var, 1, true, false});
+      c.batchVar = var++;
+    }
+    for (int d = 0; d < shape.rank(); ++d) {
+      k.loops.push_back({var, shape[d], false, false});
+      c.dims.push_back(Affine::var(var++));
+    }
+    return c;
+  }
+  int nextVar(const Kernel &k) { return static_cast<int>(k.loops.size()); }
+
+  // out[buf] = node, elementwise over its shape.
+  void assignKernel(loops::Function &f, NodeId id, int buf, bool batch, std::string what) {
+    Kernel k;
+    k.mode = Kernel::Assign;
+    bool pe = batch && (perExample_[static_cast<size_t>(id)] || L.buffers[static_cast<size_t>(buf)].batchStride);
+    Coords c = loopsOver(k, G.shape(id), pe);
+    k.body = expr(k, id, c);
+    k.out = buf;
+    k.outIndex = indexOf(k, buf, c, G.shape(id));
+    k.comment = what + " = " + describe(id);
+    f.kernels.push_back(std::move(k));
+  }
+
+  Affine indexOf(Kernel &k, int buf, const Coords &c, const Shape &s) {
+    int e = load(k, buf, c, s, L.buffers[static_cast<size_t>(buf)].batchStride != 0);
+    Affine a = k.pool[static_cast<size_t>(e)].index;
+    k.pool.pop_back();
+    return a;
+  }
+
+  void nodeKernel(loops::Function &f, NodeId id, int buf) {
+    const Node n = G.node(id);
+    bool pe = perExample_[static_cast<size_t>(id)];
+    std::string comment = nameOf(id) + " = " + describe(id);
+    if (!needsKernel(n.op)) {
+      // Read by several consumers: computed once into its buffer. Operands through expr().
+      Kernel k;
+      Coords c = loopsOver(k, n.shape, pe);
+      k.body = body(k, id, c);
+      k.out = buf;
+      k.outIndex = indexOf(k, buf, c, n.shape);
+      k.comment = comment;
+      f.kernels.push_back(std::move(k));
+      return;
+    }
+    Kernel k;
+    k.comment = comment;
+    k.out = buf;
+    if (n.op == Op::Softmax || n.op == Op::LogSoftmax) {
+      k.mode = Kernel::Softmax;
+      k.logSoftmax = n.op == Op::LogSoftmax;
+      const Shape &s = n.shape;
+      k.cols = s[s.rank() - 1];
+      Shape rows = s.rank() == 2 ? Shape{s[0]} : Shape{};
+      Coords c = loopsOver(k, rows, pe);
+      c.dims.push_back(Affine{}); // column 0: the start of the row
+      k.outIndex = indexOf(k, buf, c, s);
+      NodeId x = n.a();
+      k.in = isLeaf(G.op(x)) ? leafBuffer(x) : bufferOf_.at(x);
+      k.inIndex = indexOf(k, k.in, c, s);
+      f.kernels.push_back(std::move(k));
+      return;
+    }
+    k.mode = Kernel::Reduce;
+    Coords c = loopsOver(k, n.shape, pe);
+    auto red = [&](int64_t extent) {
+      int v = nextVar(k);
+      k.loops.push_back({v, extent, false, true});
+      return Affine::var(v);
+    };
+    int a = -1, b = -1;
+    const Shape sa = G.shape(n.a());
+    switch (n.op) {
+    case Op::MatMul: {
+      const Shape sb = G.shape(n.b());
+      Affine l = red(sa[sa.rank() - 1]);
+      Coords ca{{}, c.batchVar}, cb{{}, c.batchVar};
+      size_t o = 0;
+      if (sa.rank() == 2) ca.dims.push_back(c.dims[o++]);
+      ca.dims.push_back(l);
+      cb.dims.push_back(l);
+      if (sb.rank() == 2) cb.dims.push_back(c.dims[o++]);
+      a = expr(k, n.a(), ca);
+      b = expr(k, n.b(), cb);
+      break;
+    }
+    case Op::Sum: {
+      Coords ca{{}, c.batchVar};
+      for (int d = 0; d < sa.rank(); ++d) ca.dims.push_back(red(sa[d]));
+      a = expr(k, n.a(), ca);
+      break;
+    }
+    case Op::SumAxis: {
+      Affine r = red(sa[static_cast<int>(n.iattr)]);
+      Coords ca{n.iattr == 0 ? std::vector<Affine>{r, c.dims[0]} : std::vector<Affine>{c.dims[0], r}, c.batchVar};
+      a = expr(k, n.a(), ca);
+      break;
+    }
+    case Op::SumTo: {
+      // Each dimension of the operand is either an output dimension or summed.
+      Coords ca{{}, c.batchVar};
+      const Shape &s = n.shape;
+      for (int d = 0; d < sa.rank(); ++d) {
+        int od = d - (sa.rank() - s.rank());
+        if (od < 0 || (s[od] == 1 && sa[d] != 1)) ca.dims.push_back(red(sa[d]));
+        else ca.dims.push_back(c.dims[static_cast<size_t>(od)]);
+      }
+      // Output dims of size 1 that were stretched are written at index 0.
+      for (int od = 0; od < s.rank(); ++od) {
+        int d = od + (sa.rank() - s.rank());
+        if (s[od] == 1 && sa[d] != 1) c.dims[static_cast<size_t>(od)] = Affine{};
+      }
+      a = expr(k, n.a(), ca);
+      break;
+    }
+    default: throw InternalError("lowering: unexpected reduction");
+    }
+    if (b >= 0) {
+      LExpr m;
+      m.kind = LExpr::Binary;
+      m.op = Op::Mul;
+      m.a = a;
+      m.b = b;
+      k.body = k.add(m);
+    } else {
+      k.body = a;
+    }
+    LExpr acc;
+    acc.kind = LExpr::Acc;
+    k.epilogue = k.add(acc);
+    k.outIndex = indexOf(k, buf, c, n.shape);
+    f.kernels.push_back(std::move(k));
+  }
+
+  // The mean loss over the batch, into a one-element workspace buffer.
+  void lossKernel(loops::Function &f) {
+    int buf = addBuffer("loss", loops::Space::Workspace, 0, 0, 1);
+    f.result = buf;
+    Kernel k;
+    k.mode = Kernel::Reduce;
+    k.loops.push_back({0, 1, true, true});
+    Coords c{{}, 0};
+    k.body = expr(k, D->loss, c);
+    LExpr acc, n, div;
+    acc.kind = LExpr::Acc;
+    n.kind = LExpr::BatchSize;
+    div.kind = LExpr::Binary;
+    div.op = Op::Div;
+    div.a = k.add(acc);
+    div.b = k.add(n);
+    k.epilogue = k.add(div);
+    k.out = buf;
+    k.comment = "mean over the batch of " + P.loss->name;
+    f.kernels.push_back(std::move(k));
+  }
+
+  // grads = mean over the batch of the per-example gradient: zero, accumulate, scale by 1/n.
+  void gradKernels(loops::Function &f, size_t p) {
+    const Decl &decl = P.params[p];
+    NodeId g = D->paramGrads[p];
+    int buf = addBuffer("d" + P.loss->name + "/d" + decl.name, loops::Space::Grads, decl.offset, 0,
+                        decl.shape.numel());
+    std::string what = "d" + P.loss->name + "/d" + decl.name;
+    if (!perExample_[static_cast<size_t>(g)]) {
+      assignKernel(f, g, buf, false, what);
+      return;
+    }
+    Kernel zero;
+    Coords cz = loopsOver(zero, decl.shape, false);
+    LExpr z;
+    z.kind = LExpr::Const;
+    zero.body = zero.add(z);
+    zero.out = buf;
+    zero.outIndex = indexOf(zero, buf, cz, decl.shape);
+    zero.comment = what + " = 0";
+    f.kernels.push_back(std::move(zero));
+
+    Kernel k;
+    k.mode = Kernel::Accumulate;
+    Coords c = loopsOver(k, decl.shape, true);
+    k.body = expr(k, g, c);
+    Coords noBatch = c;
+    noBatch.batchVar = -1;
+    k.out = buf;
+    k.outIndex = indexOf(k, buf, noBatch, decl.shape);
+    k.comment = what + " += " + describe(g) + "   (summed over the batch)";
+    f.kernels.push_back(std::move(k));
+
+    Kernel s;
+    Coords cs = loopsOver(s, decl.shape, false);
+    LExpr ld, n, div;
+    ld.kind = LExpr::Load;
+    ld.buffer = buf;
+    ld.index = indexOf(s, buf, cs, decl.shape);
+    n.kind = LExpr::BatchSize;
+    div.kind = LExpr::Binary;
+    div.op = Op::Div;
+    div.a = s.add(ld);
+    div.b = s.add(n);
+    s.body = s.add(div);
+    s.out = buf;
+    s.outIndex = ld.index;
+    s.comment = what + " /= n   (the mean over the batch)";
+    f.kernels.push_back(std::move(s));
+  }
+
+  // --- workspace planning -------------------------------------------------------------------
+  // Buffers whose lifetimes (first write .. last read, in kernel order) do not overlap share
+  // memory; first fit, separately for batch-shared and per-example buffers.
+  void planWorkspace(const loops::Function &f) {
+    std::unordered_map<int, std::pair<int, int>> life;
+    auto touch = [&](int buf, int t) {
+      if (L.buffers[static_cast<size_t>(buf)].space != loops::Space::Workspace) return;
+      auto it = life.find(buf);
+      if (it == life.end()) life[buf] = {t, t};
+      else it->second.second = std::max(it->second.second, t);
+    };
+    for (size_t t = 0; t < f.kernels.size(); ++t) {
+      const Kernel &k = f.kernels[t];
+      touch(k.out, static_cast<int>(t));
+      if (k.in >= 0) touch(k.in, static_cast<int>(t));
+      for (const LExpr &e : k.pool)
+        if (e.kind == LExpr::Load) touch(e.buffer, static_cast<int>(t));
+    }
+    if (f.result >= 0) touch(f.result, static_cast<int>(f.kernels.size()));
+    struct Placed {
+      int64_t off, size;
+      int begin, end;
+    };
+    std::vector<Placed> fixed, perEx;
+    std::vector<int> order;
+    for (auto &[b, _] : life) order.push_back(b);
+    std::sort(order.begin(), order.end());
+    for (int b : order) {
+      loops::Buffer &B = L.buffers[static_cast<size_t>(b)];
+      auto [begin, end] = life[b];
+      auto &arena = B.batchStride ? perEx : fixed;
+      int64_t off = 0;
+      bool moved = true;
+      while (moved) {
+        moved = false;
+        for (const Placed &q : arena)
+          if (q.begin <= end && begin <= q.end && off < q.off + q.size && q.off < off + B.size) {
+            off = q.off + q.size;
+            moved = true;
+          }
+      }
+      arena.push_back({off, B.size, begin, end});
+      B.offset = off;
+      if (B.batchStride) perExampleBuffers_.push_back(b);
+    }
+    for (auto &q : fixed) L.workspaceFixed = std::max(L.workspaceFixed, q.off + q.size);
+    for (auto &q : perEx) L.workspacePerExample = std::max(L.workspacePerExample, q.off + q.size);
+  }
+
+  // Per-example buffers live after the fixed part: at workspaceFixed + offset * n.
+  void finishWorkspace() {
+    for (int b : perExampleBuffers_) {
+      loops::Buffer &B = L.buffers[static_cast<size_t>(b)];
+      B.offsetPerN = B.offset;
+      B.offset = L.workspaceFixed;
+    }
+  }
+
+  const Program &P;
+  const Graph &G;
+  const Derivation *D;
+  loops::Program L;
+  std::vector<char> perExample_;
+  std::vector<NodeId> materialized_;
+  std::unordered_map<NodeId, int> bufferOf_, leafBuf_;
+  std::vector<int> perExampleBuffers_;
+};
+
+} // namespace
+
+loops::Program lowerToLoops(const Program &p, const std::vector<NodeId> &outputs, const Derivation *d) {
+  return Lowering(p, d).run(outputs);
+}
+
+} // namespace nabla

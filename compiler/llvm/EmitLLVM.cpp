@@ -1,0 +1,280 @@
+// The LLVM backend: Loop IR kernels become loop nests built with IRBuilder. Loads and stores
+// use affine indices over the loop variables; sums run in an accumulator that mem2reg keeps in
+// registers; the numerically stable forms (logistic, softplus, softmax) are emitted as such.
+#include "EmitLLVM.h"
+
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+
+#include <functional>
+#include <unordered_map>
+
+namespace nabla {
+
+using namespace llvm;
+using loops::Kernel;
+using LExpr = loops::Expr;
+
+namespace {
+
+class Emitter {
+public:
+  Emitter(const loops::Program &p, LLVMContext &c, const LLVMEmitOptions &o)
+      : P(p), C(c), O(o), M(std::make_unique<Module>("nabla", c)), B(c) {
+    T = o.f64 ? Type::getDoubleTy(c) : Type::getFloatTy(c);
+    I64 = Type::getInt64Ty(c);
+    Ptr = PointerType::getUnqual(c);
+  }
+
+  std::unique_ptr<Module> run() {
+    if (!P.forward.name.empty()) function(P.forward, false);
+    if (!P.gradient.name.empty()) function(P.gradient, true);
+    return std::move(M);
+  }
+
+private:
+  void function(const loops::Function &f, bool gradient) {
+    std::vector<Type *> params = gradient ? std::vector<Type *>{Ptr, Ptr, Ptr, I64, Ptr, Ptr}
+                                          : std::vector<Type *>{Ptr, Ptr, I64, Ptr, Ptr};
+    FunctionType *ft = FunctionType::get(gradient ? T : Type::getVoidTy(C), params, false);
+    F = Function::Create(ft, Function::ExternalLinkage, gradient ? kGradientSymbol : kForwardSymbol, *M);
+    F->addFnAttr(Attribute::NoUnwind);
+    if (!O.targetCpu.empty()) F->addFnAttr("target-cpu", O.targetCpu);
+    if (!O.targetFeatures.empty()) F->addFnAttr("target-features", O.targetFeatures);
+    if (O.wideVectors) F->addFnAttr("prefer-vector-width", "512");
+    for (auto &a : F->args())
+      if (a.getType()->isPointerTy()) a.addAttr(Attribute::NoAlias);
+    auto arg = [&](int i) { return F->getArg(static_cast<unsigned>(i)); };
+    spaces_.clear();
+    if (gradient) {
+      spaces_ = {{loops::Space::Params, arg(0)}, {loops::Space::Inputs, arg(1)},
+                 {loops::Space::Targets, arg(2)}, {loops::Space::Grads, arg(4)},
+                 {loops::Space::Workspace, arg(5)}};
+      n_ = arg(3);
+    } else {
+      spaces_ = {{loops::Space::Params, arg(0)}, {loops::Space::Inputs, arg(1)},
+                 {loops::Space::Outputs, arg(3)}, {loops::Space::Workspace, arg(4)}};
+      n_ = arg(2);
+    }
+    entry_ = BasicBlock::Create(C, "entry", F);
+    B.SetInsertPoint(entry_);
+    base_.clear();
+    FastMathFlags fmf;
+    fmf.setAllowContract(true);
+    B.setFastMathFlags(fmf);
+    nReal_ = B.CreateSIToFP(n_, T, "n.real");
+    acc_ = B.CreateAlloca(T, nullptr, "acc");
+    for (auto &k : f.kernels) kernel(k);
+    if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
+    else B.CreateRetVoid();
+  }
+
+  // Pointer to the first element of buffer b, computed once in the entry block.
+  Value *bufferBase(int b) {
+    auto it = base_.find(b);
+    if (it != base_.end()) return it->second;
+    const loops::Buffer &buf = P.buffers[static_cast<size_t>(b)];
+    IRBuilder<>::InsertPointGuard guard(B);
+    B.SetInsertPoint(entry_, entry_->getFirstInsertionPt());
+    if (auto *inst = dyn_cast<Instruction>(nReal_)) B.SetInsertPoint(inst->getNextNode());
+    Value *off = ConstantInt::get(I64, buf.offset);
+    if (buf.offsetPerN) off = B.CreateAdd(off, B.CreateMul(n_, ConstantInt::get(I64, buf.offsetPerN)));
+    Value *p = B.CreateInBoundsGEP(T, spaces_.at(buf.space), off, buf.name);
+    base_[b] = p;
+    return p;
+  }
+
+  Value *index(const loops::Affine &a) {
+    Value *v = ConstantInt::get(I64, a.constant);
+    for (auto &[var, coef] : a.terms) {
+      Value *t = vars_.at(var);
+      if (coef != 1) t = B.CreateMul(t, ConstantInt::get(I64, coef), "", true, true);
+      v = B.CreateAdd(v, t, "", true, true);
+    }
+    return v;
+  }
+  Value *address(int buf, const loops::Affine &a) {
+    return B.CreateInBoundsGEP(T, bufferBase(buf), index(a));
+  }
+
+  // for (iv = 0; iv < extent; ++iv) body(iv)
+  void loop(const loops::Loop &l, const std::function<void()> &body) {
+    Value *extent = l.batch ? n_ : ConstantInt::get(I64, l.extent);
+    BasicBlock *pre = B.GetInsertBlock();
+    BasicBlock *header = BasicBlock::Create(C, "loop", F);
+    BasicBlock *exit = BasicBlock::Create(C, "loop.end", F);
+    if (l.batch) B.CreateCondBr(B.CreateICmpSGT(extent, ConstantInt::get(I64, 0)), header, exit);
+    else B.CreateBr(header);
+    B.SetInsertPoint(header);
+    PHINode *iv = B.CreatePHI(I64, 2, "i");
+    iv->addIncoming(ConstantInt::get(I64, 0), pre);
+    vars_[l.var] = iv;
+    body();
+    Value *next = B.CreateAdd(iv, ConstantInt::get(I64, 1), "", true, true);
+    iv->addIncoming(next, B.GetInsertBlock());
+    B.CreateCondBr(B.CreateICmpSLT(next, extent), header, exit);
+    B.SetInsertPoint(exit);
+  }
+
+  void nest(const Kernel &k, size_t level, size_t end, const std::function<void()> &inner) {
+    if (level == end) return inner();
+    loop(k.loops[level], [&] { nest(k, level + 1, end, inner); });
+  }
+
+  Value *call(const char *name, Value *x) {
+    std::string fn = O.f64 ? name : std::string(name) + "f";
+    FunctionCallee c = M->getOrInsertFunction(fn, FunctionType::get(T, {T}, false));
+    if (auto *f = dyn_cast<Function>(c.getCallee())) {
+      f->setDoesNotThrow();
+      f->setDoesNotAccessMemory();
+    }
+    return B.CreateCall(c, {x});
+  }
+  Value *intrinsic(Intrinsic::ID id, Value *x) { return B.CreateUnaryIntrinsic(id, x); }
+  Value *real(double v) { return ConstantFP::get(T, v); }
+
+  Value *unary(Op op, Value *x, double p) {
+    switch (op) {
+    case Op::Neg: return B.CreateFNeg(x);
+    case Op::Logistic: {
+      // e = exp(-|x|), r = 1 / (1 + e): logistic(x) = x >= 0 ? r : e * r
+      Value *e = intrinsic(Intrinsic::exp, B.CreateFNeg(intrinsic(Intrinsic::fabs, x)));
+      Value *r = B.CreateFDiv(real(1), B.CreateFAdd(real(1), e));
+      return B.CreateSelect(B.CreateFCmpOGE(x, real(0)), r, B.CreateFMul(e, r));
+    }
+    case Op::Tanh: return call("tanh", x);
+    case Op::Relu: return B.CreateSelect(B.CreateFCmpOGT(x, real(0)), x, real(0));
+    case Op::Softplus: {
+      // max(x, 0) + log1p(exp(-|x|))
+      Value *m = B.CreateSelect(B.CreateFCmpOGT(x, real(0)), x, real(0));
+      Value *e = intrinsic(Intrinsic::exp, B.CreateFNeg(intrinsic(Intrinsic::fabs, x)));
+      return B.CreateFAdd(m, call("log1p", e));
+    }
+    case Op::Exp: return intrinsic(Intrinsic::exp, x);
+    case Op::Log: return intrinsic(Intrinsic::log, x);
+    case Op::Sqrt: return intrinsic(Intrinsic::sqrt, x);
+    case Op::Abs: return intrinsic(Intrinsic::fabs, x);
+    case Op::Step: return B.CreateSelect(B.CreateFCmpOGT(x, real(0)), real(1), real(0));
+    case Op::Sign:
+      return B.CreateSelect(B.CreateFCmpOGT(x, real(0)), real(1),
+                            B.CreateSelect(B.CreateFCmpOLT(x, real(0)), real(-1), real(0)));
+    case Op::Pow:
+      if (p == 2) return B.CreateFMul(x, x);
+      if (p == 1) return x;
+      if (p == -1) return B.CreateFDiv(real(1), x);
+      if (p == 0.5) return intrinsic(Intrinsic::sqrt, x);
+      return B.CreateBinaryIntrinsic(Intrinsic::pow, x, real(p));
+    default: break;
+    }
+    throw InternalError("LLVM backend: not a unary op");
+  }
+
+  Value *expr(const Kernel &k, int e) {
+    const LExpr &x = k.pool[static_cast<size_t>(e)];
+    switch (x.kind) {
+    case LExpr::Const: return real(x.value);
+    case LExpr::Load: return B.CreateLoad(T, address(x.buffer, x.index));
+    case LExpr::Acc: return B.CreateLoad(T, acc_);
+    case LExpr::BatchSize: return nReal_;
+    case LExpr::Max: {
+      Value *a = expr(k, x.a), *b = expr(k, x.b);
+      return B.CreateSelect(B.CreateFCmpOGT(a, b), a, b);
+    }
+    case LExpr::Unary: return unary(x.op, expr(k, x.a), x.value);
+    case LExpr::Binary: {
+      Value *a = expr(k, x.a), *b = expr(k, x.b);
+      switch (x.op) {
+      case Op::Add: return B.CreateFAdd(a, b);
+      case Op::Sub: return B.CreateFSub(a, b);
+      case Op::Mul: return B.CreateFMul(a, b);
+      case Op::Div: return B.CreateFDiv(a, b);
+      default: break;
+      }
+    }
+    }
+    throw InternalError("LLVM backend: bad expression");
+  }
+
+  // acc += v, with reassociation allowed so that the sum vectorizes.
+  void accumulate(Value *v) {
+    FastMathFlags f;
+    f.setAllowContract(true);
+    f.setAllowReassoc(true);
+    Value *sum = B.CreateFAdd(B.CreateLoad(T, acc_), v);
+    cast<Instruction>(sum)->setFastMathFlags(f);
+    B.CreateStore(sum, acc_);
+  }
+
+  void kernel(const Kernel &k) {
+    vars_.clear();
+    size_t all = k.loops.size();
+    switch (k.mode) {
+    case Kernel::Assign:
+      nest(k, 0, all, [&] { B.CreateStore(expr(k, k.body), address(k.out, k.outIndex)); });
+      return;
+    case Kernel::Accumulate:
+      nest(k, 0, all, [&] {
+        Value *p = address(k.out, k.outIndex);
+        B.CreateStore(B.CreateFAdd(B.CreateLoad(T, p), expr(k, k.body)), p);
+      });
+      return;
+    case Kernel::Reduce: {
+      size_t outer = 0;
+      while (outer < all && !k.loops[outer].reduction) ++outer;
+      nest(k, 0, outer, [&] {
+        B.CreateStore(real(0), acc_);
+        nest(k, outer, all, [&] { accumulate(expr(k, k.body)); });
+        B.CreateStore(expr(k, k.epilogue), address(k.out, k.outIndex));
+      });
+      return;
+    }
+    case Kernel::Softmax: softmax(k); return;
+    }
+  }
+
+  // Row-wise softmax / log_softmax with the row maximum subtracted.
+  void softmax(const Kernel &k) {
+    nest(k, 0, k.loops.size(), [&] {
+      Value *in = address(k.in, k.inIndex), *out = address(k.out, k.outIndex);
+      loops::Loop col{1000, k.cols, false, false};
+      auto at = [&](Value *row) { return B.CreateInBoundsGEP(T, row, vars_.at(1000)); };
+      B.CreateStore(B.CreateLoad(T, in), acc_); // max
+      loop(col, [&] {
+        Value *x = B.CreateLoad(T, at(in)), *m = B.CreateLoad(T, acc_);
+        B.CreateStore(B.CreateSelect(B.CreateFCmpOGT(x, m), x, m), acc_);
+      });
+      Value *m = B.CreateLoad(T, acc_);
+      B.CreateStore(real(0), acc_);
+      loop(col, [&] { accumulate(intrinsic(Intrinsic::exp, B.CreateFSub(B.CreateLoad(T, at(in)), m))); });
+      Value *s = B.CreateLoad(T, acc_);
+      Value *logS = k.logSoftmax ? intrinsic(Intrinsic::log, s) : nullptr;
+      loop(col, [&] {
+        Value *d = B.CreateFSub(B.CreateLoad(T, at(in)), m);
+        Value *y = k.logSoftmax ? B.CreateFSub(d, logS) : B.CreateFDiv(intrinsic(Intrinsic::exp, d), s);
+        B.CreateStore(y, at(out));
+      });
+    });
+  }
+
+  const loops::Program &P;
+  LLVMContext &C;
+  const LLVMEmitOptions &O;
+  std::unique_ptr<Module> M;
+  IRBuilder<> B;
+  Type *T, *I64, *Ptr;
+  Function *F = nullptr;
+  BasicBlock *entry_ = nullptr;
+  Value *n_ = nullptr, *nReal_ = nullptr, *acc_ = nullptr;
+  std::unordered_map<loops::Space, Value *> spaces_;
+  std::unordered_map<int, Value *> base_, vars_;
+};
+
+} // namespace
+
+std::unique_ptr<Module> emitLLVM(const loops::Program &p, LLVMContext &ctx, const LLVMEmitOptions &opts) {
+  return Emitter(p, ctx, opts).run();
+}
+
+} // namespace nabla

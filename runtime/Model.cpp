@@ -1,0 +1,189 @@
+// Model: compiles through the whole pipeline (front end, autodiff, simplifier, Loop IR, JIT) and
+// runs the result; the interpreter engine runs the same simplified graphs without compiling.
+#include "Model.h"
+
+#include "JitSession.h"
+#include "LowerToLoops.h"
+#include "Pipeline.h"
+#include "Random.h"
+#include "Sema.h"
+
+#include <thread>
+
+namespace nabla {
+
+struct Model::State {
+  CompileOptions opts;
+  std::unique_ptr<Program> program; // stable address: the derivation refers into its graph
+  std::optional<Derivation> derivation;
+  std::vector<NodeId> outputs;
+  loops::Program loops;
+  std::unique_ptr<JitSession> jit;
+};
+
+Model::Model() : s_(std::make_unique<State>()) {}
+Model::Model(Model &&) noexcept = default;
+Model &Model::operator=(Model &&) noexcept = default;
+Model::~Model() = default;
+
+Expected<Model> Model::compileFile(const std::string &path, const CompileOptions &o) {
+  auto text = readFile(path);
+  if (!text) return text.error();
+  return compileString(std::move(*text), path, o);
+}
+
+Expected<Model> Model::compileString(std::string source, std::string name, const CompileOptions &o) {
+  std::string diags;
+  std::optional<Program> p = compileSource(SourceFile{std::move(name), std::move(source)}, diags);
+  if (!p) return Error{diags};
+  Model m;
+  m.s_->opts = o;
+  m.s_->program = std::make_unique<Program>(std::move(*p));
+  Program &prog = *m.s_->program;
+  try {
+    if (prog.loss) {
+      auto d = derive(prog);
+      if (!d) return d.error();
+      m.s_->derivation = std::move(*d);
+      m.s_->outputs = m.s_->derivation->outputs;
+    } else {
+      m.s_->outputs = simplifiedOutputs(prog);
+    }
+    m.s_->loops = lowerToLoops(prog, m.s_->outputs, m.s_->derivation ? &*m.s_->derivation : nullptr);
+  } catch (const InternalError &e) {
+    return Error{std::string("internal error (a bug in nabla, please report it): ") + e.what()};
+  }
+  if (o.engine == Engine::Jit) {
+    auto jit = JitSession::create(m.s_->loops, JitOptions{o.dtype == DType::F64, o.optLevel});
+    if (!jit) return jit.error();
+    m.s_->jit = std::move(*jit);
+  }
+  return m;
+}
+
+static std::vector<TensorInfo> infos(const std::vector<Decl> &ds) {
+  std::vector<TensorInfo> r;
+  for (auto &d : ds) r.push_back({d.name, d.shape, d.offset});
+  return r;
+}
+
+std::vector<TensorInfo> Model::params() const { return infos(s_->program->params); }
+std::vector<TensorInfo> Model::inputs() const { return infos(s_->program->inputs); }
+std::vector<TensorInfo> Model::targets() const { return infos(s_->program->targets); }
+std::vector<TensorInfo> Model::outputs() const {
+  std::vector<TensorInfo> r;
+  int64_t off = 0;
+  for (auto &o : s_->program->outputs) {
+    Shape s = s_->program->graph.shape(o.node);
+    r.push_back({o.name, s, off});
+    off += s.numel();
+  }
+  return r;
+}
+int64_t Model::paramCount() const { return s_->program->paramCount(); }
+int64_t Model::inputCount() const { return s_->program->inputCount(); }
+int64_t Model::targetCount() const { return s_->program->targetCount(); }
+int64_t Model::outputCount() const { return s_->program->outputCount(); }
+bool Model::hasLoss() const { return s_->program->loss.has_value(); }
+DType Model::dtype() const { return s_->opts.dtype; }
+Engine Model::engine() const { return s_->opts.engine; }
+const Program &Model::program() const { return *s_->program; }
+const loops::Program &Model::loops() const { return s_->loops; }
+std::vector<double> Model::initParams(uint64_t seed) const { return nabla::initParams(*s_->program, seed); }
+
+int64_t Model::workspaceSize(int64_t n) const {
+  return s_->loops.workspaceFixed + s_->loops.workspacePerExample * n;
+}
+
+template <class T>
+void Model::forwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const {
+  using Fn = void (*)(const T *, const T *, int64_t, T *, T *);
+  if (!s_->jit || !s_->jit->forward()) throw InternalError("forwardRaw needs the JIT engine");
+  reinterpret_cast<Fn>(s_->jit->forward())(params, inputs, n, outputs, workspace);
+}
+
+template <class T>
+T Model::lossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
+                            T *workspace) const {
+  using Fn = T (*)(const T *, const T *, const T *, int64_t, T *, T *);
+  if (!s_->jit || !s_->jit->gradient()) throw InternalError("lossAndGradientRaw needs the JIT engine and a loss");
+  return reinterpret_cast<Fn>(s_->jit->gradient())(params, inputs, targets, n, grads, workspace);
+}
+
+template void Model::forwardRaw<float>(const float *, const float *, int64_t, float *, float *) const;
+template void Model::forwardRaw<double>(const double *, const double *, int64_t, double *, double *) const;
+template float Model::lossAndGradientRaw<float>(const float *, const float *, const float *, int64_t, float *, float *) const;
+template double Model::lossAndGradientRaw<double>(const double *, const double *, const double *, int64_t, double *, double *) const;
+
+namespace {
+
+template <class T> std::vector<T> convert(const double *p, size_t n) { return std::vector<T>(p, p + n); }
+
+} // namespace
+
+std::vector<double> Model::forward(const std::vector<double> &params, const double *inputs, int64_t n) const {
+  if (s_->opts.engine == Engine::Interp)
+    return interpretForward(*s_->program, s_->outputs, s_->opts.dtype, params, inputs, n);
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    std::vector<T> P = convert<T>(params.data(), params.size());
+    std::vector<T> X = convert<T>(inputs, static_cast<size_t>(n * inputCount()));
+    std::vector<T> Y(static_cast<size_t>(n * outputCount())), W(static_cast<size_t>(workspaceSize(n)));
+    forwardRaw<T>(P.data(), X.data(), n, Y.data(), W.data());
+    return std::vector<double>(Y.begin(), Y.end());
+  };
+  return s_->opts.dtype == DType::F64 ? run(0.0) : run(0.0f);
+}
+
+double Model::lossAndGradient(const std::vector<double> &params, const double *inputs,
+                              const double *targets, int64_t n, std::vector<double> &grads,
+                              int threads) const {
+  if (!s_->derivation) throw InternalError("lossAndGradient: the program has no loss");
+  if (s_->opts.engine == Engine::Interp) {
+    LossAndGradient r = interpretLossAndGradient(*s_->program, *s_->derivation, s_->opts.dtype,
+                                                 params, inputs, targets, n);
+    grads = std::move(r.grads);
+    return r.loss;
+  }
+  auto run = [&](auto zero) {
+    using T = decltype(zero);
+    const int64_t ni = inputCount(), nt = targetCount(), np = paramCount();
+    std::vector<T> P = convert<T>(params.data(), params.size());
+    std::vector<T> X = convert<T>(inputs, static_cast<size_t>(n * ni));
+    std::vector<T> Y = convert<T>(targets, static_cast<size_t>(n * nt));
+    int parts = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
+    std::vector<std::vector<T>> G(static_cast<size_t>(parts), std::vector<T>(static_cast<size_t>(np)));
+    std::vector<double> L(static_cast<size_t>(parts));
+    std::vector<int64_t> begin(static_cast<size_t>(parts) + 1);
+    for (int k = 0; k <= parts; ++k) begin[static_cast<size_t>(k)] = n * k / parts;
+    auto work = [&](int k) {
+      int64_t b = begin[static_cast<size_t>(k)], m = begin[static_cast<size_t>(k) + 1] - b;
+      std::vector<T> W(static_cast<size_t>(workspaceSize(m)));
+      L[static_cast<size_t>(k)] = lossAndGradientRaw<T>(P.data(), X.data() + b * ni, Y.data() + b * nt, m,
+                                                        G[static_cast<size_t>(k)].data(), W.data());
+    };
+    if (parts == 1) work(0);
+    else {
+      std::vector<std::thread> pool;
+      for (int k = 0; k < parts; ++k) pool.emplace_back(work, k);
+      for (auto &t : pool) t.join();
+    }
+    // Each part returns means over its examples: weight them by their share of the batch.
+    double loss = 0;
+    grads.assign(static_cast<size_t>(np), 0.0);
+    for (int k = 0; k < parts; ++k) {
+      double w = static_cast<double>(begin[static_cast<size_t>(k) + 1] - begin[static_cast<size_t>(k)]) /
+                 static_cast<double>(n);
+      loss += w * L[static_cast<size_t>(k)];
+      for (int64_t j = 0; j < np; ++j) grads[static_cast<size_t>(j)] += w * static_cast<double>(G[static_cast<size_t>(k)][static_cast<size_t>(j)]);
+    }
+    if (parts == 1) { // exactly the compiled result, without the weighting's rounding
+      loss = L[0];
+      for (int64_t j = 0; j < np; ++j) grads[static_cast<size_t>(j)] = static_cast<double>(G[0][static_cast<size_t>(j)]);
+    }
+    return loss;
+  };
+  return s_->opts.dtype == DType::F64 ? run(0.0) : run(0.0f);
+}
+
+} // namespace nabla

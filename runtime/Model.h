@@ -1,0 +1,76 @@
+// Model: the library API that the CLI and embedding programs use. Compile a `.nn` file or string
+// into a model (dtype, optimization level, engine), query its params, inputs, targets and
+// outputs (names, shapes, offsets in the flat layout), initialize params from a seed, run
+// forward and loss-and-gradient on a batch. Errors are values.
+#pragma once
+#include "DataIO.h"
+#include "Evaluate.h"
+#include "Expected.h"
+#include "LoopIR.h"
+#include "Program.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nabla {
+
+enum class Engine { Jit, Interp };
+
+struct CompileOptions {
+  DType dtype = DType::F32;
+  int optLevel = 2;          // 0..3
+  Engine engine = Engine::Jit;
+};
+
+struct TensorInfo {
+  std::string name;
+  Shape shape;
+  int64_t offset = 0; // first scalar in the flat array of its kind
+};
+
+class JitSession;
+
+class Model {
+public:
+  static Expected<Model> compileFile(const std::string &path, const CompileOptions &o = {});
+  static Expected<Model> compileString(std::string source, std::string name = "<string>",
+                                       const CompileOptions &o = {});
+  Model(Model &&) noexcept;
+  Model &operator=(Model &&) noexcept;
+  ~Model();
+
+  std::vector<TensorInfo> params() const, inputs() const, targets() const, outputs() const;
+  int64_t paramCount() const, inputCount() const, targetCount() const, outputCount() const;
+  bool hasLoss() const;
+  DType dtype() const;
+  Engine engine() const;
+  const Program &program() const;
+  const loops::Program &loops() const;
+
+  // Deterministic initialization (the project's own generator): the same on every machine.
+  std::vector<double> initParams(uint64_t seed) const;
+
+  // In f64 at the interface, computed in the model's dtype. `inputs` and `targets` hold n
+  // examples in the flat layout. With threads > 1, the batch is split into contiguous parts whose
+  // partial gradients are summed in a fixed order (the same result for the same threads).
+  std::vector<double> forward(const std::vector<double> &params, const double *inputs, int64_t n) const;
+  double lossAndGradient(const std::vector<double> &params, const double *inputs,
+                         const double *targets, int64_t n, std::vector<double> &grads,
+                         int threads = 1) const;
+
+  // The compiled entry points in the model's own dtype (JIT engine only), for the hot loop of
+  // training: no conversion, no allocation. `workspace` holds workspaceSize(n) reals.
+  int64_t workspaceSize(int64_t n) const;
+  template <class T> void forwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const;
+  template <class T>
+  T lossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
+                       T *workspace) const;
+
+private:
+  Model();
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+} // namespace nabla

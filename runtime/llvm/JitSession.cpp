@@ -1,0 +1,158 @@
+// The JIT session: host target machine, the new pass manager at the chosen level (with libmvec
+// registered so that exp vectorizes), the LLVM verifier on every module, and ORC LLJIT.
+#include "JitSession.h"
+
+#include "EmitLLVM.h"
+
+#include <llvm/Analysis/TargetLibraryInfo.h>
+#include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
+#include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
+#include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/DynamicLibrary.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/TargetParser/Host.h>
+
+#include <mutex>
+
+namespace nabla {
+
+using namespace llvm;
+
+namespace {
+
+bool haveLibmvec = false;
+
+void initializeOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    InitializeNativeTarget();
+    InitializeNativeTargetAsmPrinter();
+    // libmvec provides the vector exp/log that the loop vectorizer calls; without it, scalar.
+    haveLibmvec = !sys::DynamicLibrary::LoadLibraryPermanently("libmvec.so.1");
+  });
+}
+
+std::string message(llvm::Error e) { return toString(std::move(e)); }
+
+CodeGenOptLevel codeGenLevel(int level) {
+  switch (level) {
+  case 0: return CodeGenOptLevel::None;
+  case 1: return CodeGenOptLevel::Less;
+  case 3: return CodeGenOptLevel::Aggressive;
+  default: return CodeGenOptLevel::Default;
+  }
+}
+
+// Emits, verifies and optimizes the module for `tm`.
+nabla::Expected<std::unique_ptr<Module>> buildModule(const loops::Program &p, const JitOptions &o,
+                                                     LLVMContext &ctx, TargetMachine &tm) {
+  LLVMEmitOptions eo;
+  eo.f64 = o.f64;
+  eo.targetCpu = tm.getTargetCPU().str();
+  eo.targetFeatures = tm.getTargetFeatureString().str();
+  eo.wideVectors = eo.targetFeatures.find("+avx512f") != std::string::npos;
+  std::unique_ptr<Module> m;
+  try {
+    m = emitLLVM(p, ctx, eo);
+  } catch (const InternalError &e) {
+    return nabla::Error{std::string("internal error in the LLVM backend: ") + e.what()};
+  }
+  m->setDataLayout(tm.createDataLayout());
+  m->setTargetTriple(tm.getTargetTriple().str());
+  std::string problems;
+  raw_string_ostream os(problems);
+  if (verifyModule(*m, &os))
+    return nabla::Error{"internal error: the LLVM verifier rejected the generated module:\n" + problems};
+  if (o.optLevel > 0) {
+    LoopAnalysisManager lam;
+    FunctionAnalysisManager fam;
+    CGSCCAnalysisManager cgam;
+    ModuleAnalysisManager mam;
+    PassBuilder pb(&tm);
+    TargetLibraryInfoImpl tlii(tm.getTargetTriple());
+    if (haveLibmvec) tlii.addVectorizableFunctionsFromVecLib(TargetLibraryInfoImpl::LIBMVEC_X86, tm.getTargetTriple());
+    fam.registerPass([&] { return TargetLibraryAnalysis(tlii); });
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    OptimizationLevel level = o.optLevel == 1   ? OptimizationLevel::O1
+                              : o.optLevel == 3 ? OptimizationLevel::O3
+                                                : OptimizationLevel::O2;
+    ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(level);
+    mpm.run(*m, mam);
+  }
+  return m;
+}
+
+nabla::Expected<std::unique_ptr<TargetMachine>> hostMachine(const JitOptions &o) {
+  auto jtmb = orc::JITTargetMachineBuilder::detectHost();
+  if (!jtmb) return nabla::Error{"cannot target this machine: " + message(jtmb.takeError())};
+  jtmb->setCodeGenOptLevel(codeGenLevel(o.optLevel));
+  auto tm = jtmb->createTargetMachine();
+  if (!tm) return nabla::Error{"cannot create a target machine: " + message(tm.takeError())};
+  return std::move(*tm);
+}
+
+} // namespace
+
+struct JitSession::Impl {
+  std::unique_ptr<orc::LLJIT> jit;
+};
+
+JitSession::JitSession() : impl_(std::make_unique<Impl>()) {}
+JitSession::~JitSession() = default;
+
+nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Program &p, const JitOptions &o) {
+  initializeOnce();
+  auto tm = hostMachine(o);
+  if (!tm) return tm.error();
+  auto ctx = std::make_unique<LLVMContext>();
+  auto m = buildModule(p, o, *ctx, **tm);
+  if (!m) return m.error();
+
+  auto jtmb = orc::JITTargetMachineBuilder::detectHost();
+  if (!jtmb) return nabla::Error{"cannot target this machine: " + message(jtmb.takeError())};
+  jtmb->setCodeGenOptLevel(codeGenLevel(o.optLevel));
+  auto jit = orc::LLJITBuilder().setJITTargetMachineBuilder(std::move(*jtmb)).create();
+  if (!jit) return nabla::Error{"cannot start the JIT: " + message(jit.takeError())};
+  auto gen = orc::DynamicLibrarySearchGenerator::GetForCurrentProcess((*jit)->getDataLayout().getGlobalPrefix());
+  if (!gen) return nabla::Error{"cannot resolve libm symbols: " + message(gen.takeError())};
+  (*jit)->getMainJITDylib().addGenerator(std::move(*gen));
+  if (llvm::Error e = (*jit)->addIRModule(orc::ThreadSafeModule(std::move(*m), std::move(ctx))))
+    return nabla::Error{"cannot add the module to the JIT: " + message(std::move(e))};
+
+  std::unique_ptr<JitSession> s(new JitSession());
+  for (auto [name, slot] : {std::pair{kForwardSymbol, &s->forward_}, std::pair{kGradientSymbol, &s->gradient_}}) {
+    bool wanted = std::string(name) == kForwardSymbol ? !p.forward.name.empty() : !p.gradient.name.empty();
+    if (!wanted) continue;
+    auto sym = (*jit)->lookup(name);
+    if (!sym) return nabla::Error{"cannot find a compiled function: " + message(sym.takeError())};
+    *slot = sym->toPtr<void *>();
+  }
+  s->impl_->jit = std::move(*jit);
+  return s;
+}
+
+nabla::Expected<std::string> optimizedIR(const loops::Program &p, const JitOptions &o) {
+  initializeOnce();
+  auto tm = hostMachine(o);
+  if (!tm) return tm.error();
+  LLVMContext ctx;
+  auto m = buildModule(p, o, ctx, **tm);
+  if (!m) return m.error();
+  std::string s;
+  raw_string_ostream os(s);
+  (*m)->print(os, nullptr);
+  return os.str();
+}
+
+} // namespace nabla

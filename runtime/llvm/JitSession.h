@@ -1,0 +1,37 @@
+// JitSession: compiles a program's Loop IR through the LLVM backend and ORC LLJIT into callable
+// machine code for the host (AVX-512, FMA and SIMD exp where the CPU has them). Errors are values;
+// nothing here aborts. LLVM's headers stay inside JitSession.cpp.
+#pragma once
+#include "Expected.h"
+#include "LoopIR.h"
+
+#include <memory>
+#include <string>
+
+namespace nabla {
+
+struct JitOptions {
+  bool f64 = false;
+  int optLevel = 2; // 0..3: the LLVM pass pipeline and code generation level
+};
+
+class JitSession {
+public:
+  static Expected<std::unique_ptr<JitSession>> create(const loops::Program &p, const JitOptions &o);
+  ~JitSession();
+
+  // The entry points of EmitLLVM.h, or null when the program lacks that function.
+  void *forward() const { return forward_; }
+  void *gradient() const { return gradient_; }
+
+private:
+  JitSession();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  void *forward_ = nullptr, *gradient_ = nullptr;
+};
+
+// The optimized LLVM IR of the program's module, as `nabla ir` prints it.
+Expected<std::string> optimizedIR(const loops::Program &p, const JitOptions &o);
+
+} // namespace nabla
