@@ -363,6 +363,11 @@ private:
     }
     default: throw InternalError("lowering: unexpected reduction");
     }
+    if (n.op == Op::MatMul && n.shape.rank() > 0 &&
+        !(contiguousIn(k, a, k.loops.back().var) && contiguousIn(k, b, k.loops.back().var))) {
+      axpyMatMul(f, std::move(k), a, b, c, n.shape);
+      return;
+    }
     if (b >= 0) {
       LExpr m;
       m.kind = LExpr::Binary;
@@ -377,6 +382,45 @@ private:
     acc.kind = LExpr::Acc;
     k.epilogue = k.add(acc);
     k.outIndex = indexOf(k, buf, c, n.shape);
+    f.kernels.push_back(std::move(k));
+  }
+
+  // Whether the load at pool index e reads consecutive elements as loop variable v advances.
+  static bool contiguousIn(const Kernel &k, int e, int v) {
+    const LExpr &x = k.pool[static_cast<size_t>(e)];
+    if (x.kind != LExpr::Load) return false;
+    for (auto &[var, coef] : x.index.terms)
+      if (var == v) return coef == 1;
+    return false;
+  }
+
+  // A matrix product whose operands are not both contiguous along the reduction becomes
+  // out = 0; for ..., l, j: out[.., j] += a * b, with the output's last dimension innermost, so
+  // the inner loop runs along rows of the matrix operand (Aᵀ g, x B).
+  void axpyMatMul(loops::Function &f, Kernel k, int a, int b, Coords c, const Shape &shape) {
+    Kernel zero;
+    Coords cz = loopsOver(zero, shape, c.batchVar >= 0);
+    LExpr z;
+    z.kind = LExpr::Const;
+    zero.body = zero.add(z);
+    zero.out = k.out;
+    zero.outIndex = indexOf(zero, k.out, cz, shape);
+    zero.comment = k.comment + "   (zeroed, then accumulated)";
+    f.kernels.push_back(std::move(zero));
+    // Move the reduction loop (last) just before the output's last dimension.
+    loops::Loop red = k.loops.back();
+    k.loops.pop_back();
+    red.reduction = false;
+    k.loops.insert(k.loops.end() - 1, red);
+    LExpr m;
+    m.kind = LExpr::Binary;
+    m.op = Op::Mul;
+    m.a = a;
+    m.b = b;
+    k.body = k.add(m);
+    k.mode = Kernel::Accumulate;
+    k.epilogue = -1;
+    k.outIndex = indexOf(k, k.out, c, shape);
     f.kernels.push_back(std::move(k));
   }
 
@@ -426,6 +470,9 @@ private:
     Kernel k;
     k.mode = Kernel::Accumulate;
     Coords c = loopsOver(k, decl.shape, true);
+    // For a matrix, loop row, example, column: the row of the gradient stays in cache while
+    // the examples stream past it (dW[i, :] += g[b, i] x[b, :]).
+    if (decl.shape.rank() == 2) std::swap(k.loops[0], k.loops[1]);
     k.body = expr(k, g, c);
     Coords noBatch = c;
     noBatch.batchVar = -1;

@@ -246,9 +246,12 @@ private:
 
   void assignment(const Stmt &s) {
     bool isLoss = s.kind == Stmt::Loss;
-    if (isLoss && P.loss) {
+    // The first loss statement counts even when its expression has errors.
+    if (isLoss && firstLoss_) {
       D.report(DiagId::SecondLoss, s.nameRange, s.name);
-      D.report(DiagId::PreviousLoss, P.loss->loc, P.loss->name);
+      D.report(DiagId::PreviousLoss, firstLoss_->nameRange.begin, firstLoss_->name);
+    } else if (isLoss) {
+      firstLoss_ = &s;
     }
     bool ok = declarable(s.name, s.nameRange);
     Value v;
@@ -538,6 +541,7 @@ private:
   DiagnosticEngine &D;
   std::unordered_map<std::string, Symbol> syms_;
   int stmtIndex_ = 0;
+  const Stmt *firstLoss_ = nullptr;
   std::unordered_map<std::string, std::pair<int, SourceRange>> definitions_;
 };
 

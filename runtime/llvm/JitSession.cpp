@@ -13,6 +13,15 @@
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Transforms/InstCombine/InstCombine.h>
+#include <llvm/Transforms/Scalar/EarlyCSE.h>
+#include <llvm/Transforms/Scalar/LICM.h>
+#include <llvm/Transforms/Scalar/LoopPassManager.h>
+#include <llvm/Transforms/Scalar/SimplifyCFG.h>
+#include <llvm/Transforms/Utils/LCSSA.h>
+#include <llvm/Transforms/Utils/LoopSimplify.h>
+#include <llvm/Transforms/Utils/Mem2Reg.h>
+#include <llvm/Transforms/Vectorize/LoopVectorize.h>
 #include <llvm/Support/DynamicLibrary.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
@@ -87,7 +96,31 @@ nabla::Expected<std::unique_ptr<Module>> buildModule(const loops::Program &p, co
     OptimizationLevel level = o.optLevel == 1   ? OptimizationLevel::O1
                               : o.optLevel == 3 ? OptimizationLevel::O3
                                                 : OptimizationLevel::O2;
-    ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(level);
+    ModulePassManager mpm;
+    if (o.optLevel == 3) {
+      mpm = pb.buildPerModuleDefaultPipeline(level);
+    } else {
+      // The lean pipeline: what this straight-line loop code needs (registers for the
+      // accumulators, loop-invariant code out of loops, vectorized inner loops) and nothing
+      // that only costs compile time (no inliner, no unroller: there are no calls, and the
+      // loops have long constant trip counts already).
+      (void)level;
+      FunctionPassManager fpm;
+      fpm.addPass(PromotePass());
+      fpm.addPass(EarlyCSEPass());
+      fpm.addPass(InstCombinePass());
+      fpm.addPass(SimplifyCFGPass());
+      fpm.addPass(LoopSimplifyPass());
+      fpm.addPass(LCSSAPass());
+      fpm.addPass(createFunctionToLoopPassAdaptor(LICMPass(LICMOptions()), /*UseMemorySSA=*/true));
+      if (o.optLevel >= 2) {
+        fpm.addPass(LoopVectorizePass());
+        fpm.addPass(EarlyCSEPass());
+        fpm.addPass(InstCombinePass());
+        fpm.addPass(SimplifyCFGPass());
+      }
+      mpm.addPass(createModuleToFunctionPassAdaptor(std::move(fpm)));
+    }
     mpm.run(*m, mam);
   }
   return m;

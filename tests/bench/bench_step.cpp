@@ -1,0 +1,192 @@
+// One training step (forward + loss + full gradient, no update), f32, one thread: the nabla JIT
+// against a hand-written Eigen 3 baseline measured in the same run. Also the compile time of the
+// mnist network (parse to callable code) at the default optimization level.
+#include "Model.h"
+
+#include <Eigen/Dense>
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+#include <random>
+
+using namespace nabla;
+
+namespace {
+
+enum class Act { Logistic, Tanh, Relu, Softmax };
+
+struct Case {
+  const char *name;
+  std::vector<int> sizes; // input, hidden..., output
+  Act hidden, out;
+  bool crossEntropy;
+  int batch;
+};
+
+const Case kCases[] = {
+    {"hinton", {4, 3, 2}, Act::Logistic, Act::Logistic, false, 1},
+    {"mnist", {784, 256, 10}, Act::Logistic, Act::Softmax, true, 64},
+    {"wide", {784, 1024, 1024, 10}, Act::Relu, Act::Softmax, true, 256},
+    {"deep", {32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32}, Act::Tanh, Act::Tanh, false, 32},
+};
+
+const Case &findCase(const std::string &name) {
+  for (auto &c : kCases)
+    if (name == c.name) return c;
+  throw std::runtime_error("no case " + name);
+}
+
+using RM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// The hand-written baseline: dense layers, batch rows, the gradient written out by hand.
+struct EigenMLP {
+  const Case &c;
+  std::vector<RM> W, dW, Z, A, dZ;
+  std::vector<Eigen::RowVectorXf> b, db;
+  RM X, T;
+
+  explicit EigenMLP(const Case &cs) : c(cs) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0, 0.1f);
+    size_t L = c.sizes.size() - 1;
+    for (size_t l = 0; l < L; ++l) {
+      W.push_back(RM::NullaryExpr(c.sizes[l + 1], c.sizes[l], [&] { return nd(rng); }));
+      b.push_back(Eigen::RowVectorXf::Zero(c.sizes[l + 1]));
+    }
+    dW = W;
+    db = b;
+    X = RM::NullaryExpr(c.batch, c.sizes[0], [&] { return nd(rng) + 0.5f; });
+    T = RM::Zero(c.batch, c.sizes.back());
+    for (int i = 0; i < c.batch; ++i) T(i, i % c.sizes.back()) = 1;
+    Z.resize(L);
+    A.resize(L + 1);
+    dZ.resize(L);
+  }
+
+  static void activate(Act a, const RM &z, RM &y) {
+    switch (a) {
+    case Act::Logistic: y = (1.0f / (1.0f + (-z.array()).exp())).matrix(); break;
+    case Act::Tanh: y = z.array().tanh().matrix(); break;
+    case Act::Relu: y = z.array().max(0.0f).matrix(); break;
+    case Act::Softmax: {
+      Eigen::VectorXf m = z.rowwise().maxCoeff();
+      y = (z.colwise() - m).array().exp().matrix();
+      Eigen::VectorXf s = y.rowwise().sum();
+      y = s.cwiseInverse().asDiagonal() * y;
+      break;
+    }
+    }
+  }
+  static void derive(Act a, const RM &y, RM &d) { // d *= act'(z), written through y
+    switch (a) {
+    case Act::Logistic: d.array() *= y.array() * (1.0f - y.array()); break;
+    case Act::Tanh: d.array() *= 1.0f - y.array().square(); break;
+    case Act::Relu: d.array() *= (y.array() > 0.0f).cast<float>(); break;
+    case Act::Softmax: break;
+    }
+  }
+
+  float step() {
+    size_t L = W.size();
+    A[0] = X;
+    for (size_t l = 0; l < L; ++l) {
+      Z[l].noalias() = A[l] * W[l].transpose();
+      Z[l].rowwise() += b[l];
+      activate(l + 1 == L ? c.out : c.hidden, Z[l], A[l + 1]);
+    }
+    const float invB = 1.0f / static_cast<float>(c.batch);
+    float loss;
+    if (c.crossEntropy) {
+      loss = -(T.array() * (A[L].array() + 1e-30f).log()).sum() * invB;
+      dZ[L - 1] = (A[L] - T) * invB;
+    } else {
+      loss = 0.5f * (A[L] - T).squaredNorm() * invB;
+      dZ[L - 1] = (A[L] - T) * invB;
+      derive(c.out, A[L], dZ[L - 1]);
+    }
+    for (size_t l = L; l-- > 0;) {
+      dW[l].noalias() = dZ[l].transpose() * A[l];
+      db[l] = dZ[l].colwise().sum();
+      if (l > 0) {
+        dZ[l - 1].noalias() = dZ[l] * W[l];
+        derive(c.hidden, A[l], dZ[l - 1]);
+      }
+    }
+    return loss;
+  }
+};
+
+void BM_Eigen(benchmark::State &state, const char *name) {
+  EigenMLP m(findCase(name));
+  for (auto _ : state) benchmark::DoNotOptimize(m.step());
+}
+
+struct NablaStep {
+  Model model;
+  std::vector<float> params, inputs, targets, grads, workspace;
+  int batch;
+
+  NablaStep(const Case &c, int optLevel)
+      : model(compile(c, optLevel)), batch(c.batch) {
+    std::vector<double> p = model.initParams(1);
+    params.assign(p.begin(), p.end());
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0, 0.1f);
+    inputs.resize(static_cast<size_t>(model.inputCount() * batch));
+    for (float &x : inputs) x = nd(rng) + 0.5f;
+    targets.assign(static_cast<size_t>(model.targetCount() * batch), 0.0f);
+    int64_t k = model.targetCount();
+    for (int i = 0; i < batch; ++i) targets[static_cast<size_t>(i * k + i % k)] = 1;
+    grads.resize(static_cast<size_t>(model.paramCount()));
+    workspace.resize(static_cast<size_t>(model.workspaceSize(batch)));
+  }
+  static Model compile(const Case &c, int optLevel) {
+    CompileOptions o;
+    o.optLevel = optLevel;
+    auto m = Model::compileFile(std::string(NABLA_BENCH_DIR) + "/" + c.name + ".nn", o);
+    if (!m) throw std::runtime_error(m.error().message);
+    return std::move(*m);
+  }
+  float step() {
+    return model.lossAndGradientRaw<float>(params.data(), inputs.data(), targets.data(), batch,
+                                           grads.data(), workspace.data());
+  }
+};
+
+void BM_Nabla(benchmark::State &state, const char *name) {
+  NablaStep s(findCase(name), static_cast<int>(state.range(0)));
+  for (auto _ : state) benchmark::DoNotOptimize(s.step());
+}
+
+void BM_CompileMnist(benchmark::State &state) {
+  CompileOptions o;
+  o.optLevel = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    auto m = Model::compileFile(std::string(NABLA_BENCH_DIR) + "/mnist.nn", o);
+    benchmark::DoNotOptimize(m);
+  }
+}
+
+void BM_NablaThreads(benchmark::State &state, const char *name) {
+  // Through the f64 convenience API's thread split, on the f32 model: measures the speedup of
+  // --threads; conversion costs are included, so compare only with itself at threads = 1.
+  NablaStep s(findCase(name), 2);
+  std::vector<double> p(s.params.begin(), s.params.end()), x(s.inputs.begin(), s.inputs.end()),
+      t(s.targets.begin(), s.targets.end()), g;
+  for (auto _ : state)
+    benchmark::DoNotOptimize(s.model.lossAndGradient(p, x.data(), t.data(), s.batch, g, static_cast<int>(state.range(0))));
+}
+
+} // namespace
+
+#define STEP_CASE(NAME)                                                                            \
+  BENCHMARK_CAPTURE(BM_Eigen, NAME, #NAME)->Unit(benchmark::kMicrosecond);                         \
+  BENCHMARK_CAPTURE(BM_Nabla, NAME, #NAME)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMicrosecond);
+STEP_CASE(hinton)
+STEP_CASE(mnist)
+STEP_CASE(wide)
+STEP_CASE(deep)
+BENCHMARK(BM_CompileMnist)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_NablaThreads, wide, "wide")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
