@@ -106,6 +106,10 @@ std::string dump(const Kernel &k, const Program &p) {
     out += indent + "acc += " + expr(k, p, k.body) + "\n";
     out += "  " + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) + "\n";
     break;
+  case Kernel::Gemm:
+    out += indent + bufRef(k, p, k.out, k.outIndex) + (k.accumulate ? " += " : " = ") +
+           expr(k, p, k.body) + "   (tiled matrix product; " + (k.accumulate ? "accumulates" : "k-sum starts at 0") + ")\n";
+    break;
   case Kernel::Softmax:
     out += indent + fmt::format("{}({}, {} values) -> {}\n", k.logSoftmax ? "log_softmax" : "softmax",
                                 bufRef(k, p, k.in, k.inIndex), k.cols, bufRef(k, p, k.out, k.outIndex));

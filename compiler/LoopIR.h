@@ -59,7 +59,13 @@ struct Kernel {
   // Accumulate: out[index] += body, over every loop (the caller zeroes out first).
   // Softmax:    row-wise softmax (log_softmax when `logSoftmax`) of `in` into `out`:
   //             loops give the row; `cols` values from index/inIndex, contiguous.
-  enum Mode { Assign, Reduce, Accumulate, Softmax } mode = Assign;
+  // Gemm:       a matrix product C[m, n] (+)= Σ_k A[m, k] B[k, n]: loops are exactly m, k, n;
+  //             body is A * B (two loads; A's index has no n, B's and C's have n with
+  //             coefficient 1). `accumulate` false means C = the product (no zeroing needed).
+  //             Backends tile it: a block of C stays in registers across k (LLVM), or print
+  //             it as the equivalent loop nest (C++).
+  enum Mode { Assign, Reduce, Accumulate, Softmax, Gemm } mode = Assign;
+  bool accumulate = true; // Gemm
   std::vector<Loop> loops;
   std::vector<Expr> pool;
   int body = -1, epilogue = -1;

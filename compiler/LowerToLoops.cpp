@@ -54,6 +54,7 @@ public:
         off += G.shape(o).numel();
         assignKernel(L.forward, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
       }
+      formGemms(L.forward);
       planWorkspace(L.forward);
     }
     if (D) {
@@ -62,6 +63,7 @@ public:
       beginFunction(L.gradient, "loss_and_gradient", roots);
       lossKernel(L.gradient);
       for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
+      formGemms(L.gradient);
       planWorkspace(L.gradient);
     }
     finishWorkspace();
@@ -497,6 +499,127 @@ private:
     s.outIndex = ld.index;
     s.comment = what + " /= n   (the mean over the batch)";
     f.kernels.push_back(std::move(s));
+  }
+
+  // --- matrix products --------------------------------------------------------------------
+  static int64_t coef(const Affine &a, int var) {
+    for (auto &[v, c] : a.terms)
+      if (v == var) return c;
+    return 0;
+  }
+  static bool onlyVars(const Affine &a, std::initializer_list<int> vars) {
+    for (auto &[v, c] : a.terms)
+      if (std::find(vars.begin(), vars.end(), v) == vars.end()) return false;
+    return true;
+  }
+  // The two loads of a body `load * load`, or false.
+  static bool twoLoads(const Kernel &k, int &x, int &y) {
+    const LExpr &m = k.pool[static_cast<size_t>(k.body)];
+    if (m.kind != LExpr::Binary || m.op != Op::Mul) return false;
+    x = m.a;
+    y = m.b;
+    return k.pool[static_cast<size_t>(x)].kind == LExpr::Load && k.pool[static_cast<size_t>(y)].kind == LExpr::Load;
+  }
+
+  // Recognizes matrix products among the kernels and makes them Gemm kernels, which backends
+  // tile: accumulations C[m, n] += A[m, k] B[k, n] with B and C contiguous along n (products of
+  // the form Aᵀ g and x B, and the batch sums of param gradients), and dot-form products
+  // out[m, n] = Σ_k A[m, k] W[n, k] with a batch-shared W, which read W through a transposed
+  // copy so that they become the same form.
+  void formGemms(loops::Function &f) {
+    std::vector<Kernel> out;
+    for (Kernel &k : f.kernels) {
+      int x, y;
+      if (k.loops.size() != 3 || !twoLoads(k, x, y)) {
+        out.push_back(std::move(k));
+        continue;
+      }
+      int m = k.loops[0].var, kk = k.loops[1].var, n = k.loops[2].var;
+      if (k.mode == Kernel::Reduce && k.loops[2].reduction && !k.loops[0].reduction && !k.loops[1].reduction &&
+          k.pool[static_cast<size_t>(k.epilogue)].kind == LExpr::Acc) {
+        // Dot form: loops m, n, k(sum). Swap names to match.
+        m = k.loops[0].var, n = k.loops[1].var, kk = k.loops[2].var;
+        const LExpr *A = &k.pool[static_cast<size_t>(x)], *W = &k.pool[static_cast<size_t>(y)];
+        if (coef(A->index, n) != 0) std::swap(A, W);
+        const loops::Buffer &wb = L.buffers[static_cast<size_t>(W->buffer)];
+        if (k.loops[1].batch || k.loops[2].batch || wb.batchStride != 0 || coef(A->index, n) != 0 ||
+            coef(W->index, m) != 0 || coef(k.outIndex, n) != 1 || !onlyVars(k.outIndex, {m, n}) ||
+            !onlyVars(A->index, {m, kk}) || !onlyVars(W->index, {n, kk})) {
+          out.push_back(std::move(k));
+          continue;
+        }
+        int64_t N = k.loops[1].extent, K = k.loops[2].extent;
+        // WT[k, n] = W[n, k]: a batch-shared copy, once a call.
+        int wt = addBuffer(wb.name + "ᵀ", loops::Space::Workspace, 0, 0, N * K);
+        Kernel t;
+        t.loops = {{0, N, false, false}, {1, K, false, false}};
+        LExpr ld = *W;
+        Affine idx;
+        idx.constant = W->index.constant;
+        idx.add(0, coef(W->index, n)).add(1, coef(W->index, kk));
+        ld.index = idx;
+        t.body = t.add(ld);
+        t.out = wt;
+        t.outIndex = Affine{}.add(1, N).add(0, 1);
+        t.comment = wb.name + "ᵀ, so that the product below reads rows";
+        out.push_back(std::move(t));
+        Kernel g;
+        g.mode = Kernel::Gemm;
+        g.accumulate = false;
+        g.comment = k.comment;
+        g.loops = {k.loops[0], k.loops[2], k.loops[1]};
+        g.loops[1].reduction = false;
+        LExpr la = *A, lb;
+        lb.kind = LExpr::Load;
+        lb.buffer = wt;
+        lb.index = Affine{}.add(kk, N).add(n, 1);
+        LExpr mul;
+        mul.kind = LExpr::Binary;
+        mul.op = Op::Mul;
+        mul.a = g.add(la);
+        mul.b = g.add(lb);
+        g.body = g.add(mul);
+        g.out = k.out;
+        g.outIndex = k.outIndex;
+        out.push_back(std::move(g));
+        continue;
+      }
+      if (k.mode != Kernel::Accumulate || k.loops[0].reduction || k.loops[1].reduction || k.loops[2].reduction ||
+          k.loops[2].batch) {
+        out.push_back(std::move(k));
+        continue;
+      }
+      const LExpr *A = &k.pool[static_cast<size_t>(x)], *Bl = &k.pool[static_cast<size_t>(y)];
+      if (coef(A->index, n) != 0) std::swap(A, Bl);
+      if (coef(A->index, n) != 0 || coef(Bl->index, n) != 1 || coef(Bl->index, m) != 0 ||
+          coef(k.outIndex, n) != 1 || coef(k.outIndex, kk) != 0 || !onlyVars(k.outIndex, {m, n}) ||
+          !onlyVars(A->index, {m, kk}) || !onlyVars(Bl->index, {kk, n})) {
+        out.push_back(std::move(k));
+        continue;
+      }
+      k.mode = Kernel::Gemm;
+      k.accumulate = true;
+      // A zero-fill of exactly this block just before: the product starts from 0 instead.
+      if (!out.empty()) {
+        const Kernel &z = out.back();
+        const LExpr &zb = z.pool[static_cast<size_t>(z.body)];
+        int64_t M = k.loops[0].batch ? -1 : k.loops[0].extent, N = k.loops[2].extent;
+        bool sameBlock = z.mode == Kernel::Assign && z.out == k.out && zb.kind == LExpr::Const &&
+                         zb.value == 0 && z.loops.size() == 2 && M > 0 && z.loops[0].extent == M &&
+                         !z.loops[0].batch && z.loops[1].extent == N && coef(k.outIndex, m) == N &&
+                         k.outIndex.constant == z.outIndex.constant;
+        bool sameBatchBlock = z.mode == Kernel::Assign && z.out == k.out && zb.kind == LExpr::Const &&
+                              zb.value == 0 && z.loops.size() == 2 && k.loops[0].batch && z.loops[0].batch &&
+                              z.loops[1].extent == N && coef(k.outIndex, m) == N &&
+                              k.outIndex.constant == 0 && z.outIndex.constant == 0;
+        if (sameBlock || sameBatchBlock) {
+          out.pop_back();
+          k.accumulate = false;
+        }
+      }
+      out.push_back(std::move(k));
+    }
+    f.kernels = std::move(out);
   }
 
   // --- workspace planning -------------------------------------------------------------------

@@ -342,8 +342,24 @@ private:
         continue;
       }
       if (it->second.node == kNoNode) continue;
+      // forward and predict run without targets: a value computed from one cannot be an output.
+      if (const Decl *t = targetUnder(it->second.node)) {
+        D.report(DiagId::OutputNeedsTarget, range, name, t->name);
+        continue;
+      }
       P.outputs.push_back({std::string(name), range.begin, it->second.node, stmtIndex_});
     }
+  }
+
+  // The first target (in declaration order) that `node` is computed from, or null.
+  const Decl *targetUnder(NodeId node) const {
+    const Decl *first = nullptr;
+    for (NodeId id : G.reachable({node}))
+      if (G.op(id) == Op::Target) {
+        const Decl *d = &P.targets[static_cast<size_t>(G.node(id).iattr)];
+        if (!first || d->offset < first->offset) first = d;
+      }
+    return first;
   }
 
   void unknownName(std::string_view name, SourceRange range) {

@@ -1,6 +1,7 @@
 // nabla: the command-line tool. A thin layer over the library: parses options, calls the
 // pipeline, prints results. Every error is a message and exit status 1.
 #include "DataIO.h"
+#include "EmitCpp.h"
 #include "Evaluate.h"
 #include "GradPrinter.h"
 #include "JitSession.h"
@@ -13,15 +14,22 @@
 #include "ProgramPrinter.h"
 #include "Random.h"
 #include "Sema.h"
+#include "TrainReport.h"
+#include "Trainer.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <thread>
+#include <unistd.h>
 
 using namespace nabla;
 
@@ -298,10 +306,143 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
   return 0;
 }
 
+// --- train ----------------------------------------------------------------------------------
+
+struct TrainCommand {
+  std::string file, data, save, init, plot, log, optimizer = "sgd", engine = "jit", dtype = "f32";
+  int epochs = 10, threads = 1;
+  int64_t batch = 32;
+  double lr = 0, valid = 0; // lr 0: the optimizer's default
+  bool lrGiven = false;
+  uint64_t seed = 0;
+};
+
+// The directory of an output file must exist before training starts, not after.
+void requireWritableDir(const std::string &path, const char *option) {
+  if (path.empty()) return;
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    fail(fmt::format("{}: error: cannot write {} here: directory '{}': {}", path, option, dir,
+                     std::strerror(errno)));
+}
+
+int cmdTrain(const TrainCommand &c) {
+  TrainOptions o;
+  std::optional<OptimizerKind> kind = parseOptimizer(c.optimizer);
+  if (!kind)
+    fail(fmt::format("nabla: error: unknown optimizer '{}' (expected sgd, momentum or adam)", c.optimizer));
+  o.optimizer.kind = *kind;
+  o.optimizer.lr = c.lrGiven ? c.lr : defaultLearningRate(*kind);
+  o.epochs = c.epochs, o.batch = c.batch, o.seed = c.seed, o.threads = c.threads, o.validFraction = c.valid;
+  if (std::string bad = checkTrainOptions(o); !bad.empty()) fail("nabla: error: " + bad);
+  requireWritableDir(c.save, "--save");
+  requireWritableDir(c.plot, "--plot");
+  requireWritableDir(c.log, "--log");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Model m = compileModel(c.file, c.engine, parseDType(c.dtype));
+  const double compileSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const Program &p = m.program();
+  requireLoss(p, "train");
+  Dataset ds = unwrap(loadCsv(c.data, p));
+  std::vector<double> init = paramsFor(p, c.init, c.seed);
+
+  const bool tty = ::isatty(::fileno(stderr)) != 0;
+  auto lastDraw = std::chrono::steady_clock::time_point{};
+  if (tty)
+    o.onBatch = [&](const BatchProgress &b) {
+      auto now = std::chrono::steady_clock::now();
+      if (b.batch != 1 && now - lastDraw < std::chrono::milliseconds(100)) return;
+      lastDraw = now;
+      std::fprintf(stderr, "\r\033[K%s", formatBatchLine(b).c_str());
+      std::fflush(stderr);
+    };
+  o.onEpoch = [&](const EpochStats &s) {
+    std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", formatEpochLine(s).c_str());
+    std::fflush(stderr);
+  };
+  const RowSplit split = splitRows(ds.rows, o.validFraction, o.seed);
+  std::fprintf(stderr, "training %s on %lld examples%s: %s, lr %g, batch %lld, %d epoch%s, seed %llu, "
+               "%d thread%s, %s %s\n", c.file.c_str(), static_cast<long long>(split.train.size()),
+               split.valid.empty() ? "" : fmt::format(" ({} held out)", split.valid.size()).c_str(),
+               optimizerName(*kind), o.optimizer.lr, static_cast<long long>(o.batch), o.epochs,
+               o.epochs == 1 ? "" : "s", static_cast<unsigned long long>(o.seed), o.threads,
+               o.threads == 1 ? "" : "s", c.engine.c_str(), c.dtype.c_str());
+  TrainResult r = unwrap(train(m, ds, init, o));
+
+  std::string out = fmt::format(
+      "trained in {} (+ {} compiling): {} epochs of {} examples, {} examples/s\n",
+      formatDuration(r.seconds), formatDuration(compileSeconds), o.epochs, r.trainRows,
+      formatRate(r.examplesPerSecond));
+  const bool acc = r.accuracy.kind != AccuracyKind::None;
+  if (r.validRows > 0) {
+    out += fmt::format("held-out loss {:.4f}", r.validLoss);
+    if (acc)
+      out += fmt::format(", held-out accuracy: {:.4f} ({} of {})", r.validAccuracy,
+                         std::llround(r.validAccuracy * static_cast<double>(r.validRows)), r.validRows);
+    out += "\n";
+  }
+  out += fmt::format("training loss {:.4f}", r.trainLoss);
+  if (acc)
+    out += fmt::format(", training accuracy: {:.4f} ({} of {})", r.trainAccuracy,
+                       std::llround(r.trainAccuracy * static_cast<double>(r.trainRows)), r.trainRows);
+  out += "\n";
+  if (!c.save.empty()) {
+    unwrap(writeFileAtomically(c.save, formatParams(p, r.params)));
+    out += fmt::format("saved the params to {}\n", c.save);
+  }
+  if (!c.log.empty()) {
+    unwrap(writeFileAtomically(c.log, formatTrainingLog(r.history)));
+    out += fmt::format("wrote the log to {}\n", c.log);
+  }
+  if (!c.plot.empty()) {
+    std::string title = fmt::format("{}: {}, lr {:g}, batch {}", c.file, optimizerName(*kind),
+                                    o.optimizer.lr, o.batch);
+    unwrap(writeFileAtomically(c.plot, plotTrainingSvg(r.history, title)));
+    out += fmt::format("wrote the plot to {}\n", c.plot);
+  }
+  std::fputs(out.c_str(), stdout);
+  return 0;
+}
+
 int cmdIr(const std::string &file, int optLevel, const std::string &dtype) {
   Model m = compileModel(file, "interp", parseDType(dtype));
   std::string ir = unwrap(optimizedIR(m.loops(), JitOptions{dtype == "f64", optLevel}));
   std::fputs(ir.c_str(), stdout);
+  return 0;
+}
+
+// emit-cpp: DIR/NAME.hpp and DIR/NAME.cpp (and NAME_main.cpp), each written atomically.
+int cmdEmitCpp(const std::string &file, const std::string &dir, const std::string &dtype,
+               const std::string &paramsPath, bool withMain) {
+  Program p = compileFile(file);
+  if (withMain) requireLoss(p, "emit-cpp --main");
+  std::optional<Derivation> d;
+  if (p.loss) d = deriveOrFail(p);
+  std::vector<NodeId> outs = d ? d->outputs : simplifiedOutputs(p);
+  loops::Program lp = lowerToLoops(p, outs, d ? &*d : nullptr);
+  std::optional<std::vector<double>> trained;
+  if (!paramsPath.empty()) trained = unwrap(loadParams(paramsPath, p));
+  CppEmitOptions o;
+  o.f64 = dtype == "f64";
+  o.trainedParams = trained ? &*trained : nullptr;
+  o.withMain = withMain;
+  CppFiles files = emitCpp(p, lp, o);
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    fail(fmt::format("{}: error: cannot write the C++ files there: not a directory", dir));
+  fs::create_directories(dir, ec);
+  if (ec) fail(fmt::format("{}: error: cannot create the directory: {}", dir, ec.message()));
+  std::vector<std::pair<std::string, const std::string *>> out = {{files.name + ".hpp", &files.header},
+                                                                  {files.name + ".cpp", &files.source}};
+  if (withMain) out.push_back({files.name + "_main.cpp", &files.main});
+  for (auto &[name, text] : out) {
+    std::string path = (fs::path(dir) / name).string();
+    unwrap(writeFileAtomically(path, *text));
+    std::printf("wrote %s\n", path.c_str());
+  }
   return 0;
 }
 
@@ -347,18 +488,23 @@ int main(int argc, char **argv) {
   gradcheck->add_option("--seed", seed, "seed of params and random data (default 0)");
   gradcheck->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   gradcheck->add_option("--max-checks", maxChecks, "check at most this many elements of each param, chosen by the seed (default 200; 0: all)")->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  int epochs = 0, batch = 0;
-  double lr = 0;
-  auto *train = app.add_subcommand("train", "train with the JIT-compiled gradient");
-  addFile(train);
-  train->add_option("--data", data)->required();
-  train->add_option("--epochs", epochs);
-  train->add_option("--batch", batch);
-  train->add_option("--lr", lr);
-  train->add_option("--optimizer", optimizer)->check(CLI::IsMember({"sgd", "momentum", "adam"}));
-  train->add_option("--seed", seed);
-  train->add_option("--save", save);
-  train->add_option("--threads", threads);
+  TrainCommand tc;
+  auto *train = app.add_subcommand("train", "train with the JIT-compiled gradient (see README.md, \"Training\")");
+  train->add_option("FILE", tc.file, "the .nn program")->required();
+  train->add_option("--data", tc.data, "CSV data")->required();
+  train->add_option("--epochs", tc.epochs, "passes over the training rows (default 10)");
+  train->add_option("--batch", tc.batch, "examples a step (default 32)");
+  auto *lrOption = train->add_option("--lr", tc.lr, "learning rate (default: sgd 0.1, momentum 0.01, adam 0.001)");
+  train->add_option("--optimizer", tc.optimizer, "sgd, momentum (0.9) or adam (0.9, 0.999, 1e-8); default sgd");
+  train->add_option("--seed", tc.seed, "seed of the initial params, the held-out split and the shuffles (default 0)");
+  train->add_option("--save", tc.save, "write the trained params here (JSON, atomically)");
+  train->add_option("--params,--init", tc.init, "start from these params (JSON) instead of the seed's");
+  train->add_option("--threads", tc.threads, "split each batch across N threads (default 1)");
+  train->add_option("--valid", tc.valid, "hold out this fraction of the rows, chosen by the seed, and report on it each epoch (default 0)");
+  train->add_option("--plot", tc.plot, "write the loss and accuracy curves here (SVG)");
+  train->add_option("--log", tc.log, "write the per-epoch numbers here (CSV)");
+  train->add_option("--engine", tc.engine, "jit or interp (default jit)")->check(CLI::IsMember({"interp", "jit"}));
+  train->add_option("--dtype", tc.dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *predict = app.add_subcommand("predict", "print the outputs for every example");
   addFile(predict);
   predict->add_option("--params", params)->required();
@@ -372,7 +518,11 @@ int main(int argc, char **argv) {
   ir->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *emitCpp = app.add_subcommand("emit-cpp", "write standalone C++");
   addFile(emitCpp);
-  emitCpp->add_option("-o", out)->required();
+  emitCpp->add_option("-o", out, "output directory (created if missing)")->required();
+  emitCpp->add_option("--dtype", dtype, "f32 or f64: the type `real` (default f32)")->check(CLI::IsMember({"f32", "f64"}));
+  emitCpp->add_option("--params", params, "JSON params: also emit kTrainedParams");
+  bool withMain = false;
+  emitCpp->add_flag("--main", withMain, "also NAME_main.cpp: trains from a CSV file with SGD");
 
   try {
     app.parse(argc, argv);
@@ -387,10 +537,10 @@ int main(int argc, char **argv) {
     if (grad->parsed()) return cmdGrad(file, ascii);
     if (eval->parsed()) return cmdEval(file, data, params, seed, engine, dtype, json, threads);
     if (gradcheck->parsed()) return cmdGradcheck(file, data, seed, engine, maxChecks);
-    if (train->parsed()) return notYet("train");
+    if (train->parsed()) return tc.lrGiven = lrOption->count() > 0, cmdTrain(tc);
     if (predict->parsed()) return cmdPredict(file, params, data, engine, dtype);
     if (ir->parsed()) return cmdIr(file, optLevel, dtype);
-    if (emitCpp->parsed()) return notYet("emit-cpp");
+    if (emitCpp->parsed()) return cmdEmitCpp(file, out, dtype, params, withMain);
   } catch (const Failure &f) {
     std::string m = f.message;
     if (!m.empty() && m.back() != '\n') m += '\n';

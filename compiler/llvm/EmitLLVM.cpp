@@ -257,6 +257,139 @@ private:
       return;
     }
     case Kernel::Softmax: softmax(k); return;
+    case Kernel::Gemm: gemm(k); return;
+    }
+  }
+
+  static int64_t coef(const loops::Affine &a, int var) {
+    for (auto &[v, c] : a.terms)
+      if (v == var) return c;
+    return 0;
+  }
+
+  // C[m, n] (+)= Σ_k A[m, k] B[k, n], register-tiled: a block of MR rows by NR = 2 vectors of C
+  // stays in registers across the whole k loop; each k step loads two vectors of B's row and
+  // broadcasts MR scalars of A (TOOLCHAIN.md: tiles with the batch as a tile dimension, real
+  // splats). Rows left over run one at a time; columns left over use masked loads and stores.
+  void gemm(const Kernel &k) {
+    const loops::Loop &lm = k.loops[0], &lk = k.loops[1], &ln = k.loops[2];
+    const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
+    const LExpr *A = &k.pool[static_cast<size_t>(mul.a)], *Bm = &k.pool[static_cast<size_t>(mul.b)];
+    if (coef(A->index, ln.var) != 0) std::swap(A, Bm);
+    const int64_t am = coef(A->index, lm.var), ak = coef(A->index, lk.var), a0 = A->index.constant;
+    const int64_t bk = coef(Bm->index, lk.var), b0 = Bm->index.constant;
+    const int64_t cm = coef(k.outIndex, lm.var), c0 = k.outIndex.constant;
+    const int64_t N = ln.extent;
+    const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
+    const int MR = O.wideVectors ? 8 : 4;
+    const int64_t NR = 2 * V;
+    Value *M = lm.batch ? n_ : static_cast<Value *>(ConstantInt::get(I64, lm.extent));
+    Value *K = lk.batch ? n_ : static_cast<Value *>(ConstantInt::get(I64, lk.extent));
+    Value *pa = bufferBase(A->buffer), *pb = bufferBase(Bm->buffer), *pc = bufferBase(k.out);
+    VectorType *VT = FixedVectorType::get(T, V);
+    Align align(O.f64 ? 8 : 4);
+    auto c64 = [&](int64_t v) { return ConstantInt::get(I64, v); };
+    auto mask = [&](int64_t lanes) {
+      std::vector<Constant *> bits;
+      for (unsigned i = 0; i < V; ++i) bits.push_back(ConstantInt::get(Type::getInt1Ty(C), i < lanes));
+      return ConstantVector::get(bits);
+    };
+    auto vload = [&](Value *ptr, int64_t lanes) -> Value * {
+      if (lanes >= static_cast<int64_t>(V)) return B.CreateAlignedLoad(VT, ptr, align);
+      return B.CreateMaskedLoad(VT, ptr, align, mask(lanes), Constant::getNullValue(VT));
+    };
+    auto vstore = [&](Value *v, Value *ptr, int64_t lanes) {
+      if (lanes >= static_cast<int64_t>(V)) B.CreateAlignedStore(v, ptr, align);
+      else B.CreateMaskedStore(v, ptr, align, mask(lanes));
+    };
+    // One tile: rows m..m+rows-1, columns n0..n0+width-1 (width <= NR, a constant).
+    auto tile = [&](Value *m, int rows, Value *n0, int64_t width) {
+      int nv = static_cast<int>((width + V - 1) / V);
+      auto lanes = [&](int v) { return std::min<int64_t>(V, width - int64_t(v) * V); };
+      auto cptr = [&](int r, int v) {
+        Value *row = B.CreateAdd(B.CreateMul(B.CreateAdd(m, c64(r)), c64(cm)), c64(c0 + int64_t(v) * V));
+        return B.CreateInBoundsGEP(T, pc, B.CreateAdd(row, n0));
+      };
+      std::vector<Value *> init;
+      for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < nv; ++v)
+          init.push_back(k.accumulate ? vload(cptr(r, v), lanes(v)) : Constant::getNullValue(VT));
+      // for kk in 0..K: acc[r][v] += A[m + r, kk] * B[kk, n0 + v V ..]
+      BasicBlock *pre = B.GetInsertBlock();
+      BasicBlock *body = BasicBlock::Create(C, "gemm.k", F), *done = BasicBlock::Create(C, "gemm.k.end", F);
+      BasicBlock *store = BasicBlock::Create(C, "gemm.store", F);
+      B.CreateCondBr(B.CreateICmpSGT(K, c64(0)), body, store);
+      B.SetInsertPoint(body);
+      PHINode *kk = B.CreatePHI(I64, 2, "k");
+      kk->addIncoming(c64(0), pre);
+      std::vector<PHINode *> acc;
+      for (Value *v : init) {
+        PHINode *phi = B.CreatePHI(VT, 2);
+        phi->addIncoming(v, pre);
+        acc.push_back(phi);
+      }
+      std::vector<Value *> bv;
+      Value *brow = B.CreateAdd(B.CreateMul(kk, c64(bk)), B.CreateAdd(n0, c64(b0)));
+      for (int v = 0; v < nv; ++v)
+        bv.push_back(vload(B.CreateInBoundsGEP(T, pb, B.CreateAdd(brow, c64(int64_t(v) * V))), lanes(v)));
+      std::vector<Value *> next(acc.begin(), acc.end());
+      for (int r = 0; r < rows; ++r) {
+        Value *ai = B.CreateAdd(B.CreateAdd(B.CreateMul(B.CreateAdd(m, c64(r)), c64(am)), B.CreateMul(kk, c64(ak))), c64(a0));
+        Value *a = B.CreateVectorSplat(V, B.CreateLoad(T, B.CreateInBoundsGEP(T, pa, ai)));
+        for (int v = 0; v < nv; ++v) {
+          Value *&x = next[static_cast<size_t>(r * nv + v)];
+          x = B.CreateIntrinsic(Intrinsic::fmuladd, {VT}, {a, bv[static_cast<size_t>(v)], x});
+        }
+      }
+      Value *kn = B.CreateAdd(kk, c64(1), "", true, true);
+      BasicBlock *latch = B.GetInsertBlock();
+      kk->addIncoming(kn, latch);
+      for (size_t i = 0; i < acc.size(); ++i) acc[i]->addIncoming(next[i], latch);
+      B.CreateCondBr(B.CreateICmpSLT(kn, K), body, done);
+      B.SetInsertPoint(done);
+      B.CreateBr(store);
+      B.SetInsertPoint(store);
+      std::vector<PHINode *> result;
+      for (size_t i = 0; i < init.size(); ++i) {
+        result.push_back(B.CreatePHI(VT, 2));
+        result.back()->addIncoming(init[i], pre);
+        result.back()->addIncoming(next[i], done);
+      }
+      for (int r = 0; r < rows; ++r)
+        for (int v = 0; v < nv; ++v) vstore(result[static_cast<size_t>(r * nv + v)], cptr(r, v), lanes(v));
+    };
+    // A row block: every full column block in a loop, then the partial one.
+    auto rowBlock = [&](Value *m, int rows) {
+      int64_t full = N / NR, rest = N % NR;
+      if (full > 0)
+        loop(loops::Loop{2000 + rows, full, false, false},
+             [&] { tile(m, rows, B.CreateMul(vars_.at(2000 + rows), c64(NR)), NR); });
+      if (rest > 0) tile(m, rows, c64(full * NR), rest);
+    };
+    // Full blocks of MR rows, then the remaining rows one by one.
+    Value *blocks = B.CreateSDiv(M, c64(MR));
+    loops::Loop mb{3000, 0, true, false};
+    {
+      Value *savedN = n_;
+      n_ = blocks; // the loop helper runs batch loops to n_
+      loop(mb, [&] {
+        n_ = savedN;
+        rowBlock(B.CreateMul(vars_.at(3000), c64(MR)), MR);
+        n_ = blocks;
+      });
+      n_ = savedN;
+    }
+    Value *start = B.CreateMul(blocks, c64(MR));
+    Value *remaining = B.CreateSub(M, start);
+    {
+      Value *savedN = n_;
+      n_ = remaining;
+      loop(loops::Loop{3001, 0, true, false}, [&] {
+        n_ = savedN;
+        rowBlock(B.CreateAdd(start, vars_.at(3001)), 1);
+        n_ = remaining;
+      });
+      n_ = savedN;
     }
   }
 

@@ -1,0 +1,1220 @@
+// The C++ backend (see EmitCpp.h): Loop IR printed as standalone C++17. Each kernel becomes one
+// block with its buffers as __restrict pointers and a loop nest with constant trip counts (only
+// the batch loop runs to n); the expression of a kernel is printed as one C++ expression, with
+// the stable forms (logistic, softplus, tanh, log1p) as small inline helpers that compute exactly
+// what EmitLLVM emits. Adding a kernel kind to the Loop IR means adding one function here
+// (see KernelPrinter::print).
+#include "EmitCpp.h"
+
+#include "ProgramPrinter.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <map>
+#include <set>
+
+namespace nabla {
+
+using loops::Kernel;
+using LExpr = loops::Expr;
+
+// --- names -----------------------------------------------------------------------------------
+
+bool isCppKeyword(std::string_view w) {
+  // C++20's keywords and alternative tokens, and the transactional-memory TS's reserved words.
+  static const std::set<std::string_view> kKeywords = {
+      "alignas", "alignof", "and", "and_eq", "asm", "atomic_cancel", "atomic_commit",
+      "atomic_noexcept", "auto", "bitand", "bitor", "bool", "break", "case", "catch", "char",
+      "char8_t", "char16_t", "char32_t", "class", "compl", "concept", "const", "consteval",
+      "constexpr", "constinit", "const_cast", "continue", "co_await", "co_return", "co_yield",
+      "decltype", "default", "delete", "do", "double", "dynamic_cast", "else", "enum", "explicit",
+      "export", "extern", "false", "float", "for", "friend", "goto", "if", "inline", "int", "long",
+      "mutable", "namespace", "new", "noexcept", "not", "not_eq", "nullptr", "operator", "or",
+      "or_eq", "private", "protected", "public", "reflexpr", "register", "reinterpret_cast",
+      "requires", "return", "short", "signed", "sizeof", "static", "static_assert", "static_cast",
+      "struct", "switch", "synchronized", "template", "this", "thread_local", "throw", "true", "try",
+      "typedef", "typeid", "typename", "union", "unsigned", "using", "virtual", "void", "volatile",
+      "wchar_t", "while", "xor", "xor_eq"};
+  return kKeywords.count(w) != 0;
+}
+
+std::string cppName(std::string_view stem) {
+  std::string s;
+  for (char c : stem) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+    s += ok ? c : '_';
+  }
+  if (s.empty() || (s[0] >= '0' && s[0] <= '9') || isCppKeyword(s)) s = "nn_" + s;
+  return s;
+}
+
+std::string cppNameForPath(std::string_view path) {
+  size_t slash = path.find_last_of('/');
+  std::string_view file = slash == std::string_view::npos ? path : path.substr(slash + 1);
+  size_t dot = file.find_last_of('.');
+  if (dot != std::string_view::npos && dot > 0) file = file.substr(0, dot);
+  return cppName(file);
+}
+
+namespace {
+
+// --- text helpers ----------------------------------------------------------------------------
+
+// Text that is safe inside a // comment: valid UTF-8 (other bytes as '?'), no control characters,
+// and no backslash at the end (which would continue the comment onto the next line).
+std::string commentText(std::string_view s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      out += c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    size_t len = utf8Length(s, i);
+    if (len == 0) {
+      out += '?';
+      ++i;
+    } else {
+      out.append(s.substr(i, len));
+      i += len;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  if (!out.empty() && out.back() == '\\') out += " (end of line)";
+  return out;
+}
+
+// A C++ identifier made of `prefix` and `name`: other characters become '_', runs of '_' one.
+std::string identifier(std::string_view prefix, std::string_view name) {
+  std::string s(prefix);
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    char d = ok ? c : '_';
+    if (d == '_' && !s.empty() && s.back() == '_') continue;
+    s += d;
+  }
+  while (s.size() > 1 && s.back() == '_') s.pop_back();
+  return s;
+}
+
+// The shortest text that reads back to v, as a floating literal ("2.0", "0.5", "1e+20").
+std::string doubleText(double v) {
+  std::string s = fmt::format("{}", v);
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s;
+}
+
+// The shortest text that reads back to the float v, with the f suffix.
+std::string floatText(float v) {
+  std::string s = fmt::format("{}", v);
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s + "f";
+}
+
+struct Flags {
+  bool f64 = false;
+  bool limits = false; // <limits> needed (a non-finite constant)
+};
+
+// A constant as the backend computes it: the double rounded to `real` (EmitLLVM's
+// ConstantFP::get(T, v)). A float literal where the double is a float exactly, else real(double).
+std::string realLiteral(double v, Flags &f) {
+  if (std::isnan(v)) {
+    f.limits = true;
+    return "std::numeric_limits<real>::quiet_NaN()";
+  }
+  if (std::isinf(v)) {
+    f.limits = true;
+    return v > 0 ? "std::numeric_limits<real>::infinity()" : "(-std::numeric_limits<real>::infinity())";
+  }
+  std::string s;
+  if (f.f64) s = doubleText(v);
+  else if (static_cast<double>(static_cast<float>(v)) == v) s = floatText(static_cast<float>(v));
+  else return "real(" + doubleText(v) + ")";
+  return s[0] == '-' ? "(" + s + ")" : s;
+}
+
+// --- helpers: the stable forms, exactly as EmitLLVM computes them ------------------------------
+
+enum Helper { HLogistic, HTanh, HLog1p, HSoftplus, HRelu, HStep, HSign, HSquare, HMax, kHelpers };
+
+const char *helperName(Helper h) {
+  static const char *names[] = {"nn_logistic", "nn_tanh", "nn_log1p", "nn_softplus", "nn_relu",
+                                "nn_step",     "nn_sign", "nn_square",   "nn_max"};
+  return names[h];
+}
+
+std::string helperText(Helper h) {
+  switch (h) {
+  case HLogistic:
+    return "// logistic(x) = 1 / (1 + exp(-x)) without overflow: e = exp(-|x|), r = 1 / (1 + e);\n"
+           "// x >= 0 ? r : e * r.\n"
+           "inline real nn_logistic(real x) {\n"
+           "  const real e = std::exp(-std::fabs(x));\n"
+           "  const real r = real(1) / (real(1) + e);\n"
+           "  return x >= real(0) ? r : e * r;\n"
+           "}\n";
+  case HTanh:
+    return "// tanh, branch-free so that loops vectorize: |x| < 0.625: x + x z P(z) / Q(z), z = x^2\n"
+           "// (Cephes' rational form, 4e-16 relative in double); else sign(x) (1 - 2 / (exp(2|x|) + 1)).\n"
+           "inline real nn_tanh(real x) {\n"
+           "  const real ax = std::fabs(x), z = x * x;\n"
+           "  const real p = (real(-9.64399179425052238628E-1) * z + real(-9.92877231001918586564E1)) * z +\n"
+           "                 real(-1.61468768441708447952E3);\n"
+           "  const real q = ((z + real(1.12811678491632931402E2)) * z + real(2.23548839060100448583E3)) * z +\n"
+           "                 real(4.84406305325125486048E3);\n"
+           "  const real small = x + x * z * p / q;\n"
+           "  const real big = std::copysign(real(1) - real(2) / (std::exp(real(2) * ax) + real(1)), x);\n"
+           "  return ax < real(0.625) ? small : big;\n"
+           "}\n";
+  case HLog1p:
+    return "// log1p(e) for e >= 0 without a library call (Goldberg): with u = 1 + e rounded,\n"
+           "// log(u) * e / (u - 1) is accurate to a few ulp; where u == 1, log1p(e) = e.\n"
+           "inline real nn_log1p(real e) {\n"
+           "  const real u = real(1) + e, d = u - real(1);\n"
+           "  return d == real(0) ? e : std::log(u) * e / d;\n"
+           "}\n";
+  case HSoftplus:
+    return "// softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow.\n"
+           "inline real nn_softplus(real x) {\n"
+           "  const real m = x > real(0) ? x : real(0);\n"
+           "  return m + nn_log1p(std::exp(-std::fabs(x)));\n"
+           "}\n";
+  case HRelu: return "inline real nn_relu(real x) { return x > real(0) ? x : real(0); }\n";
+  case HStep:
+    return "// relu'(x), with relu'(0) = 0\n"
+           "inline real nn_step(real x) { return x > real(0) ? real(1) : real(0); }\n";
+  case HSign:
+    return "// abs'(x), with abs'(0) = 0\n"
+           "inline real nn_sign(real x) { return x > real(0) ? real(1) : x < real(0) ? real(-1) : real(0); }\n";
+  case HSquare: return "inline real nn_square(real x) { return x * x; }\n";
+  case HMax: return "inline real nn_max(real a, real b) { return a > b ? a : b; }\n";
+  case kHelpers: break;
+  }
+  return "";
+}
+
+// --- the kernel printer ------------------------------------------------------------------------
+
+const char *spaceArg(loops::Space s) {
+  switch (s) {
+  case loops::Space::Params: return "params";
+  case loops::Space::Inputs: return "inputs";
+  case loops::Space::Targets: return "targets";
+  case loops::Space::Outputs: return "outputs";
+  case loops::Space::Grads: return "grads";
+  case loops::Space::Workspace: return "workspace";
+  }
+  return "?";
+}
+
+const char *spacePrefix(loops::Space s) {
+  switch (s) {
+  case loops::Space::Params: return "p_";
+  case loops::Space::Inputs: return "in_";
+  case loops::Space::Targets: return "tg_";
+  case loops::Space::Outputs: return "out_";
+  case loops::Space::Grads: return "g_";
+  case loops::Space::Workspace: return "ws_";
+  }
+  return "?";
+}
+
+bool isWritable(loops::Space s) {
+  return s == loops::Space::Outputs || s == loops::Space::Grads || s == loops::Space::Workspace;
+}
+
+// The start of buffer b: "workspace + 1 + 3 * n".
+std::string bufferStart(const loops::Buffer &b) {
+  std::string s = spaceArg(b.space);
+  if (b.offset) s += fmt::format(" + {}", b.offset);
+  if (b.offsetPerN) s += b.offsetPerN == 1 ? " + n" : fmt::format(" + {} * n", b.offsetPerN);
+  return s;
+}
+
+// Minimum extent of an innermost reduction loop that is split into independent partial sums
+// (so that compilers vectorize it without reassociating on their own), and the number of sums.
+constexpr int64_t kLanesMinExtent = 32;
+
+class KernelPrinter {
+public:
+  KernelPrinter(const Program &p, const loops::Program &l, Flags &f, std::array<bool, kHelpers> &h)
+      : P(p), L(l), F(f), helpers_(h) {}
+
+  // One kernel as a block: the comment, the buffers, the loop nest. The one dispatch on the kind.
+  std::string print(const Kernel &k) {
+    k_ = &k;
+    out_.clear();
+    names_.clear();
+    vars_.clear();
+    for (auto &l : k.loops) vars_[l.var] = l.batch ? "b" : fmt::format("i{}", l.var);
+    comment(k);
+    line(0, "{{");
+    declareBuffers(k);
+    switch (k.mode) {
+    case Kernel::Assign: assign(k); break;
+    case Kernel::Accumulate: accumulate(k); break;
+    case Kernel::Reduce: reduce(k); break;
+    case Kernel::Softmax: softmax(k); break;
+    case Kernel::Gemm: gemm(k); break;
+    }
+    line(0, "}}");
+    return out_;
+  }
+
+private:
+  // --- kernel kinds ---------------------------------------------------------------------------
+  // out[index] = body, over every loop.
+  void assign(const Kernel &k) {
+    int d = openLoops(k, 0, k.loops.size(), 1);
+    line(d, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.body));
+  }
+
+  // out[index] += body, over every loop.
+  void accumulate(const Kernel &k) {
+    int d = openLoops(k, 0, k.loops.size(), 1);
+    line(d, "{}[{}] += {};", name(k.out), affine(k.outIndex), expr(k.body));
+  }
+
+  // out[index] = epilogue(Σ body): the trailing loops are the sum.
+  void reduce(const Kernel &k) {
+    size_t all = k.loops.size(), outer = 0;
+    while (outer < all && !k.loops[outer].reduction) ++outer;
+    const bool block = outer > 0;
+    int d = openLoops(k, 0, outer, 1, block);
+    const loops::Loop &inner = k.loops.back();
+    if (all > outer && !inner.batch && inner.extent >= kLanesMinExtent) {
+      // Independent partial sums over the innermost loop, added pairwise at the end.
+      const int64_t lanes = F.f64 ? 8 : 16, main = inner.extent / lanes * lanes;
+      const std::string v = vars_.at(inner.var), body = expr(k.body);
+      line(d, "real lane[{}] = {{}};", lanes);
+      int e = openLoops(k, outer, all - 1, d);
+      line(e, "for (std::size_t {0}o = 0; {0}o < {1}; {0}o += {2})", v, main, lanes);
+      line(e + 1, "for (std::size_t u = 0; u < {}; ++u) {{", lanes);
+      line(e + 2, "const std::size_t {0} = {0}o + u;", v);
+      line(e + 2, "lane[u] += {};", body);
+      line(e + 1, "}}");
+      if (main < inner.extent) {
+        line(e, "for (std::size_t {0} = {1}; {0} < {2}; ++{0})", v, main, inner.extent);
+        line(e + 1, "lane[{} - {}] += {};", v, main, body);
+      }
+      line(d, "for (std::size_t w = {}; w > 0; w /= 2)", lanes / 2);
+      line(d + 1, "for (std::size_t u = 0; u < w; ++u) lane[u] += lane[u + w];");
+      line(d, "const real acc = lane[0];");
+    } else {
+      line(d, "real acc = 0;");
+      int e = openLoops(k, outer, all, d);
+      line(e, "acc += {};", expr(k.body));
+    }
+    line(d, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.epilogue));
+    if (block) line(d - 1, "}}");
+  }
+
+  // C[m, n] (+)= Σ_k A[m, k] B[k, n] over loops m, k, n: as the loop nest that keeps a row of C
+  // in cache and runs along rows of B (the inner loop vectorizes). Without `accumulate` the row
+  // starts from zero.
+  void gemm(const Kernel &k) {
+    if (k.loops.size() != 3) throw InternalError("C++ backend: a Gemm kernel needs loops m, k, n");
+    int d = openLoops(k, 0, 1, 1, true);
+    if (!k.accumulate) {
+      int e = openLoops(k, 2, 3, d);
+      line(e, "{}[{}] = 0;", name(k.out), affine(k.outIndex));
+    }
+    int e = openLoops(k, 1, 3, d);
+    line(e, "{}[{}] += {};", name(k.out), affine(k.outIndex), expr(k.body));
+    line(d - 1, "}}");
+  }
+
+  // Row-wise softmax (log_softmax) with the row maximum subtracted.
+  void softmax(const Kernel &k) {
+    const bool block = !k.loops.empty();
+    int d = openLoops(k, 0, k.loops.size(), 1, block);
+    line(d, "const real* row = {} + {};", name(k.in), affine(k.inIndex));
+    line(d, "real* y = {} + {};", name(k.out), affine(k.outIndex));
+    line(d, "real m = row[0];");
+    line(d, "for (std::size_t c = 0; c < {}; ++c) m = row[c] > m ? row[c] : m;", k.cols);
+    line(d, "real s = 0;");
+    line(d, "for (std::size_t c = 0; c < {}; ++c) s += std::exp(row[c] - m);", k.cols);
+    if (k.logSoftmax) {
+      line(d, "const real log_s = std::log(s);");
+      line(d, "for (std::size_t c = 0; c < {}; ++c) y[c] = row[c] - m - log_s;", k.cols);
+    } else {
+      line(d, "for (std::size_t c = 0; c < {}; ++c) y[c] = std::exp(row[c] - m) / s;", k.cols);
+    }
+    if (block) line(d - 1, "}}");
+  }
+
+  // --- pieces ---------------------------------------------------------------------------------
+  template <class... A> void line(int depth, fmt::format_string<A...> f, A &&...a) {
+    out_ += std::string(static_cast<size_t>(2 * (depth + 1)), ' ');
+    out_ += fmt::format(f, std::forward<A>(a)...);
+    out_ += '\n';
+  }
+
+  // Loops [from, to) of k at `depth`, the last one opening a brace with `brace`; returns the
+  // depth of their body.
+  int openLoops(const Kernel &k, size_t from, size_t to, int depth, bool brace = false) {
+    for (size_t i = from; i < to; ++i) {
+      const loops::Loop &l = k.loops[i];
+      const std::string &v = vars_.at(l.var);
+      const char *open = brace && i + 1 == to ? " {" : "";
+      if (l.batch) line(depth, "for (std::size_t {0} = 0; {0} < n; ++{0}){1}", v, open);
+      else line(depth, "for (std::size_t {0} = 0; {0} < {1}; ++{0}){2}", v, l.extent, open);
+      ++depth;
+    }
+    return depth;
+  }
+
+  void comment(const Kernel &k) {
+    std::string text = k.comment;
+    // "y = y = logistic(...)": the value's name once.
+    size_t eq = text.find(" = ");
+    if (eq != std::string::npos) {
+      std::string head = text.substr(0, eq + 3);
+      std::string lhs = text.substr(0, eq);
+      if (lhs.rfind("output ", 0) == 0) lhs = lhs.substr(7);
+      if (text.compare(eq + 3, lhs.size() + 3, lhs + " = ") == 0) text = head + text.substr(eq + 3 + lhs.size() + 3);
+    }
+    out_ += "  // " + commentText(text) + "\n";
+    if (uint32_t l = sourceLine(k.comment)) {
+      std::string src = commentText(P.source.lineText(l));
+      size_t first = src.find_first_not_of(' ');
+      out_ += fmt::format("  //   {}:{}: {}\n", baseName(P.source.name), l,
+                          first == std::string::npos ? "" : src.substr(first));
+    }
+  }
+
+  static std::string baseName(const std::string &path) {
+    size_t slash = path.find_last_of('/');
+    return commentText(slash == std::string::npos ? path : path.substr(slash + 1));
+  }
+
+  // The .nn line a kernel comes from: "(line N)" in its comment, the param of a gradient, the
+  // loss of the batch mean; 0 when none.
+  uint32_t sourceLine(const std::string &c) const {
+    size_t at = c.rfind("(line ");
+    if (at != std::string::npos) return static_cast<uint32_t>(std::strtoul(c.c_str() + at + 6, nullptr, 10));
+    if (P.loss) {
+      if (c == "mean over the batch of " + P.loss->name) return P.loss->loc.line;
+      std::string d = "d" + P.loss->name + "/d";
+      if (c.rfind(d, 0) == 0) {
+        size_t end = c.find(' ');
+        std::string param = c.substr(d.size(), end == std::string::npos ? std::string::npos : end - d.size());
+        if (const Decl *decl = P.findParam(param)) return decl->loc.line;
+      }
+    }
+    return 0;
+  }
+
+  // Every buffer the kernel touches, as a __restrict pointer (written ones non-const). Within a
+  // kernel no two buffers overlap: the workspace plan gives buffers that live at the same time
+  // disjoint memory.
+  void declareBuffers(const Kernel &k) {
+    std::vector<int> order;
+    auto use = [&](int b) {
+      if (b >= 0 && std::find(order.begin(), order.end(), b) == order.end()) order.push_back(b);
+    };
+    use(k.out);
+    use(k.in);
+    for (const LExpr &e : k.pool)
+      if (e.kind == LExpr::Load) use(e.buffer);
+    std::set<std::string> taken;
+    for (int b : order) {
+      const loops::Buffer &buf = L.buffers[static_cast<size_t>(b)];
+      std::string id = identifier(spacePrefix(buf.space), buf.name), base = id;
+      for (int i = 2; taken.count(id); ++i) id = fmt::format("{}_{}", base, i);
+      taken.insert(id);
+      names_[b] = id;
+      bool written = b == k.out && isWritable(buf.space);
+      line(1, "{}real* __restrict {} = {};", written ? "" : "const ", id, bufferStart(buf));
+    }
+  }
+
+  const std::string &name(int b) const { return names_.at(b); }
+
+  std::string affine(const loops::Affine &a) const {
+    std::string s;
+    for (auto &[v, c] : a.terms) {
+      const std::string &var = vars_.at(v);
+      if (s.empty()) s = c == 1 ? var : c == -1 ? "0 - " + var : fmt::format("{} * {}", c, var);
+      else if (c > 0) s += c == 1 ? " + " + var : fmt::format(" + {} * {}", c, var);
+      else s += c == -1 ? " - " + var : fmt::format(" - {} * {}", -c, var);
+    }
+    if (s.empty()) return std::to_string(a.constant);
+    if (a.constant > 0) s += fmt::format(" + {}", a.constant);
+    else if (a.constant < 0) s += fmt::format(" - {}", -a.constant);
+    return s;
+  }
+
+  std::string call(Helper h, const std::string &x) {
+    helpers_[h] = true;
+    if (h == HSoftplus) helpers_[HLog1p] = true;
+    return fmt::format("{}({})", helperName(h), x);
+  }
+
+  std::string unary(Op op, const std::string &x, double p) {
+    switch (op) {
+    case Op::Neg: return "-" + x;
+    case Op::Logistic: return call(HLogistic, x);
+    case Op::Tanh: return call(HTanh, x);
+    case Op::Relu: return call(HRelu, x);
+    case Op::Softplus: return call(HSoftplus, x);
+    case Op::Exp: return "std::exp(" + x + ")";
+    case Op::Log: return "std::log(" + x + ")";
+    case Op::Sqrt: return "std::sqrt(" + x + ")";
+    case Op::Abs: return "std::fabs(" + x + ")";
+    case Op::Step: return call(HStep, x);
+    case Op::Sign: return call(HSign, x);
+    case Op::Pow:
+      if (p == 2) return call(HSquare, x);
+      if (p == 1) return x;
+      if (p == -1) return "(real(1) / " + x + ")";
+      if (p == 0.5) return "std::sqrt(" + x + ")";
+      return "std::pow(" + x + ", " + realLiteral(p, F) + ")";
+    default: break;
+    }
+    throw InternalError(fmt::format("C++ backend: '{}' is not a unary op", opSpelling(op)));
+  }
+
+  // An expression: a primary (a name, a call, a literal in parentheses when negative) or a
+  // parenthesized operation.
+  std::string expr(int e) {
+    const LExpr &x = k_->pool[static_cast<size_t>(e)];
+    switch (x.kind) {
+    case LExpr::Const: return realLiteral(x.value, F);
+    case LExpr::Load: return fmt::format("{}[{}]", name(x.buffer), affine(x.index));
+    case LExpr::Acc: return "acc";
+    case LExpr::BatchSize: return "real(n)";
+    case LExpr::Max:
+      helpers_[HMax] = true;
+      return fmt::format("{}({}, {})", helperName(HMax), expr(x.a), expr(x.b));
+    case LExpr::Unary: {
+      std::string a = expr(x.a);
+      if (x.op == Op::Neg) return "(-" + a + ")";
+      return unary(x.op, a, x.value);
+    }
+    case LExpr::Binary: {
+      const char *o = x.op == Op::Add ? "+" : x.op == Op::Sub ? "-" : x.op == Op::Mul ? "*" : x.op == Op::Div ? "/" : nullptr;
+      if (!o) break;
+      return fmt::format("({} {} {})", expr(x.a), o, expr(x.b));
+    }
+    }
+    throw InternalError("C++ backend: bad expression");
+  }
+
+  const Program &P;
+  const loops::Program &L;
+  Flags &F;
+  std::array<bool, kHelpers> &helpers_;
+  const Kernel *k_ = nullptr;
+  std::string out_;
+  std::map<int, std::string> names_;
+  std::map<int, std::string> vars_;
+};
+
+// --- the files -------------------------------------------------------------------------------
+
+std::string shapeText(const Shape &s) { return s.isScalar() ? "scalar" : s.str(); }
+
+std::string initText(const Decl &d) {
+  switch (d.init.kind) {
+  case Init::Constant: return "= " + formatNumber(d.init.a);
+  case Init::Normal: return fmt::format("~ normal({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));
+  case Init::Uniform: return fmt::format("~ uniform({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));
+  case Init::Glorot: return "~ glorot";
+  }
+  return "";
+}
+
+class Emitter {
+public:
+  Emitter(const Program &p, const loops::Program &l, const CppEmitOptions &o) : P(p), L(l), O(o) {
+    F.f64 = o.f64;
+    helpers_.fill(false);
+    name_ = o.name.empty() ? cppNameForPath(p.source.name) : o.name;
+  }
+
+  CppFiles run() {
+    if (O.trainedParams && static_cast<int64_t>(O.trainedParams->size()) != P.paramCount())
+      throw InternalError("emitCpp: trained params of the wrong size");
+    CppFiles files;
+    files.name = name_;
+    std::string body = functions();
+    files.source = source(body);
+    files.header = header();
+    if (O.withMain) files.main = mainFile();
+    return files;
+  }
+
+private:
+  std::string file() const { return commentText(P.source.name); }
+  const char *dtype() const { return O.f64 ? "f64" : "f32"; }
+  std::string realType() const { return O.f64 ? "double" : "float"; }
+
+  struct Row {
+    std::string offset, name, shape, extra;
+  };
+  // "//   0  W_i  [3, 4]  ~ normal(0, 0.5)   line 6", under a heading row.
+  static std::string table(std::vector<Row> rows, const char *extra) {
+    if (rows.empty()) return "//   (none)\n";
+    rows.insert(rows.begin(), Row{"offset", "name", "shape", extra});
+    size_t wName = 4, wShape = 6, wOff = 1;
+    for (auto &r : rows) {
+      wName = std::max(wName, r.name.size());
+      wShape = std::max(wShape, r.shape.size());
+      wOff = std::max(wOff, r.offset.size());
+    }
+    std::string out;
+    for (auto &r : rows) {
+      std::string text = fmt::format("//   {:>{}}  {:<{}}  {:<{}}  {}", r.offset, wOff, r.name, wName, r.shape, wShape, r.extra);
+      while (!text.empty() && text.back() == ' ') text.pop_back();
+      out += commentText(text) + "\n";
+    }
+    return out;
+  }
+  std::vector<Row> declRows(const std::vector<Decl> &ds, bool params) const {
+    std::vector<Row> rows;
+    for (const Decl &d : ds)
+      rows.push_back({std::to_string(d.offset), d.name, shapeText(d.shape),
+                      fmt::format("{}{}line {}", params ? initText(d) : "", params ? ", " : "", d.loc.line)});
+    return rows;
+  }
+
+  std::string header() const {
+    std::string h;
+    h += fmt::format("// {}.hpp: generated by `nabla emit-cpp` from {} ({}). Do not edit: regenerate.\n", name_, file(), dtype());
+    h += "// Standalone C++17: needs nothing but the standard library. Nothing here allocates, throws\n"
+         "// or keeps state: calls on separate workspaces may run on several threads at once.\n";
+    h += "//\n// The network:\n//\n";
+    {
+      std::string_view text = P.source.text;
+      size_t lines = 0;
+      for (size_t pos = 0; pos < text.size() && lines < 200; ++lines) {
+        size_t end = std::min(text.find('\n', pos), text.size());
+        std::string l = commentText(text.substr(pos, end - pos));
+        h += l.empty() ? "//\n" : "//   " + l + "\n";
+        pos = end + 1;
+      }
+      if (lines == 200) h += "//   ...\n";
+    }
+    h += "//\n// Layout: flat arrays of `real`, row-major; a batch is its examples one after another.\n";
+    h += fmt::format("//\n// params: kParams = {} reals, shared by the batch; grads have the same layout.\n",
+                     P.paramCount());
+    h += table(declRows(P.params, true), "initialization, .nn line");
+    h += fmt::format("//\n// inputs: kInputs = {} reals an example.\n", P.inputCount());
+    h += table(declRows(P.inputs, false), ".nn line");
+    h += fmt::format("//\n// targets: kTargets = {} reals an example (one-hot, never a class index).\n", P.targetCount());
+    h += table(declRows(P.targets, false), ".nn line");
+    h += fmt::format("//\n// outputs: kOutputs = {} reals an example.\n", P.outputCount());
+    {
+      std::vector<Row> rows;
+      int64_t off = 0;
+      for (auto &o : P.outputs) {
+        Shape s = P.graph.shape(o.node);
+        rows.push_back({std::to_string(off), o.name, shapeText(s), fmt::format("line {}", o.loc.line)});
+        off += s.numel();
+      }
+      h += table(rows, ".nn line");
+    }
+    if (P.loss)
+      h += fmt::format("//\n// loss: {}, a scalar an example (line {}); loss_and_gradient returns its mean over the batch.\n",
+                       P.loss->name, P.loss->loc.line);
+    else
+      h += "//\n// The program has no loss: there is no loss_and_gradient.\n";
+    h += "#pragma once\n\n#include <cstddef>\n\n";
+    h += fmt::format("namespace {} {{\n\n", name_);
+    h += fmt::format("using real = {};\n\n", realType());
+    h += fmt::format("inline constexpr std::size_t kParams = {};  // scalars in the flat param array\n", P.paramCount());
+    h += fmt::format("inline constexpr std::size_t kInputs = {};  // scalars of one example's inputs\n", P.inputCount());
+    h += fmt::format("inline constexpr std::size_t kTargets = {};  // scalars of one example's targets\n", P.targetCount());
+    h += fmt::format("inline constexpr std::size_t kOutputs = {};  // scalars of one example's outputs\n\n", P.outputCount());
+    h += fmt::format("// Reals of scratch that forward and loss_and_gradient need for a batch of n: {} + {} * n.\n",
+                     L.workspaceFixed, L.workspacePerExample);
+    h += "std::size_t workspace_size(std::size_t n);\n\n";
+    h += "// outputs[n * kOutputs]: the outputs of the n examples in inputs[n * kInputs].\n";
+    h += "void forward(const real* params, const real* inputs, std::size_t n, real* outputs, real* workspace);\n";
+    if (P.loss) {
+      h += "\n// Returns the mean loss over the n examples; grads[kParams] = its gradient with respect to\n"
+           "// params (overwritten, not accumulated).\n";
+      h += "real loss_and_gradient(const real* params, const real* inputs, const real* targets, std::size_t n,\n"
+           "                       real* grads, real* workspace);\n";
+    }
+    if (O.trainedParams) h += trainedParams();
+    h += fmt::format("\n}}  // namespace {}\n", name_);
+    return h;
+  }
+
+  std::string trainedParams() const {
+    const std::vector<double> &v = *O.trainedParams;
+    std::string h = "\n// The trained params (from the params file given to emit-cpp), in the layout above.\n";
+    if (v.empty()) return h + "// (The program has no params.)\n";
+    h += "inline constexpr real kTrainedParams[kParams] = {\n";
+    for (const Decl &d : P.params) {
+      h += fmt::format("    // {} {}, offset {}\n", commentText(d.name), shapeText(d.shape), d.offset);
+      const int64_t count = d.shape.numel(), perLine = d.shape.rank() == 2 ? d.shape[1] : count;
+      std::string l;
+      for (int64_t i = 0; i < count; ++i) {
+        double x = v[static_cast<size_t>(d.offset + i)];
+        std::string t = O.f64 ? doubleText(x) : floatText(static_cast<float>(x));
+        if (!std::isfinite(x)) t = "0.0"; // params files hold finite numbers only
+        if (l.size() + t.size() + 2 > 96 || (i > 0 && i % perLine == 0)) {
+          h += "    " + l + "\n";
+          l.clear();
+        }
+        l += (l.empty() ? "" : " ") + t + ",";
+      }
+      if (!l.empty()) h += "    " + l + "\n";
+    }
+    h += "};\n";
+    return h;
+  }
+
+  std::string functions() {
+    std::string out;
+    out += fmt::format("std::size_t workspace_size(std::size_t n) {{\n");
+    if (L.workspacePerExample == 0) out += fmt::format("  (void)n;\n  return {};\n}}\n", L.workspaceFixed);
+    else out += fmt::format("  return {} + {} * n;\n}}\n", L.workspaceFixed, L.workspacePerExample);
+    out += "\n" + function(L.forward, false);
+    if (P.loss && !L.gradient.name.empty()) out += "\n" + function(L.gradient, true);
+    return out;
+  }
+
+  std::string function(const loops::Function &f, bool gradient) {
+    std::string out;
+    if (gradient)
+      out += "real loss_and_gradient(const real* params, const real* inputs, const real* targets, std::size_t n,\n"
+             "                       real* grads, real* workspace) {\n";
+    else
+      out += "void forward(const real* params, const real* inputs, std::size_t n, real* outputs, real* workspace) {\n";
+    // Arguments that no kernel uses.
+    std::set<std::string> used;
+    bool usesN = false;
+    for (const Kernel &k : f.kernels) {
+      auto note = [&](int b) {
+        if (b < 0) return;
+        const loops::Buffer &buf = L.buffers[static_cast<size_t>(b)];
+        used.insert(spaceArg(buf.space));
+        usesN |= buf.offsetPerN != 0;
+      };
+      note(k.out);
+      note(k.in);
+      for (const LExpr &e : k.pool) {
+        if (e.kind == LExpr::Load) note(e.buffer);
+        usesN |= e.kind == LExpr::BatchSize;
+      }
+      for (auto &l : k.loops) usesN |= l.batch;
+    }
+    if (f.result >= 0) {
+      used.insert("workspace");
+      usesN |= L.buffers[static_cast<size_t>(f.result)].offsetPerN != 0;
+    }
+    if (usesN) used.insert("n");
+    std::vector<std::string> args = gradient ? std::vector<std::string>{"params", "inputs", "targets", "n", "grads", "workspace"}
+                                             : std::vector<std::string>{"params", "inputs", "n", "outputs", "workspace"};
+    std::string unused;
+    for (auto &a : args)
+      if (!used.count(a)) unused += fmt::format("  (void){};\n", a);
+    if (!unused.empty()) out += unused + (f.kernels.empty() ? "" : "\n");
+    KernelPrinter kp(P, L, F, helpers_);
+    for (size_t i = 0; i < f.kernels.size(); ++i) out += (i ? "\n" : "") + kp.print(f.kernels[i]);
+    if (gradient) {
+      if (f.result < 0) throw InternalError("C++ backend: the gradient function returns no loss");
+      out += fmt::format("  return {}[0];\n", bufferStart(L.buffers[static_cast<size_t>(f.result)]));
+    }
+    out += "}\n";
+    return out;
+  }
+
+  std::string source(const std::string &body) {
+    std::string s;
+    s += fmt::format("// {}.cpp: generated by `nabla emit-cpp` from {} ({}). Do not edit: regenerate.\n", name_, file(), dtype());
+    s += "// Each block is one kernel of the Loop IR: the formula it computes, the .nn line it comes\n"
+         "// from, its buffers and its loop nest. Only the batch loop runs to n; every other trip count\n"
+         "// is a constant, so compilers unroll and vectorize freely.\n";
+    s += fmt::format("#include \"{}.hpp\"\n\n#include <cmath>\n#include <cstddef>\n", name_);
+    if (F.limits) s += "#include <limits>\n";
+    s += fmt::format("\nnamespace {} {{\n\n", name_);
+    bool any = std::find(helpers_.begin(), helpers_.end(), true) != helpers_.end();
+    if (any) {
+      s += "namespace {\n\n";
+      for (int h = 0; h < kHelpers; ++h)
+        if (helpers_[static_cast<size_t>(h)]) s += helperText(static_cast<Helper>(h)) + "\n";
+      s += "}  // namespace\n\n";
+    }
+    s += body;
+    s += fmt::format("\n}}  // namespace {}\n", name_);
+    return s;
+  }
+
+  std::string mainFile() const;
+
+  const Program &P;
+  const loops::Program &L;
+  const CppEmitOptions &O;
+  Flags F;
+  std::array<bool, kHelpers> helpers_;
+  std::string name_;
+};
+
+// --- NAME_main.cpp -----------------------------------------------------------------------------
+
+// The program's text with @NAME@ and the tables substituted. The generator is runtime/Random.h's
+// algorithm, exactly; the CSV rules are LANGUAGE.md's (plain rows or one class-index column).
+const char *kMainTemplate = R"CPP(// @NAME@_main.cpp: generated by `nabla emit-cpp --main` from @FILE@ (@DTYPE@). A complete program
+// that trains the network of @NAME@.hpp on a CSV file with SGD and prints the loss an epoch:
+//
+//   g++ -std=c++17 -O2 @NAME@.cpp @NAME@_main.cpp -o @NAME@_train
+//   ./@NAME@_train DATA.csv [--epochs 10] [--batch 32] [--lr 0.1] [--seed 0] [--save P.json]
+//   ./@NAME@_train --dump-init [--seed 0]     prints the initial params, one a line (%.17g)
+//
+// Initial params come from the seed with nabla's own generator, bit for bit the params that
+// `nabla train --seed S` starts from@TRAINED_NOTE@. Examples are shuffled every epoch (seeded).
+// --save writes the params in nabla's JSON format (for `nabla predict --params`).
+//
+// CSV: one example a row, the inputs flattened row-major in declaration order, then the targets
+// likewise@CLASS_NOTE@. A first line with a field that is not a number is a header.
+#include "@NAME@.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using @NAME@::real;
+
+// --- the seeded generator: SplitMix64-seeded xoshiro256**, uniform and polar-method normal draws
+// (nabla's runtime/Random.h, exactly; std::fma is written out so that no flag changes a result).
+class Rng {
+public:
+  explicit Rng(std::uint64_t seed) {
+    for (std::uint64_t &s : s_) s = splitMix64(seed);
+  }
+  std::uint64_t next() {
+    const std::uint64_t result = rotl(s_[1] * 5, 7) * 9, t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  double uniform(double lo, double hi) { return std::fma(hi - lo, uniform(), lo); }
+  double normal(double mean, double std) {
+    double z;
+    if (hasCached_) {
+      z = cached_;
+      hasCached_ = false;
+    } else {
+      double u, v, s;
+      do {
+        u = uniform(-1.0, 1.0);
+        v = uniform(-1.0, 1.0);
+        s = std::fma(u, u, v * v);
+      } while (!(s > 0.0 && s < 1.0));
+      const double f = std::sqrt(-2.0 * std::log(s) / s);
+      cached_ = v * f;
+      hasCached_ = true;
+      z = u * f;
+    }
+    return std::fma(std, z, mean);
+  }
+
+private:
+  static std::uint64_t splitMix64(std::uint64_t &x) {
+    x += 0x9E3779B97F4A7C15ull;
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  static std::uint64_t rotl(std::uint64_t v, int k) { return (v << k) | (v >> (64 - k)); }
+  std::uint64_t s_[4];
+  double cached_ = 0;
+  bool hasCached_ = false;
+};
+
+// --- the params in declaration order: name, place, shape, initialization
+enum Init { kConstant, kNormal, kUniform, kGlorot };
+struct Param {
+  const char* name;  // null ends the table
+  std::size_t offset, rank, rows, cols;  // a vector is 1 x cols, a scalar 1 x 1
+  Init init;
+  double a, b;
+};
+const Param kParamTable[] = {
+@PARAM_TABLE@    {nullptr, 0, 0, 0, 0, kConstant, 0, 0},
+};
+
+// Initial params for `seed`: one generator stream over the params in order, each row-major.
+std::vector<double> initialParams(std::uint64_t seed, std::size_t count) {
+  std::vector<double> flat(count, 0.0);
+  Rng rng(seed);
+  for (const Param* p = kParamTable; p->name; ++p) {
+    double* out = flat.data() + p->offset;
+    const std::size_t n = p->rows * p->cols;
+    switch (p->init) {
+    case kConstant:
+      for (std::size_t i = 0; i < n; ++i) out[i] = p->a;
+      break;
+    case kNormal:
+      for (std::size_t i = 0; i < n; ++i) out[i] = rng.normal(p->a, p->b);
+      break;
+    case kUniform:
+      for (std::size_t i = 0; i < n; ++i) out[i] = rng.uniform(p->a, p->b);
+      break;
+    case kGlorot: {
+      const double limit = std::sqrt(6.0 / static_cast<double>(p->rows + p->cols));
+      for (std::size_t i = 0; i < n; ++i) out[i] = rng.uniform(-limit, limit);
+      break;
+    }
+    }
+  }
+  return flat;
+}
+
+// --- CSV ------------------------------------------------------------------------------------
+struct Data {
+  std::size_t rows = 0;
+  std::vector<real> inputs, targets;
+};
+
+bool isBlank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+
+// number ::= [+-]? digit+ ('.' digit+)? ([eE] [+-]? digit+)?   Returns an error text, or "".
+std::string scanNumber(const std::string& f, double& out) {
+  std::size_t i = 0;
+  const std::size_t n = f.size();
+  if (n == 0) return "is empty";
+  if (f[i] == '+' || f[i] == '-') ++i;
+  if (i == n || !isDigit(f[i])) return "is not a number";
+  while (i < n && isDigit(f[i])) ++i;
+  if (i < n && f[i] == '.') {
+    if (++i == n || !isDigit(f[i])) return "is not a number: a '.' must be followed by digits";
+    while (i < n && isDigit(f[i])) ++i;
+  }
+  if (i < n && (f[i] == 'e' || f[i] == 'E')) {
+    ++i;
+    if (i < n && (f[i] == '+' || f[i] == '-')) ++i;
+    if (i == n || !isDigit(f[i])) return "is not a number: an exponent must be followed by digits";
+    while (i < n && isDigit(f[i])) ++i;
+  }
+  if (i != n) return "is not a number";
+  errno = 0;
+  out = std::strtod(f.c_str(), nullptr);
+  if (std::isinf(out)) return "is out of the double range";
+  return "";
+}
+
+// Reads `path`: rows of nIn + nT numbers, or of nIn numbers and one class index 0..classes-1
+// (classes > 1: the program has one target [classes]), one-hot encoded. Errors: FILE:LINE: error.
+bool readCsv(const char* path, std::size_t nIn, std::size_t nT, std::size_t classes, Data& data) {
+  std::FILE* file = std::fopen(path, "rb");
+  if (!file) {
+    std::fprintf(stderr, "%s: error: cannot open: %s\n", path, std::strerror(errno));
+    return false;
+  }
+  std::string text;
+  char buf[65536];
+  for (std::size_t got; (got = std::fread(buf, 1, sizeof buf, file)) > 0;) text.append(buf, got);
+  const bool readError = std::ferror(file) != 0;
+  std::fclose(file);
+  if (readError) {
+    std::fprintf(stderr, "%s: error: cannot read\n", path);
+    return false;
+  }
+  std::size_t pos = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0, lineNo = 0, width = 0, headerLine = 0;
+  bool first = true;
+  std::vector<std::string> fields;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(pos, end - pos);
+    pos = end + 1;
+    ++lineNo;
+    fields.clear();
+    bool blank = true;
+    for (std::size_t start = 0;;) {
+      std::size_t comma = line.find(',', start);
+      if (comma == std::string::npos) comma = line.size();
+      std::size_t a = start, b = comma;
+      while (a < b && isBlank(line[a])) ++a;
+      while (b > a && isBlank(line[b - 1])) --b;
+      fields.push_back(line.substr(a, b - a));
+      blank = blank && a == b && comma == line.size() && fields.size() == 1;
+      if (comma == line.size()) break;
+      start = comma + 1;
+    }
+    if (blank) continue;
+    double v = 0;
+    if (first) {  // a header has a field that is neither empty nor a number
+      first = false;
+      bool header = false;
+      for (const std::string& f : fields)
+        if (!f.empty() && !scanNumber(f, v).empty()) header = true;
+      if (header) {
+        headerLine = lineNo;
+        continue;
+      }
+    }
+    const std::size_t count = fields.size();
+    if (width == 0) {
+      if (count == nIn + nT) width = count;
+      else if (classes > 1 && count == nIn + 1) width = count;
+      else {
+        std::fprintf(stderr, "%s:%zu: error: row has %zu fields; expected %zu", path, lineNo, count, nIn + nT);
+        if (classes > 1) std::fprintf(stderr, " or %zu (the inputs, then a class index 0..%zu)", nIn + 1, classes - 1);
+        std::fprintf(stderr, "\n");
+        return false;
+      }
+    } else if (count != width) {
+      std::fprintf(stderr, "%s:%zu: error: row has %zu fields; expected %zu like the first row\n", path, lineNo,
+                   count, width);
+      return false;
+    }
+    for (std::size_t c = 0; c < count; ++c) {
+      const std::string why = scanNumber(fields[c], v);
+      if (!why.empty()) {
+        std::fprintf(stderr, "%s:%zu: error: column %zu: \"%.40s\" %s\n", path, lineNo, c + 1, fields[c].c_str(),
+                     why.c_str());
+        return false;
+      }
+      if (c < nIn) {
+        data.inputs.push_back(static_cast<real>(v));
+      } else if (width == nIn + nT) {
+        data.targets.push_back(static_cast<real>(v));
+      } else {
+        if (!(v >= 0 && v < static_cast<double>(classes) && v == std::floor(v))) {
+          std::fprintf(stderr, "%s:%zu: error: column %zu: class index \"%s\" is not an integer in 0..%zu\n", path,
+                       lineNo, c + 1, fields[c].c_str(), classes - 1);
+          return false;
+        }
+        for (std::size_t k = 0; k < classes; ++k) data.targets.push_back(k == static_cast<std::size_t>(v) ? 1 : 0);
+      }
+    }
+    ++data.rows;
+  }
+  if (data.rows == 0) {
+    std::fprintf(stderr, "%s:%zu: error: no examples: the file %s\n", path, headerLine ? headerLine : 1,
+                 headerLine ? "has only a header line" : text.empty() ? "is empty" : "has only blank lines");
+    return false;
+  }
+  return true;
+}
+
+// --- JSON params (nabla's format), written to PATH.tmp and renamed over PATH
+bool saveParams(const char* path, const std::vector<real>& params) {
+  std::string out = "{";
+  char num[64];
+  auto number = [&](real v) {
+    std::snprintf(num, sizeof num, "%.*g", sizeof(real) == 4 ? 9 : 17, static_cast<double>(v));
+    out += std::isfinite(v) ? num : "null";
+  };
+  bool firstParam = true;
+  for (const Param* p = kParamTable; p->name; ++p) {
+    out += firstParam ? "\n  \"" : ",\n  \"";
+    firstParam = false;
+    out += p->name;
+    out += "\": ";
+    const real* v = params.data() + p->offset;
+    if (p->rank == 0) {
+      number(v[0]);
+      continue;
+    }
+    if (p->rank == 2) out += "[";
+    for (std::size_t r = 0; r < p->rows; ++r) {
+      if (p->rank == 2) out += r ? ",\n    [" : "\n    [";
+      else out += "[";
+      for (std::size_t c = 0; c < p->cols; ++c) {
+        if (c) out += ", ";
+        number(v[r * p->cols + c]);
+      }
+      out += "]";
+    }
+    if (p->rank == 2) out += "\n  ]";
+  }
+  out += "\n}\n";
+  const std::string tmp = std::string(path) + ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  bool ok = f && std::fwrite(out.data(), 1, out.size(), f) == out.size();
+  if (f) ok = std::fclose(f) == 0 && ok;
+  if (ok) ok = std::rename(tmp.c_str(), path) == 0;
+  if (!ok) {
+    std::fprintf(stderr, "%s: error: cannot write: %s\n", path, std::strerror(errno));
+    std::remove(tmp.c_str());
+  }
+  return ok;
+}
+
+int usage(const char* program) {
+  std::fprintf(stderr,
+               "usage: %s DATA.csv [--epochs E] [--batch B] [--lr R] [--seed S] [--save P.json]\n"
+               "       %s --dump-init [--seed S]\n",
+               program, program);
+  return 1;
+}
+
+bool parseCount(const char* text, unsigned long long& out) {
+  char* end = nullptr;
+  errno = 0;
+  out = std::strtoull(text, &end, 10);
+  return *text >= '0' && *text <= '9' && end && *end == 0 && errno == 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const char* data = nullptr;
+  const char* save = nullptr;
+  unsigned long long epochs = 10, batch = 32, seed = 0;
+  double lr = 0.1;
+  bool dumpInit = false, seedGiven = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool hasValue = i + 1 < argc;
+    if (a == "--dump-init") {
+      dumpInit = true;
+    } else if (a == "--help" || a == "-h") {
+      usage(argv[0]);
+      return 0;
+    } else if ((a == "--epochs" || a == "--batch" || a == "--seed") && hasValue) {
+      unsigned long long& dst = a == "--epochs" ? epochs : a == "--batch" ? batch : seed;
+      if (!parseCount(argv[++i], dst) || (a == "--batch" && dst == 0)) {
+        std::fprintf(stderr, "error: %s needs a%s integer, not \"%s\"\n", a.c_str(),
+                     a == "--batch" ? " positive" : " non-negative", argv[i]);
+        return 1;
+      }
+      seedGiven = seedGiven || a == "--seed";
+    } else if (a == "--lr" && hasValue) {
+      char* end = nullptr;
+      lr = std::strtod(argv[++i], &end);
+      if (!end || *end || !(lr > 0) || !std::isfinite(lr)) {
+        std::fprintf(stderr, "error: --lr needs a positive number, not \"%s\"\n", argv[i]);
+        return 1;
+      }
+    } else if ((a == "--data" || a == "--save") && hasValue) {
+      (a == "--data" ? data : save) = argv[++i];
+    } else if (!a.empty() && a[0] != '-' && !data) {
+      data = argv[i];
+    } else {
+      std::fprintf(stderr, "error: unknown or incomplete option \"%s\"\n", a.c_str());
+      return usage(argv[0]);
+    }
+  }
+  std::size_t kParams = @NAME@::kParams;  // not const: no warnings on loops that run 0 times
+  if (dumpInit) {
+    for (double v : initialParams(seed, kParams)) std::printf("%.17g\n", v);
+    return 0;
+  }
+  if (!data) return usage(argv[0]);
+  Data d;
+  if (!readCsv(data, @NAME@::kInputs, @NAME@::kTargets, @CLASSES@, d)) return 1;
+@INIT_PARAMS@
+  std::size_t nIn = @NAME@::kInputs, nT = @NAME@::kTargets;
+  const std::size_t b = static_cast<std::size_t>(batch) < d.rows ? static_cast<std::size_t>(batch) : d.rows;
+  std::vector<real> grads(kParams), workspace(@NAME@::workspace_size(b)), x(b * nIn), t(b * nT);
+  std::vector<std::size_t> order(d.rows);
+  for (std::size_t i = 0; i < d.rows; ++i) order[i] = i;
+  Rng shuffle(seed ^ 0x5851F42D4C957F2Dull);
+  const real rate = static_cast<real>(lr);
+  std::printf("training %s on %zu examples from %s: %llu epochs, batch %zu, lr %g, %zu params\n", "@NAME@", d.rows,
+              data, epochs, b, lr, kParams);
+  for (unsigned long long epoch = 1; epoch <= epochs; ++epoch) {
+    for (std::size_t i = d.rows; i > 1; --i) {  // Fisher-Yates
+      const std::size_t j = static_cast<std::size_t>(shuffle.next() % i);
+      const std::size_t tmp = order[i - 1];
+      order[i - 1] = order[j];
+      order[j] = tmp;
+    }
+    double total = 0;
+    for (std::size_t start = 0; start < d.rows; start += b) {
+      const std::size_t m = d.rows - start < b ? d.rows - start : b;
+      for (std::size_t e = 0; e < m; ++e) {
+        const std::size_t r = order[start + e];
+        for (std::size_t k = 0; k < nIn; ++k) x[e * nIn + k] = d.inputs[r * nIn + k];
+        for (std::size_t k = 0; k < nT; ++k) t[e * nT + k] = d.targets[r * nT + k];
+      }
+      const real loss = @NAME@::loss_and_gradient(params.data(), x.data(), t.data(), m, grads.data(), workspace.data());
+      for (std::size_t k = 0; k < kParams; ++k) params[k] -= rate * grads[k];
+      total += static_cast<double>(loss) * static_cast<double>(m);
+    }
+    const double mean = total / static_cast<double>(d.rows);
+    std::printf("epoch %llu/%llu  loss %.6g\n", epoch, epochs, mean);
+    std::fflush(stdout);
+    if (!std::isfinite(mean)) {
+      std::fprintf(stderr, "error: the loss is not finite; try a smaller --lr\n");
+      return 1;
+    }
+  }
+  if (save && !saveParams(save, params)) return 1;
+  return 0;
+}
+)CPP";
+
+void replaceAll(std::string &s, const std::string &from, const std::string &to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size()))
+    s.replace(at, from.size(), to);
+}
+
+std::string Emitter::mainFile() const {
+  if (!P.loss) throw InternalError("emitCpp: --main needs a program with a loss");
+  std::string m = kMainTemplate;
+  std::string table;
+  for (const Decl &d : P.params) {
+    const Shape &s = d.shape;
+    int64_t rows = s.rank() == 2 ? s[0] : 1, cols = s.rank() == 0 ? 1 : s[s.rank() - 1];
+    const char *kind = d.init.kind == Init::Constant ? "kConstant"
+                       : d.init.kind == Init::Normal ? "kNormal"
+                       : d.init.kind == Init::Uniform ? "kUniform"
+                                                      : "kGlorot";
+    if (d.init.kind == Init::Glorot && s.rank() != 2)
+      throw InternalError("emitCpp: glorot init of a param that is not rank 2");
+    table += fmt::format("    {{\"{}\", {}, {}, {}, {}, {}, {}, {}}},\n", d.name, d.offset, s.rank(), rows, cols, kind,
+                         doubleText(d.init.a), doubleText(d.init.b));
+  }
+  const bool classes = P.targets.size() == 1 && P.targets[0].shape.rank() == 1 && P.targets[0].shape[0] > 1;
+  std::string init;
+  if (O.trainedParams && P.paramCount() > 0)
+    init = fmt::format("  // kTrainedParams unless --seed is given.\n"
+                       "  std::vector<real> params(@NAME@::kTrainedParams, @NAME@::kTrainedParams + kParams);\n"
+                       "  if (seedGiven) {{\n"
+                       "    const std::vector<double> p = initialParams(seed, kParams);\n"
+                       "    params.assign(p.begin(), p.end());\n"
+                       "  }}");
+  else
+    init = "  (void)seedGiven;\n"
+           "  const std::vector<double> initial = initialParams(seed, kParams);\n"
+           "  std::vector<real> params(initial.begin(), initial.end());";
+  replaceAll(m, "@INIT_PARAMS@", init);
+  replaceAll(m, "@PARAM_TABLE@", table);
+  replaceAll(m, "@CLASSES@", classes ? std::to_string(P.targets[0].shape[0]) : "0");
+  replaceAll(m, "@CLASS_NOTE@",
+             classes ? fmt::format(" (or, for the target {}, one column holding a class index 0..{})",
+                                   commentText(P.targets[0].name), P.targets[0].shape[0] - 1)
+                     : "");
+  replaceAll(m, "@TRAINED_NOTE@", O.trainedParams ? " (without --seed, training starts from kTrainedParams)" : "");
+  replaceAll(m, "@FILE@", file());
+  replaceAll(m, "@DTYPE@", dtype());
+  replaceAll(m, "@NAME@", name_);
+  return m;
+}
+
+} // namespace
+
+CppFiles emitCpp(const Program &program, const loops::Program &loops, const CppEmitOptions &opts) {
+  return Emitter(program, loops, opts).run();
+}
+
+} // namespace nabla
