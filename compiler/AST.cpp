@@ -12,7 +12,11 @@ static void dumpExpr(const Expr &e, std::string &out) {
   case Expr::Name: out += e.text; return;
   case Expr::Neg: out += "(neg "; break;
   case Expr::Binary: out += fmt::format("({} ", e.op); break;
-  case Expr::Power: out += fmt::format("(^ {} ", e.value); break;
+  case Expr::Power:
+    out += "(^ ";
+    dumpExpr(*e.args[0], out);
+    out += fmt::format(" {})", e.value);
+    return;
   case Expr::Call: out += fmt::format("(call {} ", e.text); break;
   }
   for (size_t i = 0; i < e.args.size(); ++i) {
@@ -34,12 +38,14 @@ std::string dumpAst(const Module &m) {
     case Stmt::Param: {
       out += s.kind == Stmt::Input ? "input " : s.kind == Stmt::Target ? "target " : "param ";
       out += s.name;
-      out += " [";
-      for (size_t i = 0; i < s.shape.dims.size(); ++i) {
-        if (i) out += ", ";
-        dumpExpr(*s.shape.dims[i], out);
+      if (s.shape.present) {
+        out += " [";
+        for (size_t i = 0; i < s.shape.dims.size(); ++i) {
+          if (i) out += ", ";
+          dumpExpr(*s.shape.dims[i], out);
+        }
+        out += "]";
       }
-      out += "]";
       if (s.init.kind == InitAst::Value) out += " = " + formatNumber(s.init.value.value);
       if (s.init.kind == InitAst::Distribution) {
         out += fmt::format(" ~ {}(", s.init.dist);

@@ -18,6 +18,9 @@ namespace {
 std::string formatConstant(double v) {
   std::string decimal = formatNumber(v);
   if (decimal.size() <= 8) return decimal;
+  // Folded constants such as 0.1 + 0.2 show as 0.3: formulas are for reading (eval has every digit).
+  std::string shorter = fmt::format("{:.10g}", v);
+  if (shorter.size() <= 8) return shorter;
   for (int d = 2; d <= 16; ++d) {
     double n = v * d;
     if (std::abs(n) < 1e6 && n == std::round(n) && std::abs(v - std::round(n) / d) == 0 &&
@@ -163,8 +166,25 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     auto it = owner.find(p.params[k].node);
     if (it != owner.end()) paramsOf[it->second].push_back(k), placed.insert(k);
   }
+  // A value that simplifies to another named node (`p = --x`, `h = x * 1`) is that node: it is
+  // not listed on its own (its consumers are the other node's).
+  std::string aliases;
+  auto aliasOf = [&](size_t i) -> std::string {
+    NodeId node = d.values[i];
+    for (auto *list : {&p.inputs, &p.targets, &p.params})
+      for (auto &decl : *list)
+        if (decl.node == node) return decl.name;
+    for (size_t j = 0; j < i; ++j)
+      if (d.values[j] == node) return p.values[j].name;
+    return "";
+  };
   for (size_t i = p.values.size(); i-- > 0;) {
-    if (p.values[i].statement != p.loss->statement) items.push_back({p.values[i].name, d.values[i], false});
+    std::string alias = p.values[i].statement == p.loss->statement ? "" : aliasOf(i);
+    if (!alias.empty()) {
+      aliases += fmt::format("# {} is {} after simplification; see d{}/d{}.\n", p.values[i].name, alias,
+                             p.loss->name, alias);
+    } else if (p.values[i].statement != p.loss->statement)
+      items.push_back({p.values[i].name, d.values[i], false});
     // A statement's params in reverse order too: the bias, added last, comes first.
     for (size_t k : std::vector<size_t>(paramsOf[i].rbegin(), paramsOf[i].rend())) items.push_back({p.params[k].name, p.params[k].node, true});
   }
@@ -180,7 +200,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   // formulas refer to dE/dNAME of earlier lines.
   for (const Item &it : items) {
     NodeId a = adjointOf(it.fwd);
-    if (a != kNoNode && !G.isConst(a)) r.adjoints.emplace(a, dname(it.name));
+    double c;
+    if (a != kNoNode && !G.constValue(a, c)) r.adjoints.emplace(a, dname(it.name));
   }
   std::string notes;
   for (const Item &it : items) {
@@ -191,7 +212,9 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       else {
         size_t vi = 0;
         while (vi < p.values.size() && p.values[vi].name != it.name) ++vi;
-        if (vi < p.values.size() && originalPath.count(p.values[vi].node))
+        Op op = G.op(it.fwd);
+        if (vi < p.values.size() && originalPath.count(p.values[vi].node) &&
+            (op == Op::Softmax || op == Op::Logistic))
           notes += fmt::format("# d{}/d{} is not shown: {} uses the logits of {} directly (the "
                                "stable from-logits form of cross_entropy and bce).\n", L, it.name,
                                L, it.name);
@@ -235,7 +258,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     }
     out = fixed;
   }
-  return out + notes;
+  return out + notes + aliases;
 }
 
 } // namespace nabla

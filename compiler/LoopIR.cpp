@@ -108,7 +108,8 @@ std::string dump(const Kernel &k, const Program &p) {
     break;
   case Kernel::Gemm:
     out += indent + bufRef(k, p, k.out, k.outIndex) + (k.accumulate ? " += " : " = ") +
-           expr(k, p, k.body) + "   (tiled matrix product; " + (k.accumulate ? "accumulates" : "k-sum starts at 0") + ")\n";
+           expr(k, p, k.body) + "   (tiled matrix product; " + (k.accumulate ? "accumulates" : "k-sum starts at 0") +
+           (k.divideByBatch ? ", divided by n" : "") + ")\n";
     break;
   case Kernel::Softmax:
     out += indent + fmt::format("{}({}, {} values) -> {}\n", k.logSoftmax ? "log_softmax" : "softmax",

@@ -65,7 +65,8 @@ struct Kernel {
   //             Backends tile it: a block of C stays in registers across k (LLVM), or print
   //             it as the equivalent loop nest (C++).
   enum Mode { Assign, Reduce, Accumulate, Softmax, Gemm } mode = Assign;
-  bool accumulate = true; // Gemm
+  bool accumulate = true;     // Gemm
+  bool divideByBatch = false; // Gemm: the product is divided by n as it is stored (a mean)
   std::vector<Loop> loops;
   std::vector<Expr> pool;
   int body = -1, epilogue = -1;

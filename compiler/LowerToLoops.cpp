@@ -521,6 +521,20 @@ private:
     return k.pool[static_cast<size_t>(x)].kind == LExpr::Load && k.pool[static_cast<size_t>(y)].kind == LExpr::Load;
   }
 
+  // Whether k is `C[i] = C[i] / n` over exactly the block that Gemm g wrote from 0.
+  static bool isScaleOf(const Kernel &k, const Kernel &g) {
+    if (g.mode != Kernel::Gemm || g.accumulate || g.loops[0].batch || k.mode != Kernel::Assign ||
+        k.out != g.out || k.loops.size() != 2 || k.loops[0].batch)
+      return false;
+    const LExpr &d = k.pool[static_cast<size_t>(k.body)];
+    if (d.kind != LExpr::Binary || d.op != Op::Div || k.pool[static_cast<size_t>(d.b)].kind != LExpr::BatchSize)
+      return false;
+    const LExpr &ld = k.pool[static_cast<size_t>(d.a)];
+    int64_t M = g.loops[0].extent, N = g.loops[2].extent;
+    return ld.kind == LExpr::Load && ld.buffer == k.out && k.loops[0].extent == M && k.loops[1].extent == N &&
+           coef(g.outIndex, g.loops[0].var) == N && g.outIndex.constant == k.outIndex.constant;
+  }
+
   // Recognizes matrix products among the kernels and makes them Gemm kernels, which backends
   // tile: accumulations C[m, n] += A[m, k] B[k, n] with B and C contiguous along n (products of
   // the form Aᵀ g and x B, and the batch sums of param gradients), and dot-form products
@@ -528,8 +542,16 @@ private:
   // copy so that they become the same form.
   void formGemms(loops::Function &f) {
     std::vector<Kernel> out;
+    pendingScale_ = -1;
     for (Kernel &k : f.kernels) {
       int x, y;
+      // `C /= n` right after a product that wrote all of C from 0: divide as it stores.
+      if (pendingScale_ >= 0 && isScaleOf(k, out[static_cast<size_t>(pendingScale_)])) {
+        out[static_cast<size_t>(pendingScale_)].divideByBatch = true;
+        pendingScale_ = -1;
+        continue;
+      }
+      pendingScale_ = -1;
       if (k.loops.size() != 3 || !twoLoads(k, x, y)) {
         out.push_back(std::move(k));
         continue;
@@ -552,15 +574,18 @@ private:
         // WT[k, n] = W[n, k]: a batch-shared copy, once a call.
         int wt = addBuffer(wb.name + "ᵀ", loops::Space::Workspace, 0, 0, N * K);
         Kernel t;
-        t.loops = {{0, N, false, false}, {1, K, false, false}};
+        // Blocks of 16 columns: reads walk 16 rows of W together (each cache line is used for
+        // 16 consecutive k), writes are contiguous runs of 16.
+        const int64_t blk = N % 16 == 0 ? 16 : N % 8 == 0 ? 8 : 1;
+        t.loops = {{0, N / blk, false, false}, {1, K, false, false}, {2, blk, false, false}};
         LExpr ld = *W;
         Affine idx;
         idx.constant = W->index.constant;
-        idx.add(0, coef(W->index, n)).add(1, coef(W->index, kk));
+        idx.add(0, coef(W->index, n) * blk).add(2, coef(W->index, n)).add(1, coef(W->index, kk));
         ld.index = idx;
         t.body = t.add(ld);
         t.out = wt;
-        t.outIndex = Affine{}.add(1, N).add(0, 1);
+        t.outIndex = Affine{}.add(1, N).add(0, blk).add(2, 1);
         t.comment = wb.name + "ᵀ, so that the product below reads rows";
         out.push_back(std::move(t));
         Kernel g;
@@ -618,6 +643,7 @@ private:
         }
       }
       out.push_back(std::move(k));
+      pendingScale_ = static_cast<int>(out.size()) - 1;
     }
     f.kernels = std::move(out);
   }
@@ -688,6 +714,7 @@ private:
   std::vector<NodeId> materialized_;
   std::unordered_map<NodeId, int> bufferOf_, leafBuf_;
   std::vector<int> perExampleBuffers_;
+  int pendingScale_ = -1;
 };
 
 } // namespace

@@ -355,8 +355,12 @@ private:
         result.back()->addIncoming(init[i], pre);
         result.back()->addIncoming(next[i], done);
       }
+      Value *inv = k.divideByBatch ? B.CreateVectorSplat(V, B.CreateFDiv(real(1), nReal_)) : nullptr;
       for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < nv; ++v) vstore(result[static_cast<size_t>(r * nv + v)], cptr(r, v), lanes(v));
+        for (int v = 0; v < nv; ++v) {
+          Value *x = result[static_cast<size_t>(r * nv + v)];
+          vstore(inv ? B.CreateFMul(x, inv) : x, cptr(r, v), lanes(v));
+        }
     };
     // A row block: every full column block in a loop, then the partial one.
     auto rowBlock = [&](Value *m, int rows) {

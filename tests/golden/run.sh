@@ -97,6 +97,7 @@ for f in "$HERE"/fail/fail_*.nn; do
   dir=$(dirname "$f")
   base=$(basename "$f")
   name="fail/$base"
+  wanted["$f.expected"]=1
   run "$dir" check "$base"
   if [[ $status -ne 0 && $status -ne 1 ]]; then
     fail "$name" "nabla check $base: $(crash_message)"
@@ -144,6 +145,7 @@ check_ok() { # FILE EXPECTATION-DIR LABEL
     # shellcheck disable=SC2086 # args are words without spaces
     run "$dir" $args
     local name="$label/$base [$stage]"
+    wanted["$expdir/$base.$stage.expected"]=1
     if [[ $status -ne 0 && $status -ne 1 ]]; then
       fail "$name" "nabla $args: $(crash_message)"
       sed 's/^/  | /' "$TMP/err" | head -n 20
