@@ -116,7 +116,7 @@ private:
     std::string text = printExpression(P, id, GradPrintOptions{true}, names, 400);
     for (size_t i = 0; i < P.values.size(); ++i)
       if (D && i < D->values.size() && D->values[i] == id)
-        return fmt::format("{} = {}   (line {})", P.values[i].name, text, P.values[i].loc.line);
+        return fmt::format("{}   (line {})", text, P.values[i].loc.line);
     return text;
   }
 

@@ -302,26 +302,30 @@ private:
       if (lanes >= static_cast<int64_t>(V)) B.CreateAlignedStore(v, ptr, align);
       else B.CreateMaskedStore(v, ptr, align, mask(lanes));
     };
-    // One tile: rows m..m+rows-1, columns n0..n0+width-1 (width <= NR, a constant).
-    auto tile = [&](Value *m, int rows, Value *n0, int64_t width) {
+    // One tile: rows m..m+rows-1, columns n0..n0+width-1 (width <= NR, a constant), the
+    // k range [k0, k1). Starts from C when accumulating or past the first k chunk.
+    auto tile = [&](Value *m, int rows, Value *n0, int64_t width, Value *k0, Value *k1) {
       int nv = static_cast<int>((width + V - 1) / V);
       auto lanes = [&](int v) { return std::min<int64_t>(V, width - int64_t(v) * V); };
       auto cptr = [&](int r, int v) {
         Value *row = B.CreateAdd(B.CreateMul(B.CreateAdd(m, c64(r)), c64(cm)), c64(c0 + int64_t(v) * V));
         return B.CreateInBoundsGEP(T, pc, B.CreateAdd(row, n0));
       };
+      Value *first = B.CreateICmpEQ(k0, c64(0));
       std::vector<Value *> init;
       for (int r = 0; r < rows; ++r)
-        for (int v = 0; v < nv; ++v)
-          init.push_back(k.accumulate ? vload(cptr(r, v), lanes(v)) : Constant::getNullValue(VT));
-      // for kk in 0..K: acc[r][v] += A[m + r, kk] * B[kk, n0 + v V ..]
+        for (int v = 0; v < nv; ++v) {
+          Value *old = vload(cptr(r, v), lanes(v));
+          init.push_back(k.accumulate ? old : B.CreateSelect(first, Constant::getNullValue(VT), old));
+        }
+      // for kk in k0..k1: acc[r][v] += A[m + r, kk] * B[kk, n0 + v V ..]
       BasicBlock *pre = B.GetInsertBlock();
       BasicBlock *body = BasicBlock::Create(C, "gemm.k", F), *done = BasicBlock::Create(C, "gemm.k.end", F);
       BasicBlock *store = BasicBlock::Create(C, "gemm.store", F);
-      B.CreateCondBr(B.CreateICmpSGT(K, c64(0)), body, store);
+      B.CreateCondBr(B.CreateICmpSLT(k0, k1), body, store);
       B.SetInsertPoint(body);
       PHINode *kk = B.CreatePHI(I64, 2, "k");
-      kk->addIncoming(c64(0), pre);
+      kk->addIncoming(k0, pre);
       std::vector<PHINode *> acc;
       for (Value *v : init) {
         PHINode *phi = B.CreatePHI(VT, 2);
@@ -345,7 +349,7 @@ private:
       BasicBlock *latch = B.GetInsertBlock();
       kk->addIncoming(kn, latch);
       for (size_t i = 0; i < acc.size(); ++i) acc[i]->addIncoming(next[i], latch);
-      B.CreateCondBr(B.CreateICmpSLT(kn, K), body, done);
+      B.CreateCondBr(B.CreateICmpSLT(kn, k1), body, done);
       B.SetInsertPoint(done);
       B.CreateBr(store);
       B.SetInsertPoint(store);
@@ -355,46 +359,53 @@ private:
         result.back()->addIncoming(init[i], pre);
         result.back()->addIncoming(next[i], done);
       }
-      Value *inv = k.divideByBatch ? B.CreateVectorSplat(V, B.CreateFDiv(real(1), nReal_)) : nullptr;
+      // The mean over the batch: divide once, after the last k chunk.
+      Value *inv = nullptr;
+      if (k.divideByBatch)
+        inv = B.CreateVectorSplat(V, B.CreateSelect(B.CreateICmpEQ(k1, K), B.CreateFDiv(real(1), nReal_), real(1)));
       for (int r = 0; r < rows; ++r)
         for (int v = 0; v < nv; ++v) {
           Value *x = result[static_cast<size_t>(r * nv + v)];
           vstore(inv ? B.CreateFMul(x, inv) : x, cptr(r, v), lanes(v));
         }
     };
-    // A row block: every full column block in a loop, then the partial one.
-    auto rowBlock = [&](Value *m, int rows) {
-      int64_t full = N / NR, rest = N % NR;
-      if (full > 0)
-        loop(loops::Loop{2000 + rows, full, false, false},
-             [&] { tile(m, rows, B.CreateMul(vars_.at(2000 + rows), c64(NR)), NR); });
-      if (rest > 0) tile(m, rows, c64(full * NR), rest);
+    // Loop nest: column blocks, then chunks of KC along k (B's panel of KC x NR stays in L1
+    // while every row block uses it), then blocks of MR rows, then the remaining rows.
+    const int64_t KC = 128;
+    auto rowsOf = [&](Value *n0, int64_t width, Value *k0, Value *k1) {
+      Value *blocks = B.CreateSDiv(M, c64(MR));
+      runtimeLoop(blocks, 3000, [&] { tile(B.CreateMul(vars_.at(3000), c64(MR)), MR, n0, width, k0, k1); });
+      Value *start = B.CreateMul(blocks, c64(MR));
+      runtimeLoop(B.CreateSub(M, start), 3001,
+                  [&] { tile(B.CreateAdd(start, vars_.at(3001)), 1, n0, width, k0, k1); });
     };
-    // Full blocks of MR rows, then the remaining rows one by one.
-    Value *blocks = B.CreateSDiv(M, c64(MR));
-    loops::Loop mb{3000, 0, true, false};
-    {
-      Value *savedN = n_;
-      n_ = blocks; // the loop helper runs batch loops to n_
-      loop(mb, [&] {
-        n_ = savedN;
-        rowBlock(B.CreateMul(vars_.at(3000), c64(MR)), MR);
-        n_ = blocks;
+    auto columns = [&](Value *n0, int64_t width) {
+      Value *chunks = B.CreateSDiv(B.CreateAdd(K, c64(KC - 1)), c64(KC));
+      // At least one chunk, so that C is written even when K = 0.
+      chunks = B.CreateSelect(B.CreateICmpSGT(chunks, c64(0)), chunks, c64(1));
+      runtimeLoop(chunks, 3002, [&] {
+        Value *k0 = B.CreateMul(vars_.at(3002), c64(KC));
+        Value *k1 = B.CreateAdd(k0, c64(KC));
+        k1 = B.CreateSelect(B.CreateICmpSLT(k1, K), k1, K);
+        rowsOf(n0, width, k0, k1);
       });
-      n_ = savedN;
-    }
-    Value *start = B.CreateMul(blocks, c64(MR));
-    Value *remaining = B.CreateSub(M, start);
-    {
-      Value *savedN = n_;
-      n_ = remaining;
-      loop(loops::Loop{3001, 0, true, false}, [&] {
-        n_ = savedN;
-        rowBlock(B.CreateAdd(start, vars_.at(3001)), 1);
-        n_ = remaining;
-      });
-      n_ = savedN;
-    }
+    };
+    int64_t full = N / NR, rest = N % NR;
+    if (full > 0)
+      loop(loops::Loop{2000, full, false, false}, [&] { columns(B.CreateMul(vars_.at(2000), c64(NR)), NR); });
+    if (rest > 0) columns(c64(full * NR), rest);
+  }
+
+  // for (vars_[id] = 0; vars_[id] < count; ++vars_[id]) body(), count a run-time value.
+  void runtimeLoop(Value *count, int id, const std::function<void()> &body) {
+    Value *saved = n_;
+    n_ = count; // loop() runs batch loops to n_
+    loop(loops::Loop{id, 0, true, false}, [&] {
+      n_ = saved;
+      body();
+      n_ = count;
+    });
+    n_ = saved;
   }
 
   // Row-wise softmax / log_softmax with the row maximum subtracted.
