@@ -64,10 +64,10 @@ NodeId vectorJacobianProduct(Graph &G, NodeId id, int k, NodeId g) {
   case Op::Sub: return k == 0 ? G.sumTo(g, sa) : G.sumTo(neg(g), sb);
   // d/da (a b) = b, d/db (a b) = a
   case Op::Mul: return k == 0 ? G.sumTo(mul(g, n.b()), sa) : G.sumTo(mul(g, n.a()), sb);
-  // d/da (a / b) = 1 / b, d/db (a / b) = -a / b^2
+  // d/da (a / b) = 1 / b, d/db (a / b) = -a / b^2, computed as -(a / b) / b: b^2 alone would
+  // underflow (0 / tiny gave 0 / 0 = NaN) or overflow where the derivative is representable
   case Op::Div:
-    return k == 0 ? G.sumTo(div(g, n.b()), sa)
-                  : G.sumTo(neg(div(mul(g, n.a()), G.make(Op::Pow, {n.b()}, 2.0))), sb);
+    return k == 0 ? G.sumTo(div(g, n.b()), sa) : G.sumTo(neg(div(mul(g, y), n.b())), sb);
   // d/dx_i sum(x) = 1: the scalar adjoint spreads over x
   case Op::Sum: return G.broadcast(g, sa);
   // sum along an axis: the adjoint spreads along that axis

@@ -198,6 +198,20 @@ std::string helperText(Helper h) {
   return "";
 }
 
+// The columns of a matrix product's register tile: two of the widest vectors the compiler may use
+// (the tile's 4 rows then hold 8 independent sums).
+const char *kTileText =
+    "// Columns of a matrix product's register tile: two of the widest vectors that the compiler\n"
+    "// may use (AVX-512: 64 bytes, AVX: 32, else 16), so that a tile of 4 rows holds 8 independent\n"
+    "// sums, enough to hide the latency of the multiply-adds.\n"
+    "#if defined(__AVX512F__)\n"
+    "constexpr std::size_t kTile = 2 * 64 / sizeof(real);\n"
+    "#elif defined(__AVX__)\n"
+    "constexpr std::size_t kTile = 2 * 32 / sizeof(real);\n"
+    "#else\n"
+    "constexpr std::size_t kTile = 2 * 16 / sizeof(real);\n"
+    "#endif\n\n";
+
 // --- the kernel printer ------------------------------------------------------------------------
 
 const char *spaceArg(loops::Space s) {
@@ -292,7 +306,8 @@ private:
       const int64_t lanes = F.f64 ? 8 : 16, main = inner.extent / lanes * lanes;
       const std::string v = vars_.at(inner.var), body = expr(k.body);
       line(d, "real lane[{}] = {{}};", lanes);
-      int e = openLoops(k, outer, all - 1, d);
+      const bool braces = all - 1 > outer; // outer reductions around the two loops below
+      int e = openLoops(k, outer, all - 1, d, braces);
       line(e, "for (std::size_t {0}o = 0; {0}o < {1}; {0}o += {2})", v, main, lanes);
       line(e + 1, "for (std::size_t u = 0; u < {}; ++u) {{", lanes);
       line(e + 2, "const std::size_t {0} = {0}o + u;", v);
@@ -302,6 +317,7 @@ private:
         line(e, "for (std::size_t {0} = {1}; {0} < {2}; ++{0})", v, main, inner.extent);
         line(e + 1, "lane[{} - {}] += {};", v, main, body);
       }
+      if (braces) line(e - 1, "}}");
       line(d, "for (std::size_t w = {}; w > 0; w /= 2)", lanes / 2);
       line(d + 1, "for (std::size_t u = 0; u < w; ++u) lane[u] += lane[u + w];");
       line(d, "const real acc = lane[0];");
@@ -314,19 +330,105 @@ private:
     if (block) line(d - 1, "}}");
   }
 
-  // C[m, n] (+)= Σ_k A[m, k] B[k, n] over loops m, k, n: as the loop nest that keeps a row of C
-  // in cache and runs along rows of B (the inner loop vectorizes). Without `accumulate` the row
-  // starts from zero.
+  // C[m, n] (+)= Σ_k A[m, k] B[k, n] over loops m, k, n, times 1/n with divideByBatch. Register
+  // tiles as in the LLVM backend, in plain C++: a block of 4 rows by kTile columns of C (kTile:
+  // two of the widest vectors the compiler targets, see kTileText) is summed in local arrays across
+  // the whole k loop, each k step broadcasting one A value a row over one row of B; then stored.
+  // 4 rows of 2 vectors are 8 independent sums, enough to hide the latency of the multiply-adds.
+  // Leftover columns and rows are narrower and shorter tiles. Each element's sum over k runs in
+  // order, from C's value (`accumulate`) or from 0, as in the LLVM backend.
+  static constexpr int64_t kRows = 4;
+
   void gemm(const Kernel &k) {
-    if (k.loops.size() != 3) throw InternalError("C++ backend: a Gemm kernel needs loops m, k, n");
-    int d = openLoops(k, 0, 1, 1, true);
-    if (!k.accumulate) {
-      int e = openLoops(k, 2, 3, d);
-      line(e, "{}[{}] = 0;", name(k.out), affine(k.outIndex));
+    if (k.loops.size() != 3 || k.loops[2].batch) throw InternalError("C++ backend: a Gemm kernel needs loops m, k, n");
+    const loops::Loop &lm = k.loops[0], &ln = k.loops[2];
+    const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
+    if (mul.kind != LExpr::Binary || mul.op != Op::Mul) throw InternalError("C++ backend: a Gemm body is A * B");
+    int a = mul.a, b = mul.b;
+    auto hasVar = [](const loops::Affine &x, int v) {
+      for (auto &t : x.terms)
+        if (t.first == v) return true;
+      return false;
+    };
+    if (hasVar(k.pool[static_cast<size_t>(a)].index, ln.var)) std::swap(a, b);
+    usesTile_ = true;
+    const int64_t N = ln.extent;
+    const std::string mv = vars_.at(lm.var) + "0", nv = vars_.at(ln.var) + "0";
+    line(1, "// Register tiles: {} rows by kTile columns of {} at a time, summed over {}{}.", kRows,
+         commentText(L.buffers[static_cast<size_t>(k.out)].name), vars_.at(k.loops[1].var),
+         k.divideByBatch ? ", then divided by n" : "");
+    if (k.divideByBatch) line(1, "const real inv_n = real(1) / real(n);");
+    // Blocks of 4 rows, then the rows left one at a time: loops with constant bounds where the
+    // row count is a constant (no loop that never runs), else to n.
+    auto rowLoops = [&](int64_t R) {
+      if (lm.batch) {
+        if (R > 1) line(1, "for (; {0} + {1} <= n; {0} += {1}) {{", mv, R);
+        else line(1, "for (; {0} < n; ++{0}) {{", mv);
+        return true;
+      }
+      const int64_t M = lm.extent, blocks = M / kRows * kRows;
+      if (R > 1 && blocks == 0) return false;
+      if (R == 1 && blocks == M) return false;
+      if (R > 1) line(1, "for (std::size_t {0} = 0; {0} < {1}; {0} += {2}) {{", mv, blocks, R);
+      else line(1, "for (std::size_t {0} = {1}; {0} < {2}; ++{0}) {{", mv, blocks, M);
+      return true;
+    };
+    if (lm.batch) line(1, "std::size_t {} = 0;", mv);
+    for (int64_t R : {kRows, int64_t(1)}) {
+      if (!rowLoops(R)) continue;
+      line(2, "std::size_t {} = 0;", nv);
+      line(2, "for (; {0} + kTile <= {1}; {0} += kTile) {{", nv, N);
+      gemmTile(k, a, b, R, "kTile", 3, mv, nv);
+      line(2, "}}");
+      line(2, "if ({} < {}) {{", nv, N);
+      line(3, "const std::size_t w = {} - {};", N, nv);
+      gemmTile(k, a, b, R, "w", 3, mv, nv);
+      line(2, "}}");
+      line(1, "}}");
     }
-    int e = openLoops(k, 1, 3, d);
-    line(e, "{}[{}] += {};", name(k.out), affine(k.outIndex), expr(k.body));
-    line(d - 1, "}}");
+  }
+
+  // One tile at `depth`: R rows from row `m0`, `width` columns from column `n0`. One accumulator
+  // array a row and the rows written out (not a loop over rows), so that compilers vectorize
+  // along the columns, keep the accumulators in registers and load B's values once for all rows.
+  void gemmTile(const Kernel &k, int a, int b, int64_t R, const std::string &width, int d, const std::string &m0,
+                const std::string &n0) {
+    const loops::Loop &lm = k.loops[0], &lk = k.loops[1], &ln = k.loops[2];
+    std::map<int, std::string> saved = vars_;
+    const std::string kv = vars_.at(lk.var), K = lk.batch ? "n" : std::to_string(lk.extent);
+    auto row = [&](int64_t r) { return r == 0 ? m0 : "(" + m0 + " + " + std::to_string(r) + ")"; };
+    vars_[ln.var] = "(" + n0 + " + j)";
+    const std::string bv = expr(b);
+    std::string decl;
+    for (int64_t r = 0; r < R; ++r) decl += fmt::format("{}acc{}[kTile] = {{}}", r ? ", " : "", r);
+    line(d, "real {};", decl);
+    if (k.accumulate) {
+      line(d, "for (std::size_t j = 0; j < {}; ++j) {{", width);
+      for (int64_t r = 0; r < R; ++r) {
+        vars_[lm.var] = row(r);
+        line(d + 1, "acc{}[j] = {}[{}];", r, name(k.out), affine(k.outIndex));
+      }
+      line(d, "}}");
+    }
+    line(d, "for (std::size_t {0} = 0; {0} < {1}; ++{0}) {{", kv, K);
+    std::string as;
+    for (int64_t r = 0; r < R; ++r) {
+      vars_[lm.var] = row(r);
+      as += fmt::format("{}a{} = {}", r ? ", " : "", r, expr(a));
+    }
+    line(d + 1, "const real {};", as);
+    line(d + 1, "for (std::size_t j = 0; j < {}; ++j) {{", width);
+    line(d + 2, "const real x = {};", bv);
+    for (int64_t r = 0; r < R; ++r) line(d + 2, "acc{0}[j] += a{0} * x;", r);
+    line(d + 1, "}}");
+    line(d, "}}");
+    line(d, "for (std::size_t j = 0; j < {}; ++j) {{", width);
+    for (int64_t r = 0; r < R; ++r) {
+      vars_[lm.var] = row(r);
+      line(d + 1, "{}[{}] = acc{}[j]{};", name(k.out), affine(k.outIndex), r, k.divideByBatch ? " * inv_n" : "");
+    }
+    line(d, "}}");
+    vars_ = std::move(saved);
   }
 
   // Row-wise softmax (log_softmax) with the row maximum subtracted.
@@ -506,6 +608,10 @@ private:
     throw InternalError("C++ backend: bad expression");
   }
 
+public:
+  bool usesTile_ = false; // a Gemm was printed: the source needs kTile
+
+private:
   const Program &P;
   const loops::Program &L;
   Flags &F;
@@ -551,7 +657,12 @@ public:
   }
 
 private:
-  std::string file() const { return commentText(P.source.name); }
+  // The source file's name without its directory: the emitted text does not depend on where
+  // it was generated.
+  std::string file() const {
+    size_t slash = P.source.name.find_last_of('/');
+    return commentText(slash == std::string::npos ? P.source.name : P.source.name.substr(slash + 1));
+  }
   const char *dtype() const { return O.f64 ? "f64" : "f32"; }
   std::string realType() const { return O.f64 ? "double" : "float"; }
 
@@ -721,9 +832,13 @@ private:
     if (!unused.empty()) out += unused + (f.kernels.empty() ? "" : "\n");
     KernelPrinter kp(P, L, F, helpers_);
     for (size_t i = 0; i < f.kernels.size(); ++i) out += (i ? "\n" : "") + kp.print(f.kernels[i]);
+    usesTile_ |= kp.usesTile_;
     if (gradient) {
       if (f.result < 0) throw InternalError("C++ backend: the gradient function returns no loss");
-      out += fmt::format("  return {}[0];\n", bufferStart(L.buffers[static_cast<size_t>(f.result)]));
+      const loops::Buffer &r = L.buffers[static_cast<size_t>(f.result)];
+      std::string at = std::to_string(r.offset);
+      if (r.offsetPerN) at += r.offsetPerN == 1 ? " + n" : fmt::format(" + {} * n", r.offsetPerN);
+      out += fmt::format("  return workspace[{}];\n", at);
     }
     out += "}\n";
     return out;
@@ -739,8 +854,9 @@ private:
     if (F.limits) s += "#include <limits>\n";
     s += fmt::format("\nnamespace {} {{\n\n", name_);
     bool any = std::find(helpers_.begin(), helpers_.end(), true) != helpers_.end();
-    if (any) {
+    if (any || usesTile_) {
       s += "namespace {\n\n";
+      if (usesTile_) s += kTileText;
       for (int h = 0; h < kHelpers; ++h)
         if (helpers_[static_cast<size_t>(h)]) s += helperText(static_cast<Helper>(h)) + "\n";
       s += "}  // namespace\n\n";
@@ -757,6 +873,7 @@ private:
   const CppEmitOptions &O;
   Flags F;
   std::array<bool, kHelpers> helpers_;
+  bool usesTile_ = false;
   std::string name_;
 };
 

@@ -145,12 +145,22 @@ private:
         replicated[static_cast<size_t>(G.node(id).a())] = 1;
     }
     materialized_.clear();
+    // Fused expressions stay shallow: lowering, the Loop IR printers and both backends recurse on
+    // them, so a chain of single-use elementwise ops (one a statement: the parser's depth limit
+    // does not see it) gets a buffer every kMaxFusedDepth levels instead of exhausting the stack.
+    constexpr int kMaxFusedDepth = 64;
+    std::vector<int> depth(G.size(), 0); // levels of the expression a node fuses into; 0: a load
     for (NodeId id : needed) {
       Op op = G.op(id);
       if (isLeaf(op)) continue;
       size_t i = static_cast<size_t>(id);
       bool buffer = needsKernel(op) || uses[i] > 1 || softmaxOperand[i] ||
                     (replicated[i] && op != Op::Transpose && op != Op::Broadcast);
+      int d = 1;
+      for (int k = 0; k < G.node(id).nin; ++k)
+        d = std::max(d, 1 + depth[static_cast<size_t>(G.node(id).in[static_cast<size_t>(k)])]);
+      if (d > kMaxFusedDepth) buffer = true;
+      depth[i] = buffer ? 0 : d;
       if (buffer) materialized_.push_back(id);
     }
     // Kernels for the buffered nodes, in topological order.
@@ -563,7 +573,7 @@ private:
         m = k.loops[0].var, n = k.loops[1].var, kk = k.loops[2].var;
         const LExpr *A = &k.pool[static_cast<size_t>(x)], *W = &k.pool[static_cast<size_t>(y)];
         if (coef(A->index, n) != 0) std::swap(A, W);
-        const loops::Buffer &wb = L.buffers[static_cast<size_t>(W->buffer)];
+        const loops::Buffer wb = L.buffers[static_cast<size_t>(W->buffer)]; // a copy: addBuffer below reallocates
         if (k.loops[1].batch || k.loops[2].batch || wb.batchStride != 0 || coef(A->index, n) != 0 ||
             coef(W->index, m) != 0 || coef(k.outIndex, n) != 1 || !onlyVars(k.outIndex, {m, n}) ||
             !onlyVars(A->index, {m, kk}) || !onlyVars(W->index, {n, kk})) {

@@ -54,7 +54,7 @@ Num scanNumber(std::string_view f, double &out, std::string &why) {
     if (f.empty()) why = "is empty";
     else if (rest == "nan" || rest == "inf" || rest == "infinity")
       why = "is not a number: NaN and infinity are not allowed";
-    else if (f[i] == '.') why = "is not a number: a leading digit is required";
+    else if (i < n && f[i] == '.') why = "is not a number: a leading digit is required";
     else why = "is not a number";
     return Num::NotNumber;
   }

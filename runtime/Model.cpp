@@ -145,6 +145,10 @@ double Model::lossAndGradient(const std::vector<double> &params, const double *i
     grads = std::move(r.grads);
     return r.loss;
   }
+  if (n <= 0) { // as the interpreter: no examples, loss and gradient 0 (the compiled code divides by n)
+    grads.assign(static_cast<size_t>(paramCount()), 0.0);
+    return 0.0;
+  }
   auto run = [&](auto zero) {
     using T = decltype(zero);
     const int64_t ni = inputCount(), nt = targetCount(), np = paramCount();

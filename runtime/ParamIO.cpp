@@ -27,8 +27,10 @@ std::string expectedShape(const Shape &s) {
 // param's array, 3 inside a row of a matrix. Anything deeper is refused before it is entered.
 class ParamReader final : public nlohmann::json_sax<Json> {
 public:
-  explicit ParamReader(const Program &p)
-      : flat(static_cast<size_t>(p.paramCount()), 0.0), program_(p), seen_(p.params.size()) {}
+  // `store` false: only validate (a text too short to hold every number cannot be complete, and
+  // the flat array of a huge program is not allocated for it).
+  ParamReader(const Program &p, bool store)
+      : flat(store ? static_cast<size_t>(p.paramCount()) : 0, 0.0), program_(p), seen_(p.params.size()) {}
 
   std::vector<double> flat;
   std::string error;       // content or syntax message, without the "FILE...: error: " prefix
@@ -114,12 +116,14 @@ private:
   }
   bool number(double v) {
     const Shape *s = cur_ ? &cur_->shape : nullptr;
-    if (depth_ == 1 && s->rank() == 0) flat[static_cast<size_t>(cur_->offset)] = v;
-    else if (depth_ == 2 && s->rank() == 1) {
-      if (count_[0] < (*s)[0]) flat[static_cast<size_t>(cur_->offset + count_[0])] = v;
+    const bool store = !flat.empty();
+    if (depth_ == 1 && s->rank() == 0) {
+      if (store) flat[static_cast<size_t>(cur_->offset)] = v;
+    } else if (depth_ == 2 && s->rank() == 1) {
+      if (store && count_[0] < (*s)[0]) flat[static_cast<size_t>(cur_->offset + count_[0])] = v;
       ++count_[0];
     } else if (depth_ == 3) {
-      if (row_ < (*s)[0] && count_[1] < (*s)[1])
+      if (store && row_ < (*s)[0] && count_[1] < (*s)[1])
         flat[static_cast<size_t>(cur_->offset + row_ * (*s)[1] + count_[1])] = v;
       ++count_[1];
     } else {
@@ -155,7 +159,8 @@ private:
 
 Expected<std::vector<double>> parseParams(std::string_view text, const std::string &fileName,
                                           const Program &program) {
-  ParamReader reader(program);
+  // Every number takes a byte at least: a shorter text cannot be complete.
+  ParamReader reader(program, static_cast<uint64_t>(program.paramCount()) <= text.size());
   bool ok = false;
   try {
     ok = Json::sax_parse(text.begin(), text.end(), &reader);
@@ -183,6 +188,8 @@ Expected<std::vector<double>> parseParams(std::string_view text, const std::stri
   if (nMissing)
     return Error{fmt::format("{}: error: missing param{} {}", fileName, nMissing > 1 ? "s" : "",
                              missing)};
+  if (static_cast<int64_t>(reader.flat.size()) != program.paramCount())
+    throw InternalError("parseParams: every param was read from a text shorter than their numbers");
   return std::move(reader.flat);
 }
 

@@ -7,6 +7,7 @@
 #include "JitSession.h"
 #include "Lexer.h"
 #include "Model.h"
+#include "Limits.h"
 #include "LowerToLoops.h"
 #include "ParamIO.h"
 #include "Parser.h"
@@ -168,6 +169,7 @@ int cmdEval(const std::string &file, const std::string &data, const std::string 
   const Program &p = m.program();
   requireLoss(p, "eval");
   Dataset ds = unwrap(loadCsv(data, p));
+  unwrap(checkMemory(m, "eval", Workload::Eval, ds.rows, ds.rows, threads));
   std::vector<double> P = paramsFor(p, params, seed);
   LossAndGradient r;
   r.loss = m.lossAndGradient(P, ds.inputs.data(), ds.targets.data(), ds.rows, r.grads, threads);
@@ -194,6 +196,11 @@ int cmdEval(const std::string &file, const std::string &data, const std::string 
 
 // Random inputs in [0.5, 1.5] and targets in [0, 1], from the seed, when no data is given.
 Dataset randomData(const Program &p, uint64_t seed, int64_t rows) {
+  constexpr int64_t kMaxScalars = int64_t(1) << 24;
+  if ((p.inputCount() + p.targetCount()) * rows > kMaxScalars)
+    fail(fmt::format("{}: error: one example has {} input and target scalars, too many for random "
+                     "test data; give a small data set with --data", p.source.name,
+                     p.inputCount() + p.targetCount()));
   Rng rng(seed ^ 0x5eedda7aull);
   Dataset ds;
   ds.rows = rows;
@@ -210,6 +217,7 @@ int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed
   const Program &p = m.program();
   requireLoss(p, "gradcheck");
   Dataset ds = data.empty() ? randomData(p, seed, 4) : unwrap(loadCsv(data, p));
+  unwrap(checkMemory(m, "gradcheck", Workload::Gradcheck, ds.rows, ds.rows, 1));
   std::vector<double> P = initParams(p, seed);
   std::vector<double> grads, scratch;
   double loss0 = m.lossAndGradient(P, ds.inputs.data(), ds.targets.data(), ds.rows, grads);
@@ -266,8 +274,10 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
   if (p.outputs.empty())
     fail(fmt::format("{}: error: 'predict' needs outputs, but the program declares none (add "
                      "'output NAME, ...')", p.source.name));
+  unwrap(checkMemory(m, "predict", Workload::Predict, 1, 1, 1));
   std::vector<double> P = unwrap(loadParams(paramsPath, p));
   Dataset ds = unwrap(loadCsv(data, p, /*targetsOptional=*/true));
+  unwrap(checkMemory(m, "predict", Workload::Predict, ds.rows, ds.rows, 1));
   DType dt = parseDType(dtype);
   std::vector<double> y = m.forward(P, ds.inputs.data(), ds.rows);
   const size_t width = static_cast<size_t>(p.outputCount());
@@ -323,7 +333,7 @@ void requireWritableDir(const std::string &path, const char *option) {
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   if (::access(dir.c_str(), W_OK | X_OK) != 0)
-    fail(fmt::format("{}: error: cannot write {} here: directory '{}': {}", path, option, dir,
+    fail(fmt::format("{}: error: cannot write the {} file: directory '{}': {}", path, option, dir,
                      std::strerror(errno)));
 }
 
@@ -346,6 +356,7 @@ int cmdTrain(const TrainCommand &c) {
   const Program &p = m.program();
   requireLoss(p, "train");
   Dataset ds = unwrap(loadCsv(c.data, p));
+  unwrap(checkMemory(m, "train", Workload::Train, ds.rows, c.batch, c.threads));
   std::vector<double> init = paramsFor(p, c.init, c.seed);
 
   const bool tty = ::isatty(::fileno(stderr)) != 0;
@@ -363,10 +374,11 @@ int cmdTrain(const TrainCommand &c) {
     std::fflush(stderr);
   };
   const RowSplit split = splitRows(ds.rows, o.validFraction, o.seed);
+  const int64_t batch = std::min<int64_t>(o.batch, std::max<int64_t>(1, static_cast<int64_t>(split.train.size())));
   std::fprintf(stderr, "training %s on %lld examples%s: %s, lr %g, batch %lld, %d epoch%s, seed %llu, "
                "%d thread%s, %s %s\n", c.file.c_str(), static_cast<long long>(split.train.size()),
                split.valid.empty() ? "" : fmt::format(" ({} held out)", split.valid.size()).c_str(),
-               optimizerName(*kind), o.optimizer.lr, static_cast<long long>(o.batch), o.epochs,
+               optimizerName(*kind), o.optimizer.lr, static_cast<long long>(batch), o.epochs,
                o.epochs == 1 ? "" : "s", static_cast<unsigned long long>(o.seed), o.threads,
                o.threads == 1 ? "" : "s", c.engine.c_str(), c.dtype.c_str());
   TrainResult r = unwrap(train(m, ds, init, o));
@@ -398,7 +410,7 @@ int cmdTrain(const TrainCommand &c) {
   }
   if (!c.plot.empty()) {
     std::string title = fmt::format("{}: {}, lr {:g}, batch {}", c.file, optimizerName(*kind),
-                                    o.optimizer.lr, o.batch);
+                                    o.optimizer.lr, batch);
     unwrap(writeFileAtomically(c.plot, plotTrainingSvg(r.history, title)));
     out += fmt::format("wrote the plot to {}\n", c.plot);
   }
@@ -444,12 +456,6 @@ int cmdEmitCpp(const std::string &file, const std::string &dir, const std::strin
     std::printf("wrote %s\n", path.c_str());
   }
   return 0;
-}
-
-int notYet(const std::string &command) {
-  fail(fmt::format("error: '{}' is not available yet in this build: it needs the JIT engine, "
-                   "which is being built", command));
-  return 1;
 }
 
 } // namespace

@@ -172,6 +172,24 @@ if [[ ${#sample_files[@]} -gt 0 ]]; then
   for f in "${sample_files[@]}"; do check_ok "$f" "$HERE/samples" samples; done
 fi
 
+# --- emit-cpp: the emitted C++ of the samples (tests/emit/run.sh compiles and checks it) ----------
+# samples/NAME.nn -> samples/NAME.nn.emit-cpp.{hpp,cpp,main.cpp}.expected (f32, with --main).
+for f in "${sample_files[@]}"; do
+  base=$(basename "$f")
+  rm -rf "$TMP/emit-cpp"
+  run "$(dirname "$f")" emit-cpp "$base" -o "$TMP/emit-cpp" --main
+  name="samples/$base [emit-cpp]"
+  if [[ $status -ne 0 || -s "$TMP/err" ]]; then
+    fail "$name" "nabla emit-cpp $base -o DIR --main exited $status; stderr:"
+    sed 's/^/  | /' "$TMP/err" | head -n 20
+    continue
+  fi
+  ns=$(sed -n 's|^wrote .*/\([A-Za-z0-9_]*\)\.hpp$|\1|p' "$TMP/out" | head -n 1)
+  compare "$name hpp" "$TMP/emit-cpp/$ns.hpp" "$HERE/samples/$base.emit-cpp.hpp.expected"
+  compare "$name cpp" "$TMP/emit-cpp/$ns.cpp" "$HERE/samples/$base.emit-cpp.cpp.expected"
+  compare "$name main" "$TMP/emit-cpp/${ns}_main.cpp" "$HERE/samples/$base.emit-cpp.main.cpp.expected"
+done
+
 # --- expectations that no test reads (a renamed or deleted program, a program that lost its loss)
 for e in "$HERE"/fail/*.expected "$HERE"/ok/*.expected "$HERE"/samples/*.expected; do
   [[ -n "${wanted[$e]:-}" ]] && continue

@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Command tests of `nabla train` (and of `predict` on what it saves).
+#
+#   bash tests/train/run.sh PATH/TO/nabla
+#
+# Bad options: exit 1 with a clear message. A fixed --seed and --threads: the same saved params,
+# byte for byte. `predict` with the saved params: the accuracy that `train` reported. An
+# interrupted save (the process killed by SIGXFSZ in the middle of writing, or the write failing
+# with EFBIG) leaves the old file intact. --log, --plot, --init, progress lines without a
+# terminal, the interpreter engine, and the samples' documented commands reaching their targets.
+set -u
+export LC_ALL=C
+
+if [[ $# -lt 1 || ! -x "$1" ]]; then
+  echo "usage: $0 PATH/TO/nabla" >&2
+  exit 2
+fi
+NABLA=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/nabla-train.XXXXXX")
+trap 'chmod -R u+w "$TMP" 2>/dev/null; rm -rf "$TMP"' EXIT
+cd "$ROOT"
+
+failures=0
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+pass() { echo "ok: $*"; }
+
+DIGITS=(samples/digits.nn --data samples/data/digits.csv)
+
+# --- bad options: exit 1, the message, nothing on stdout -----------------------------------------
+expect_error() { # DESCRIPTION EXPECTED-TEXT ARGS...
+  local what=$1 text=$2
+  shift 2
+  "$NABLA" train "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [[ $rc != 1 ]]; then
+    fail "$what: exit status $rc, expected 1 (stderr: $(head -c 300 "$TMP/err"))"
+  elif ! grep -qF -- "$text" "$TMP/err"; then
+    fail "$what: stderr lacks '$text': $(head -c 300 "$TMP/err")"
+  elif [[ -s "$TMP/out" ]]; then
+    fail "$what: wrote to stdout"
+  else
+    pass "$what"
+  fi
+}
+expect_error "negative epochs" "--epochs must be at least 1, got -3" "${DIGITS[@]}" --epochs -3
+expect_error "zero epochs" "--epochs must be at least 1, got 0" "${DIGITS[@]}" --epochs 0
+expect_error "batch 0" "--batch must be at least 1, got 0" "${DIGITS[@]}" --batch 0
+expect_error "lr 0" "--lr must be a positive number, got 0" "${DIGITS[@]}" --lr 0
+expect_error "negative lr" "--lr must be a positive number, got -0.5" "${DIGITS[@]}" --lr -0.5
+expect_error "valid 1" "--valid must be a fraction in [0, 1), got 1" "${DIGITS[@]}" --valid 1
+expect_error "negative valid" "--valid must be a fraction in [0, 1)" "${DIGITS[@]}" --valid -0.2
+expect_error "unknown optimizer" "unknown optimizer 'rmsprop' (expected sgd, momentum or adam)" "${DIGITS[@]}" --optimizer rmsprop
+expect_error "threads 0" "--threads must be between 1 and 1024, got 0" "${DIGITS[@]}" --threads 0
+expect_error "not a number" "--epochs" "${DIGITS[@]}" --epochs ten
+expect_error "columns that do not match the program" \
+  "samples/data/iris.csv:2: error: row has 5 fields; expected 74 (64 for input x[64], 10 for target t[10]) or 65" \
+  samples/digits.nn --data samples/data/iris.csv
+expect_error "missing data file" "nope.csv: error: cannot open" samples/digits.nn --data "$TMP/nope.csv"
+expect_error "no --data" "--data is required" samples/digits.nn
+expect_error "save into a missing directory" "cannot write the --save file: directory" "${DIGITS[@]}" --save "$TMP/no/such/dir/p.json"
+"$NABLA" train samples/iris.nn --data samples/data/iris.csv --epochs 1 --save "$TMP/iris.json" >/dev/null 2>&1
+expect_error "init params of another program" "error: param \"h.W\"" "${DIGITS[@]}" --init "$TMP/iris.json"
+expect_error "init params that are not JSON" "samples/data/xor.csv:1:1: error: " "${DIGITS[@]}" --init samples/data/xor.csv
+printf 'input x\ntarget t\nparam w = 1\noutput w\n' >"$TMP/noloss.nn"
+printf 'x,t\n1,2\n' >"$TMP/noloss.csv"
+expect_error "a program without a loss" "'train' needs a loss" "$TMP/noloss.nn" --data "$TMP/noloss.csv"
+expect_error "a split that leaves nothing" "leaving none to train on" samples/xor.nn --data samples/data/xor.csv --valid 0.9
+printf 'input x\ntarget t\nparam w = 1\nloss E = (w * x - t) ^ 2\n' >"$TMP/diverge.nn"
+printf 'x,t\n1,0\n2,0\n3,0\n4,0\n' >"$TMP/diverge.csv"
+expect_error "divergence names epoch and batch" "error: training stopped at epoch " "$TMP/diverge.nn" --data "$TMP/diverge.csv" --lr 1e30 --batch 1
+
+# --- reproducibility: fixed seed and threads, byte-for-byte the same params ----------------------
+for threads in 1 2; do
+  common=("${DIGITS[@]}" --epochs 3 --optimizer adam --lr 0.01 --seed 7 --valid 0.2 --threads "$threads")
+  "$NABLA" train "${common[@]}" --save "$TMP/a$threads.json" --log "$TMP/a$threads.csv" >/dev/null 2>&1 &&
+    "$NABLA" train "${common[@]}" --save "$TMP/b$threads.json" --log "$TMP/b$threads.csv" >/dev/null 2>&1 ||
+    fail "reproducibility run with --threads $threads failed"
+  if cmp -s "$TMP/a$threads.json" "$TMP/b$threads.json" &&
+     cmp -s <(cut -d, -f1-4 "$TMP/a$threads.csv") <(cut -d, -f1-4 "$TMP/b$threads.csv"); then
+    pass "--seed 7 --threads $threads: identical params and losses"
+  else
+    fail "--seed 7 --threads $threads: two runs differ"
+  fi
+done
+"$NABLA" train "${DIGITS[@]}" --epochs 3 --optimizer adam --lr 0.01 --seed 8 --valid 0.2 --save "$TMP/c.json" >/dev/null 2>&1
+if cmp -s "$TMP/a1.json" "$TMP/c.json"; then fail "another seed gave the same params"; else pass "another seed, other params"; fi
+
+# --- the saved params reproduce the reported accuracy --------------------------------------------
+"$NABLA" train "${DIGITS[@]}" --epochs 4 --optimizer adam --lr 0.01 --save "$TMP/p.json" >"$TMP/out" 2>/dev/null
+reported=$(grep -o 'training accuracy: [0-9.]*' "$TMP/out" | cut -d' ' -f3)
+"$NABLA" predict samples/digits.nn --params "$TMP/p.json" --data samples/data/digits.csv >"$TMP/pred" 2>"$TMP/err"
+predicted=$(grep -o '^accuracy: [0-9.]*' "$TMP/err" | cut -d' ' -f2)
+if [[ -n "$reported" && "$reported" == "$predicted" && $(wc -l <"$TMP/pred") == 1797 ]]; then
+  pass "predict with the saved params: accuracy $predicted, as train reported"
+else
+  fail "train reported accuracy '$reported', predict gives '$predicted'"
+fi
+for dtype in f64; do
+  "$NABLA" train "${DIGITS[@]}" --epochs 2 --dtype $dtype --save "$TMP/p64.json" >"$TMP/out" 2>/dev/null
+  reported=$(grep -o 'training accuracy: [0-9.]*' "$TMP/out" | cut -d' ' -f3)
+  predicted=$("$NABLA" predict samples/digits.nn --dtype $dtype --params "$TMP/p64.json" --data samples/data/digits.csv 2>&1 >/dev/null | grep -o '^accuracy: [0-9.]*' | cut -d' ' -f2)
+  [[ -n "$reported" && "$reported" == "$predicted" ]] && pass "--dtype $dtype: predict agrees ($predicted)" ||
+    fail "--dtype $dtype: train reported '$reported', predict gives '$predicted'"
+done
+
+# --- an interrupted save leaves the old file intact ----------------------------------------------
+cp "$TMP/p.json" "$TMP/old.json"
+cp "$TMP/p.json" "$TMP/backup.json"
+size=$(wc -c <"$TMP/old.json")
+# Killed by SIGXFSZ in the middle of writing the new params (8 KB of ~50 KB allowed).
+{ (ulimit -f 8; exec "$NABLA" train "${DIGITS[@]}" --epochs 1 --seed 3 --save "$TMP/old.json" >/dev/null 2>&1); } 2>/dev/null
+rc=$?
+if [[ $rc -gt 128 ]] && cmp -s "$TMP/old.json" "$TMP/backup.json"; then
+  pass "killed while saving (status $rc): the old file is intact ($size bytes)"
+else
+  fail "killed while saving: status $rc, old file $(cmp -s "$TMP/old.json" "$TMP/backup.json" && echo intact || echo CHANGED)"
+fi
+"$NABLA" predict samples/digits.nn --params "$TMP/old.json" --data samples/data/digits.csv >/dev/null 2>&1 &&
+  pass "the old file still loads" || fail "the old file no longer loads"
+# The write failing (EFBIG, the signal ignored): exit 1, a message, old file intact, no temp left.
+rm -f "$TMP"/old.json.tmp.*
+(trap '' XFSZ; ulimit -f 8; exec "$NABLA" train "${DIGITS[@]}" --epochs 1 --seed 3 --save "$TMP/old.json" >/dev/null 2>"$TMP/err")
+rc=$?
+if [[ $rc == 1 ]] && grep -q "old.json: error: cannot write: File too large" "$TMP/err" &&
+   cmp -s "$TMP/old.json" "$TMP/backup.json" && ! ls "$TMP"/old.json.tmp.* >/dev/null 2>&1; then
+  pass "a failed save: exit 1, '$(tail -1 "$TMP/err")', old file intact, no temp file"
+else
+  fail "a failed save: status $rc, stderr '$(cat "$TMP/err")'"
+fi
+if [[ $(id -u) != 0 ]]; then
+  mkdir "$TMP/ro" && cp "$TMP/backup.json" "$TMP/ro/p.json" && chmod a-w "$TMP/ro"
+  "$NABLA" train "${DIGITS[@]}" --epochs 1 --save "$TMP/ro/p.json" >/dev/null 2>&1
+  rc=$?
+  [[ $rc == 1 ]] && cmp -s "$TMP/ro/p.json" "$TMP/backup.json" && pass "read-only directory: exit 1, old file intact" ||
+    fail "read-only directory: status $rc"
+  chmod u+w "$TMP/ro"
+fi
+
+# --- progress without a terminal, --log, --plot --------------------------------------------------
+"$NABLA" train "${DIGITS[@]}" --epochs 5 --valid 0.2 --log "$TMP/log.csv" --plot "$TMP/plot.svg" >"$TMP/out" 2>"$TMP/err"
+if [[ $(grep -c '^epoch [1-5]/5  loss [0-9.]*  valid loss [0-9.]*  valid accuracy [0-9.]*%' "$TMP/err") == 5 ]] &&
+   ! grep -q $'\r' "$TMP/err"; then
+  pass "one plain progress line an epoch when stderr is not a terminal"
+else
+  fail "progress lines: $(cat "$TMP/err")"
+fi
+if grep -q '^held-out loss [0-9.]*, held-out accuracy: 0\.[0-9]\{4\} ([0-9]* of 359)$' "$TMP/out"; then
+  pass "the summary reports held-out accuracy"
+else
+  fail "summary: $(cat "$TMP/out")"
+fi
+if [[ $(head -1 "$TMP/log.csv") == "epoch,train_loss,valid_loss,valid_accuracy,seconds,elapsed_seconds,examples_per_second" &&
+      $(wc -l <"$TMP/log.csv") == 6 && $(tail -1 "$TMP/log.csv" | cut -d, -f1) == 5 ]]; then
+  pass "--log: a header and one row an epoch"
+else
+  fail "--log: $(cat "$TMP/log.csv")"
+fi
+last_acc=$(tail -1 "$TMP/log.csv" | cut -d, -f4)
+if grep -q '^<svg xmlns="http://www.w3.org/2000/svg"' "$TMP/plot.svg" && tail -1 "$TMP/plot.svg" | grep -q '^</svg>$' &&
+   grep -q '>validation loss</text>' "$TMP/plot.svg" && grep -q '>epoch</text>' "$TMP/plot.svg" &&
+   grep -q "$(awk -v a="$last_acc" 'BEGIN { printf "%.2f%%", 100 * a }')" "$TMP/plot.svg"; then
+  pass "--plot: an SVG with the curves, labels and the final accuracy"
+else
+  fail "--plot: $(head -c 400 "$TMP/plot.svg")"
+fi
+
+# --- --init: a warm start from saved params ------------------------------------------------------
+"$NABLA" train "${DIGITS[@]}" --epochs 1 --optimizer adam --lr 0.01 >/dev/null 2>"$TMP/cold"
+"$NABLA" train "${DIGITS[@]}" --epochs 1 --optimizer adam --lr 0.01 --init "$TMP/p.json" >/dev/null 2>"$TMP/warm"
+cold=$(grep -o '^epoch 1/1  loss [0-9.]*' "$TMP/cold" | awk '{print $4}')
+warm=$(grep -o '^epoch 1/1  loss [0-9.]*' "$TMP/warm" | awk '{print $4}')
+if [[ -n "$cold" && -n "$warm" ]] && awk -v c="$cold" -v w="$warm" 'BEGIN { exit !(w < c / 2) }'; then
+  pass "--init: the first epoch starts from the saved params (loss $warm against $cold)"
+else
+  fail "--init: warm loss '$warm', cold '$cold'"
+fi
+
+# --- the interpreter engine ----------------------------------------------------------------------
+"$NABLA" train samples/xor.nn --data samples/data/xor.csv --engine interp --optimizer adam --lr 0.1 --epochs 200 >"$TMP/out" 2>/dev/null &&
+  grep -q 'training accuracy: 1.0000' "$TMP/out" && pass "--engine interp trains xor" || fail "--engine interp: $(cat "$TMP/out")"
+
+# --- the samples' documented commands (samples/README.md) reach their targets --------------------
+check_sample() { # NAME WHICH MINIMUM ARGS...
+  local name=$1 which=$2 min=$3
+  shift 3
+  "$NABLA" train "$@" >"$TMP/out" 2>/dev/null
+  local acc
+  acc=$(grep -o "$which accuracy: [0-9.]*" "$TMP/out" | awk '{print $3}')
+  if [[ -n "$acc" ]] && awk -v a="$acc" -v m="$min" 'BEGIN { exit !(a >= m) }'; then
+    pass "$name: $which accuracy $acc >= $min"
+  else
+    fail "$name: $which accuracy '$acc' < $min: $(cat "$TMP/out")"
+  fi
+}
+check_sample digits held-out 0.96 "${DIGITS[@]}" --valid 0.2 --optimizer adam --lr 0.01 --epochs 15
+check_sample iris held-out 0.95 samples/iris.nn --data samples/data/iris.csv --valid 0.2 --optimizer adam --lr 0.01 --epochs 100 --batch 16
+check_sample xor training 1.0 samples/xor.nn --data samples/data/xor.csv --optimizer adam --lr 0.1 --epochs 200
+
+if [[ $failures -gt 0 ]]; then
+  echo "train: $failures failure(s)" >&2
+  exit 1
+fi
+echo "train: all passed"

@@ -1,0 +1,1296 @@
+// Tests of the Loop IR lowering, the LLVM backend and the JIT session, against the interpreter
+// (the oracle), through the library API (Model):
+//   - random well-formed .nn programs from a seed: DAGs over every op and form of the language
+//     (the generator records which forms it produced, and the test fails when one is missing);
+//     JIT and interpreter agree on loss, gradient and forward outputs in f64 (1e-12 relative)
+//     and f32 (1e-4) at batch sizes 1, 2, 3, 7, 64 and 1000;
+//   - every sample and every golden ok/ program, at batch sizes 1, 3 and 64;
+//   - every function at -O0 and -O3;
+//   - threads: 1, 2 and 3 agree, and one thread count gives bit-identical results twice;
+//   - workspaceSize(n) is sane, and the raw entry points neither write outside the workspace,
+//     outputs and grads they are given, nor read workspace they have not written;
+//   - large arguments to the numerically stable functions; a batch of no examples; matrix
+//     products of sizes around the backend's register tiles and reduction chunks.
+// A failure prints the program's source. To explore more programs:
+//   NABLA_FUZZ_SEED=123 NABLA_FUZZ_COUNT=500 nabla_tests "[jit-fuzz]"
+#include <catch2/catch.hpp>
+
+#include "Model.h"
+#include "Random.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+using namespace nabla;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Comparison: max |a - b| <= tol * max |b| over an array (b is the reference). Positions where
+// both are NaN, or both the same infinity, count as equal and are left out of the maxima.
+// One exception, for gradients only: an array that is numerically zero (max |b| <= 1e-6 * scale,
+// `scale` the largest |value| of the loss and the whole gradient) passes when max |a - b| <=
+// zeroTol * scale. Such an array is mathematically zero (the gradient of a sum of softmax rows,
+// which is 1) and holds rounding noise in both engines, which no relative tolerance can compare.
+std::string compareArrays(const double *a, const double *b, size_t count, double tol, const std::string &what,
+                          double scale = 0, double zeroTol = 0) {
+  double maxDiff = 0, maxRef = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < count; ++i) {
+    if (std::isnan(a[i]) && std::isnan(b[i])) continue;
+    if (std::isinf(a[i]) && a[i] == b[i]) continue;
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i]))
+      return fmt::format("{}[{}]: {} vs reference {}", what, i, a[i], b[i]);
+    maxRef = std::max(maxRef, std::abs(b[i]));
+    double d = std::abs(a[i] - b[i]);
+    if (d > maxDiff) {
+      maxDiff = d;
+      worst = i;
+    }
+  }
+  if (maxDiff <= tol * maxRef) return "";
+  if (maxRef <= 1e-6 * scale && maxDiff <= zeroTol * scale) return "";
+  return fmt::format("{}: max |a - b| = {:.3e} > {:.0e} * max |b| = {:.3e} (relative {:.3e}); worst at [{}]: "
+                     "{:.17g} vs reference {:.17g}",
+                     what, maxDiff, tol, tol * maxRef, maxRef > 0 ? maxDiff / maxRef : INFINITY, worst,
+                     a[worst], b[worst]);
+}
+
+std::string compareArrays(const std::vector<double> &a, const std::vector<double> &b, double tol,
+                          const std::string &what) {
+  if (a.size() != b.size()) return fmt::format("{}: {} values vs {} in the reference", what, a.size(), b.size());
+  return compareArrays(a.data(), b.data(), a.size(), tol, what);
+}
+
+// Random data: inputs in [0.5, 1.5], targets in [0, 1].
+struct Batch {
+  std::vector<double> inputs, targets;
+};
+Batch randomBatch(const Model &m, int64_t n, uint64_t seed) {
+  Rng rng(seed);
+  Batch b;
+  b.inputs.resize(static_cast<size_t>(n * m.inputCount()));
+  b.targets.resize(static_cast<size_t>(n * m.targetCount()));
+  for (double &x : b.inputs) x = rng.uniform(0.5, 1.5);
+  for (double &t : b.targets) t = rng.uniform();
+  return b;
+}
+
+Model compileOrFail(const std::string &src, const std::string &name, DType dtype, Engine engine, int opt = 2) {
+  CompileOptions o;
+  o.dtype = dtype;
+  o.engine = engine;
+  o.optLevel = opt;
+  auto m = Model::compileString(src, name, o);
+  if (!m) throw std::runtime_error("compiling " + name + " failed:\n" + m.error().message);
+  return std::move(*m);
+}
+
+const char *dtypeName(DType d) { return d == DType::F64 ? "f64" : "f32"; }
+
+// Compares model `a` with reference `b` (same source) on one random batch: the loss, the gradient
+// of every param, and every forward output (over the batch). Returns every mismatch, one a line.
+// With `finite`, a reference value that is NaN or infinite is a failure too (the generated
+// programs keep every function on its domain, so a comparison never degenerates to NaN = NaN).
+std::string compareModels(const Model &a, const Model &b, int64_t n, uint64_t seed, double tol, bool finite) {
+  std::string problems;
+  auto note = [&](const std::string &s) {
+    if (!s.empty()) problems += s + "\n";
+  };
+  auto checkFinite = [&](const std::vector<double> &v, const char *what) {
+    if (finite && !std::all_of(v.begin(), v.end(), [](double x) { return std::isfinite(x); }))
+      note(fmt::format("the reference {} is not finite everywhere", what));
+  };
+  std::vector<double> params = b.initParams(seed);
+  Batch data = randomBatch(b, n, seed + 1);
+  if (b.hasLoss()) {
+    std::vector<double> ga, gb;
+    double la = a.lossAndGradient(params, data.inputs.data(), data.targets.data(), n, ga);
+    double lb = b.lossAndGradient(params, data.inputs.data(), data.targets.data(), n, gb);
+    checkFinite({lb}, "loss");
+    checkFinite(gb, "gradient");
+    note(compareArrays(&la, &lb, 1, tol, "loss"));
+    double scale = std::abs(lb);
+    for (double g : gb) scale = std::max(scale, std::abs(g));
+    const double zeroTol = 100 * (b.dtype() == DType::F64 ? 0x1p-52 : 0x1p-23);
+    if (ga.size() != gb.size()) note("gradient sizes differ");
+    else
+      for (const TensorInfo &p : b.params())
+        note(compareArrays(ga.data() + p.offset, gb.data() + p.offset, static_cast<size_t>(p.shape.numel()), tol,
+                           "d/d" + p.name, scale, zeroTol));
+  }
+  std::vector<double> ya = a.forward(params, data.inputs.data(), n);
+  std::vector<double> yb = b.forward(params, data.inputs.data(), n);
+  checkFinite(yb, "output");
+  if (ya.size() != yb.size() || static_cast<int64_t>(yb.size()) != n * b.outputCount()) {
+    note(fmt::format("forward: {} values vs {} in the reference", ya.size(), yb.size()));
+  } else {
+    // Output by output, over the whole batch.
+    const int64_t stride = b.outputCount();
+    for (const TensorInfo &o : b.outputs()) {
+      std::vector<double> va, vb;
+      for (int64_t e = 0; e < n; ++e)
+        for (int64_t j = 0; j < o.shape.numel(); ++j) {
+          va.push_back(ya[static_cast<size_t>(e * stride + o.offset + j)]);
+          vb.push_back(yb[static_cast<size_t>(e * stride + o.offset + j)]);
+        }
+      note(compareArrays(va, vb, tol, "output " + o.name));
+    }
+  }
+  return problems;
+}
+
+// JIT against the interpreter, in f64 (1e-12) and f32 (1e-4), at each batch size.
+void checkJitAgainstInterp(const std::string &src, const std::string &name, const std::vector<int64_t> &sizes,
+                           uint64_t seed, bool finite) {
+  for (DType dt : {DType::F64, DType::F32}) {
+    INFO(name << " in " << dtypeName(dt) << ", seed " << seed << "; the program:\n" << src);
+    try {
+      Model jit = compileOrFail(src, name, dt, Engine::Jit);
+      Model interp = compileOrFail(src, name, dt, Engine::Interp);
+      for (int64_t n : sizes) {
+        INFO("batch " << n);
+        std::string problems = compareModels(jit, interp, n, seed + static_cast<uint64_t>(n), dt == DType::F64 ? 1e-12 : 1e-4, finite);
+        INFO(problems);
+        CHECK(problems.empty());
+      }
+    } catch (const std::exception &e) { // one program's failure does not hide the others'
+      FAIL_CHECK("exception: " << e.what());
+    }
+  }
+}
+
+std::string readText(const std::filesystem::path &p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+uint64_t envOr(const char *name, uint64_t fallback) {
+  const char *v = std::getenv(name);
+  return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The program generator. A program is a DAG of named values over inputs, targets and params that
+// are declared on demand; operands come from earlier values (the recent ones preferred, so values
+// are shared by several consumers) or from fresh declarations. A heuristic bound on |x| and a
+// lower bound for positive values keep every function on its domain and the numbers moderate:
+// an operand that is too large is squashed (tanh, logistic, scaling), one that must be positive
+// is made so (softplus(.) + 0.1, exp(.), ...). Every form it emits is recorded in `features`.
+
+using Dims = std::vector<int64_t>;
+
+struct Val {
+  std::string text;   // a name, a call or a parenthesized expression
+  Dims shape;
+  double mag = 1;     // |x| <= mag (heuristic)
+  double lo = 0;      // when > 0: x >= lo
+  double hi = 1e300;  // x <= hi
+  bool logistic = false; // the value is logistic(z) (bce's stable form applies)
+  bool softmax = false;  // the value is softmax(z) (cross_entropy's stable form applies)
+  bool named = false;    // a statement's value (counts towards the loss when unused)
+  bool leaf = false;     // an input, target or param
+  bool fromTarget = false; // computed from a target (cannot be an output)
+  int uses = 0;
+};
+
+std::string dimsText(const Dims &d) {
+  if (d.empty()) return "";
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+int64_t numel(const Dims &d) {
+  int64_t n = 1;
+  for (auto x : d) n *= x;
+  return n;
+}
+
+bool broadcastDims(const Dims &a, const Dims &b, Dims &out) {
+  Shape s;
+  if (!broadcastShapes(Shape(a), Shape(b), s)) return false;
+  out = s.dims;
+  return true;
+}
+
+class Generator {
+public:
+  Generator(uint64_t seed, bool small, std::set<std::string> &features) : rng_(seed), small_(small), features_(features) {
+    dims_ = small ? Dims{2, 3} : Dims{2, 3, 4, 5};
+  }
+
+  std::string run() {
+    // A few declarations up front (the rest appear on demand).
+    int nIn = 1 + pick(2);
+    for (int i = 0; i < nIn; ++i) pool_.push_back(newInput(randomShape()));
+    if (chance(0.6)) pool_.push_back(newParam(randomShape(), false));
+    int statements = small_ ? 3 + pick(3) : 5 + pick(9);
+    for (int i = 0; i < statements; ++i) statement();
+    // Outputs: a few values, sometimes an input or a param; sometimes none.
+    std::vector<std::string> outs;
+    if (!chance(0.08)) {
+      int k = 1 + pick(3);
+      for (int i = 0; i < k; ++i) {
+        const Val &v = pool_[static_cast<size_t>(chance(0.8) ? pickRecent(pool_.size()) : pick(static_cast<int>(pool_.size())))];
+        if (!v.fromTarget && std::find(outs.begin(), outs.end(), v.text) == outs.end()) outs.push_back(v.text);
+      }
+      if (std::any_of(outs.begin(), outs.end(), [&](auto &o) { return isLeafName(o); })) feature("output of a leaf");
+    }
+    // The loss: every value that nothing consumed, reduced to a scalar, summed.
+    std::vector<std::string> terms;
+    for (Val &v : pool_)
+      if (v.named && v.uses == 0) terms.push_back(lossTerm(v));
+    if (terms.empty()) terms.push_back(lossTerm(pool_.back()));
+    std::string loss;
+    for (size_t i = 0; i < terms.size(); ++i) loss += (i ? " + " : "") + terms[i];
+    for (const Val &v : pool_)
+      if (v.named && v.uses >= 2) feature("shared value");
+
+    std::string src = fmt::format("# generated program, seed-driven ({} statements)\n", statements);
+    for (auto &d : decls_) src += d + "\n";
+    for (auto &s : body_) src += s + "\n";
+    if (!outs.empty()) {
+      src += "output ";
+      for (size_t i = 0; i < outs.size(); ++i) src += (i ? ", " : "") + outs[i];
+      src += "\n";
+    }
+    src += "loss E = " + loss + "\n";
+    return src;
+  }
+
+private:
+  // --- randomness ----------------------------------------------------------------------------
+  int pick(int n) { return static_cast<int>(rng_.next() % static_cast<uint64_t>(n)); }
+  bool chance(double p) { return rng_.uniform() < p; }
+  int64_t dim() { return dims_[static_cast<size_t>(pick(static_cast<int>(dims_.size())))]; }
+  // Recent entries are likelier: half the time one of the last three.
+  int pickRecent(size_t size) {
+    int s = static_cast<int>(size);
+    if (chance(0.5)) return std::max(0, s - 1 - pick(3));
+    return pick(s);
+  }
+  Dims randomShape() {
+    switch (pick(6)) {
+    case 0: return {};
+    case 1:
+    case 2: return {dim()};
+    case 3: return {dim(), dim()};
+    case 4: return {dim(), 1};
+    default: return {1, dim()};
+    }
+  }
+  void feature(const std::string &f) { features_.insert(f); }
+  std::string fresh(const char *prefix) { return prefix + std::to_string(id_++); }
+  bool isLeafName(const std::string &s) {
+    return std::any_of(pool_.begin(), pool_.end(), [&](const Val &v) { return v.leaf && v.text == s; });
+  }
+
+  // --- declarations --------------------------------------------------------------------------
+  Val newInput(const Dims &s) {
+    Val v;
+    v.text = fresh("x");
+    v.shape = s;
+    v.mag = 1.5;
+    v.lo = 0.5;
+    v.hi = 1.5;
+    v.leaf = true;
+    decls_.push_back("input " + v.text + dimsText(s));
+    if (s.empty()) feature("scalar input");
+    if (s.size() == 2) feature("rank-2 input");
+    return v;
+  }
+  Val newTarget(const Dims &s) {
+    Val v;
+    v.text = fresh("t");
+    v.shape = s;
+    v.mag = 1;
+    v.hi = 1;
+    v.leaf = true;
+    decls_.push_back("target " + v.text + dimsText(s));
+    return v;
+  }
+  Val newParam(const Dims &s, bool positive) {
+    Val v;
+    v.text = fresh("w");
+    v.shape = s;
+    v.leaf = true;
+    std::string init;
+    int choice = positive ? 0 : pick(s.size() == 2 ? 8 : 6);
+    switch (choice) {
+    case 0: init = " ~ uniform(0.5, 1.5)"; v.mag = 1.5; v.lo = 0.5; v.hi = 1.5; feature("init uniform"); break;
+    case 1: init = " ~ normal(0, 0.5)"; v.mag = 2; feature("init normal"); break;
+    case 2: init = " ~ uniform(-1, 1)"; v.mag = 1; feature("init uniform"); break;
+    case 3: init = " = 0.25"; v.mag = 0.25; v.lo = 0.25; v.hi = 0.25; feature("init constant"); break;
+    case 4: init = " ~ normal(-0.5, 2e-1)"; v.mag = 1.5; feature("init normal"); break;
+    case 5:
+      init = "";
+      v.mag = s.size() == 2 ? 1.3 : 0.01; // glorot, or 0
+      feature("init default");
+      break;
+    case 6: init = " ~ glorot"; v.mag = 1.3; feature("init glorot"); break;
+    default: init = " = -1.5"; v.mag = 1.5; feature("init constant"); break;
+    }
+    decls_.push_back("param " + v.text + dimsText(s) + init);
+    return v;
+  }
+
+  // --- operands --------------------------------------------------------------------------------
+  // An operand satisfying `ok`: an existing value (recent ones likelier) or, when none fits or
+  // now and then, `make()`.
+  Val operand(const std::function<bool(const Val &)> &ok, const std::function<Val()> &make) {
+    std::vector<size_t> fit;
+    for (size_t i = 0; i < pool_.size(); ++i)
+      if (ok(pool_[i])) fit.push_back(i);
+    if (fit.empty() || chance(0.15)) {
+      Val v = make();
+      pool_.push_back(v);
+      return use(pool_.size() - 1);
+    }
+    return use(fit[static_cast<size_t>(pickRecent(fit.size()))]);
+  }
+  Val use(size_t i) {
+    ++pool_[i].uses;
+    return pool_[i];
+  }
+  Val freshLeaf(const Dims &s, bool positive = false) {
+    return chance(positive ? 0.5 : 0.4) ? newInput(s) : newParam(s, positive);
+  }
+  Val withShape(const Dims &s) {
+    return operand([&](const Val &v) { return v.shape == s; }, [&] { return freshLeaf(s); });
+  }
+  Val any() {
+    return operand([](const Val &) { return true; }, [&] { return freshLeaf(randomShape()); });
+  }
+  Val target(const Dims &s) {
+    // Targets are consumed by the losses only, so they live apart from the pool.
+    for (size_t i = 0; i < targets_.size(); ++i)
+      if (targets_[i].shape == s && chance(0.7)) return targets_[i];
+    targets_.push_back(newTarget(s));
+    return targets_.back();
+  }
+
+  // Inline wrappers (always one call or one parenthesized expression).
+  static Val wrap(const Val &in, std::string text, double mag, double lo, double hi) {
+    Val v = in;
+    v.text = std::move(text);
+    v.mag = mag;
+    v.lo = lo;
+    v.hi = hi;
+    v.logistic = v.softmax = v.named = v.leaf = false;
+    return v;
+  }
+  // |x| <= limit.
+  Val bounded(const Val &v, double limit) {
+    if (v.mag <= limit) return v;
+    switch (pick(3)) {
+    case 0: return wrap(v, "tanh(" + v.text + ")", 1, 0, 1);
+    case 1: {
+      Val r = wrap(v, "logistic(" + v.text + ")", 1, 1 / (1 + std::exp(v.mag)), 1);
+      return r;
+    }
+    default: {
+      double k = std::ceil(v.mag / limit);
+      return wrap(v, fmt::format("({} / {})", v.text, k), v.mag / k, v.lo / k, v.hi / k);
+    }
+    }
+  }
+  // x >= minLo (and moderate).
+  Val positive(const Val &v, double minLo) {
+    if (v.lo >= minLo) return v;
+    Val b = bounded(v, 4);
+    switch (pick(4)) {
+    case 0: return wrap(b, "(softplus(" + b.text + ") + 0.1)", b.mag + 0.8, 0.1 + std::log1p(std::exp(-b.mag)), b.mag + 0.8);
+    case 1: return wrap(b, "exp(" + b.text + ")", std::exp(b.mag), std::exp(-b.mag), std::exp(b.mag));
+    case 2: return wrap(b, "(logistic(" + b.text + ") + 0.2)", 1.2, 0.2, 1.2);
+    default: return wrap(b, "(" + b.text + " ^ 2 + 0.5)", b.mag * b.mag + 0.5, 0.5, b.mag * b.mag + 0.5);
+    }
+  }
+  // The rows of a softmax sum to 1: its sum has a gradient that is mathematically zero and
+  // numerically rounding noise, which no relative tolerance can compare. Squared, it is not.
+  Val notConstantSum(const Val &v) {
+    if (!v.softmax) return v;
+    feature("sum of a squared softmax");
+    return wrap(v, "(" + v.text + " ^ 2)", 1, v.lo * v.lo, 1);
+  }
+  // 0 < x < 1 away from both ends: bce's probabilities other than logistic(z) and softmax(z).
+  Val probability(const Val &v, bool expSoftplus) {
+    Val b = bounded(v, 2);
+    if (expSoftplus) {
+      feature("bce of exp(-softplus)");
+      return wrap(b, "exp(-softplus(" + b.text + "))", 1, 0.05, 0.9);
+    }
+    feature("bce of scaled logistic");
+    return wrap(b, "(0.5 * logistic(" + b.text + ") + 0.25)", 0.75, 0.25, 0.75);
+  }
+
+  // --- statements --------------------------------------------------------------------------------
+  void define(Val v, const std::string &rhs) { defineAs(fresh("v"), std::move(v), rhs); }
+  void defineAs(const std::string &name, Val v, const std::string &rhs) {
+    v.text = name;
+    v.named = true;
+    v.leaf = false;
+    v.uses = 0;
+    v.fromTarget = mentionsTarget(rhs);
+    body_.push_back(name + " = " + rhs);
+    pool_.push_back(v);
+  }
+  // Whether an expression reads a target, directly or through a value (outputs must not).
+  bool mentionsTarget(const std::string &rhs) const {
+    for (size_t i = 0; i < rhs.size();) {
+      if (!std::isalpha(static_cast<unsigned char>(rhs[i])) && rhs[i] != '_') {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      while (j < rhs.size() && (std::isalnum(static_cast<unsigned char>(rhs[j])) || rhs[j] == '_' || rhs[j] == '.')) ++j;
+      std::string word = rhs.substr(i, j - i);
+      for (const Val &t : targets_)
+        if (t.text == word) return true;
+      for (const Val &v : pool_)
+        if (v.text == word && v.fromTarget) return true;
+      i = j;
+    }
+    return false;
+  }
+
+  void statement() {
+    switch (pick(14)) {
+    case 0:
+    case 1: return unaryFunction();
+    case 2: return power();
+    case 3:
+    case 4: return binary();
+    case 5: return matmul();
+    case 6:
+    case 7: return reduction();
+    case 8: return softmaxLike();
+    case 9: return transposeOrDot();
+    case 10: return dense();
+    case 11:
+    case 12: return lossFunction();
+    default: return sharedDense();
+    }
+  }
+
+  void unaryFunction() {
+    static const char *fns[] = {"logistic", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "abs", "neg"};
+    std::string f = fns[pick(10)];
+    feature("fn " + f);
+    Val a = any();
+    if (f == "logistic" || f == "sigmoid") {
+      Val r = wrap(a, "", 1, 1 / (1 + std::exp(a.mag)), 1 / (1 + std::exp(-a.mag)));
+      r.logistic = true;
+      return define(r, f + "(" + a.text + ")");
+    }
+    if (f == "tanh") return define(wrap(a, "", std::min(1.0, a.mag), 0, 1), "tanh(" + a.text + ")");
+    if (f == "relu") return define(wrap(a, "", a.mag, 0, a.mag), "relu(" + a.text + ")");
+    if (f == "softplus") {
+      double lo = std::log1p(std::exp(-a.mag));
+      return define(wrap(a, "", a.mag + 0.7, lo, a.mag + 0.7), "softplus(" + a.text + ")");
+    }
+    if (f == "abs") return define(wrap(a, "", a.mag, a.lo, a.mag), "abs(" + a.text + ")");
+    if (f == "neg") return define(wrap(a, "", a.mag, 0, a.mag), "-" + a.text);
+    if (f == "exp") {
+      Val b = bounded(a, 3);
+      return define(wrap(b, "", std::exp(b.mag), std::exp(-b.mag), std::exp(b.mag)), "exp(" + b.text + ")");
+    }
+    Val p = positive(a, f == "log" ? 0.05 : 0.01);
+    if (f == "log") {
+      double mag = std::max(std::abs(std::log(p.lo)), std::abs(std::log(std::max(p.mag, 1.0))));
+      return define(wrap(p, "", mag, 0, mag), "log(" + p.text + ")");
+    }
+    return define(wrap(p, "", std::sqrt(p.mag), std::sqrt(p.lo), std::sqrt(p.mag)), "sqrt(" + p.text + ")");
+  }
+
+  void power() {
+    static const char *exps[] = {"2", "3", "0.5", "-1"};
+    std::string e = exps[pick(4)];
+    feature("pow " + e);
+    Val a = any();
+    if (e == "2") {
+      Val b = bounded(a, 4);
+      return define(wrap(b, "", b.mag * b.mag, b.lo * b.lo, b.mag * b.mag), b.text + " ^ 2");
+    }
+    if (e == "3") {
+      Val b = bounded(a, 2.5);
+      double m = b.mag * b.mag * b.mag;
+      return define(wrap(b, "", m, b.lo * b.lo * b.lo, m), b.text + " ^ 3");
+    }
+    if (e == "0.5") {
+      Val p = positive(a, 0.01);
+      return define(wrap(p, "", std::sqrt(p.mag), std::sqrt(p.lo), std::sqrt(p.mag)), p.text + " ^ 0.5");
+    }
+    Val p = positive(a, 0.2);
+    return define(wrap(p, "", 1 / p.lo, 1 / p.mag, 1 / p.lo), p.text + " ^ -1");
+  }
+
+  // The shapes that broadcast with `s` (to a rank <= 2 result).
+  void noteBroadcast(const Dims &a, const Dims &b) {
+    if (a == b) return feature("broadcast: same shape");
+    if (a.empty() || b.empty()) return feature("broadcast: scalar");
+    auto kind = [](const Dims &d) {
+      if (d.size() == 1) return std::string("v");
+      if (d[0] == 1 && d[1] != 1) return std::string("row");
+      if (d[1] == 1 && d[0] != 1) return std::string("col");
+      return std::string("mat");
+    };
+    std::string ka = kind(a), kb = kind(b);
+    if (ka > kb) std::swap(ka, kb);
+    feature("broadcast: " + ka + " with " + kb);
+  }
+
+  void binary() {
+    static const char ops[] = {'+', '-', '*', '/'};
+    char op = ops[pick(4)];
+    feature(std::string("binary ") + op);
+    Val a, b;
+    if (chance(0.5)) {
+      // One of the broadcasting forms, by name: [m,n] with [], [n], [m,1] or [1,n]; [m,1] with
+      // [1,n] or [n].
+      int64_t m = dim(), n = dim();
+      while (n == m) n = dim();
+      Dims sa, sb;
+      switch (pick(6)) {
+      case 0: sa = {m, n}; sb = {}; break;
+      case 1: sa = {m, n}; sb = {n}; break;
+      case 2: sa = {m, n}; sb = {m, 1}; break;
+      case 3: sa = {m, n}; sb = {1, n}; break;
+      case 4: sa = {m, 1}; sb = {1, n}; break;
+      default: sa = {m, 1}; sb = {n}; break;
+      }
+      a = withShape(sa);
+      b = withShape(sb);
+    } else if (chance(0.2)) {
+      // A literal operand.
+      a = any();
+      static const char *lits[] = {"2", "0.5", "1e-1", "3"};
+      std::string lit = lits[pick(4)];
+      double v = std::stod(lit);
+      b = wrap(a, lit, v, v, v);
+      b.shape = {};
+      feature("binary with a literal");
+    } else {
+      // Any two values of compatible shapes.
+      a = any();
+      Dims as = a.shape;
+      b = operand([&](const Val &v) { Dims o; return !chance(0.25) && broadcastDims(as, v.shape, o); },
+                  [&] {
+                    // A fresh leaf of a compatible shape.
+                    std::vector<Dims> options{{}, as};
+                    if (as.size() == 1) options.insert(options.end(), {Dims{dim(), as[0]}, Dims{1, as[0]}, Dims{as[0], 1}});
+                    if (as.size() == 2) {
+                      options.push_back({as[1]});
+                      options.push_back({as[0], 1});
+                      options.push_back({1, as[1]});
+                    }
+                    if (as.empty()) options.push_back(randomShape());
+                    return freshLeaf(options[static_cast<size_t>(pick(static_cast<int>(options.size())))]);
+                  });
+    }
+    if (chance(0.5) && b.text != a.text) std::swap(a, b); // literal or not, either side
+    Dims out;
+    broadcastDims(a.shape, b.shape, out);
+    noteBroadcast(a.shape, b.shape);
+    Val r = wrap(a, "", 1, 0, 1);
+    r.shape = out;
+    std::string rhs;
+    switch (op) {
+    case '+':
+    case '-':
+      r.mag = a.mag + b.mag;
+      r.hi = r.mag;
+      if (op == '+' && a.lo > 0 && b.lo > 0) r.lo = a.lo + b.lo;
+      rhs = a.text + " " + op + " " + b.text;
+      break;
+    case '*': {
+      if (a.mag * b.mag > 30) a = bounded(a, 3);
+      if (a.mag * b.mag > 30) b = bounded(b, 3);
+      r.mag = r.hi = a.mag * b.mag;
+      if (a.lo > 0 && b.lo > 0) r.lo = a.lo * b.lo;
+      rhs = a.text + " * " + b.text;
+      break;
+    }
+    default: {
+      b = positive(b, 0.2);
+      if (a.mag / b.lo > 30) a = bounded(a, 3);
+      r.mag = r.hi = a.mag / b.lo;
+      if (a.lo > 0) r.lo = a.lo / b.mag;
+      rhs = a.text + " / " + b.text;
+      break;
+    }
+    }
+    define(r, rhs);
+  }
+
+  // All four forms of @, the matrix operands sometimes transposed inline.
+  void matmul() {
+    int form = pick(4);
+    Val a, b;
+    int64_t inner = 0;
+    Dims out;
+    auto matrix = [&](const Dims &want) -> Val {
+      // An existing [r, c] value, or transpose() of an existing [c, r] one, or a fresh leaf.
+      if (want[0] != want[1] && chance(0.4)) {
+        Val t = withShape({want[1], want[0]});
+        feature("transpose inline");
+        Val r = wrap(t, "transpose(" + t.text + ")", t.mag, t.lo, t.hi);
+        r.shape = want;
+        return r;
+      }
+      return withShape(want);
+    };
+    switch (form) {
+    case 0: { // [m,n] @ [n,p]
+      feature("matmul [m,n]@[n,p]");
+      a = operand([](const Val &v) { return v.shape.size() == 2; }, [&] { return freshLeaf({dim(), dim()}); });
+      inner = a.shape[1];
+      Dims want{inner, dim()};
+      b = matrix(want);
+      b.shape = want;
+      out = {a.shape[0], want[1]};
+      break;
+    }
+    case 1: { // [m,n] @ [n]
+      feature("matmul [m,n]@[n]");
+      b = operand([](const Val &v) { return v.shape.size() == 1; }, [&] { return freshLeaf({dim()}); });
+      inner = b.shape[0];
+      Dims want{dim(), inner};
+      a = matrix(want);
+      a.shape = want;
+      out = {want[0]};
+      break;
+    }
+    case 2: { // [n] @ [n,p]
+      feature("matmul [n]@[n,p]");
+      a = operand([](const Val &v) { return v.shape.size() == 1; }, [&] { return freshLeaf({dim()}); });
+      inner = a.shape[0];
+      Dims want{inner, dim()};
+      b = matrix(want);
+      b.shape = want;
+      out = {want[1]};
+      break;
+    }
+    default: { // [n] @ [n]
+      feature("matmul [n]@[n]");
+      a = operand([](const Val &v) { return v.shape.size() == 1; }, [&] { return freshLeaf({dim()}); });
+      inner = a.shape[0];
+      b = withShape({inner});
+      out = {};
+      break;
+    }
+    }
+    if (a.mag * b.mag * static_cast<double>(inner) > 30) a = bounded(a, 1.5);
+    if (a.mag * b.mag * static_cast<double>(inner) > 30) b = bounded(b, 1.5);
+    Val r = wrap(a, "", a.mag * b.mag * static_cast<double>(inner), 0, 0);
+    r.hi = r.mag;
+    if (a.lo > 0 && b.lo > 0) r.lo = a.lo * b.lo * static_cast<double>(inner);
+    r.shape = out;
+    define(r, a.text + " @ " + b.text);
+  }
+
+  void reduction() {
+    bool mean = chance(0.5);
+    std::string f = mean ? "mean" : "sum";
+    // All elements of a vector or a matrix, axis 0 of a vector, axis 0 or 1 of a matrix.
+    const int form = pick(5);
+    const size_t rank = form == 0 || form == 2 ? 1 : 2;
+    const int axis = form < 2 ? -1 : form == 4 ? 1 : 0;
+    Val a = operand([&](const Val &v) { return v.shape.size() == rank; },
+                    [&] { return freshLeaf(rank == 1 ? Dims{dim()} : Dims{dim(), dim()}); });
+    a = notConstantSum(a);
+    Val r = wrap(a, "", a.mag, a.lo, a.hi);
+    int64_t count = axis < 0 ? numel(a.shape) : a.shape[static_cast<size_t>(axis)];
+    if (axis < 0) r.shape = {};
+    else if (a.shape.size() == 1) r.shape = {};
+    else r.shape = {a.shape[static_cast<size_t>(1 - axis)]};
+    if (!mean) {
+      r.mag = r.hi = a.mag * static_cast<double>(count);
+      r.lo = a.lo * static_cast<double>(count);
+    }
+    feature(fmt::format("{}{} of rank {}", f, axis < 0 ? "" : fmt::format(" axis {}", axis), a.shape.size()));
+    define(r, axis < 0 ? f + "(" + a.text + ")" : fmt::format("{}({}, {})", f, a.text, axis));
+  }
+
+  void softmaxLike() {
+    bool log = chance(0.5);
+    Val a = operand([](const Val &v) { return !v.shape.empty(); }, [&] { return freshLeaf(chance(0.5) ? Dims{dim()} : Dims{dim(), dim()}); });
+    a = bounded(a, 5);
+    int64_t cols = a.shape.back();
+    feature(fmt::format("{} of rank {}", log ? "log_softmax" : "softmax", a.shape.size()));
+    if (log) {
+      double m = 2 * a.mag + std::log(static_cast<double>(cols)) + 0.1;
+      return define(wrap(a, "", m, 0, 0), "log_softmax(" + a.text + ")");
+    }
+    Val r = wrap(a, "", 1, std::exp(-2 * a.mag) / static_cast<double>(cols), 1);
+    r.softmax = true;
+    define(r, "softmax(" + a.text + ")");
+  }
+
+  void transposeOrDot() {
+    if (chance(0.5)) {
+      feature("transpose");
+      Val a = operand([](const Val &v) { return v.shape.size() == 2; }, [&] { return freshLeaf({dim(), dim()}); });
+      Val r = wrap(a, "", a.mag, a.lo, a.hi);
+      r.shape = {a.shape[1], a.shape[0]};
+      return define(r, "transpose(" + a.text + ")");
+    }
+    feature("dot");
+    Val a = operand([](const Val &v) { return v.shape.size() == 1; }, [&] { return freshLeaf({dim()}); });
+    Val b = withShape(a.shape);
+    if (a.mag * b.mag * static_cast<double>(a.shape[0]) > 30) a = bounded(a, 1.5);
+    if (a.mag * b.mag * static_cast<double>(a.shape[0]) > 30) b = bounded(b, 1.5);
+    Val r = wrap(a, "", a.mag * b.mag * static_cast<double>(a.shape[0]), 0, 0);
+    r.shape = {};
+    define(r, "dot(" + a.text + ", " + b.text + ")");
+  }
+
+  void dense() {
+    static const char *acts[] = {"logistic", "sigmoid", "tanh", "relu", "softplus", "softmax", "log_softmax", "linear"};
+    std::string act = acts[pick(8)];
+    feature("dense " + act);
+    Val in = operand([](const Val &v) { return v.shape.size() == 1; }, [&] { return freshLeaf({dim()}); });
+    if (chance(0.3) && in.mag > 1) {
+      in = wrap(in, fmt::format("({} / 2)", in.text), in.mag / 2, in.lo / 2, in.hi / 2);
+      feature("dense of an expression");
+    }
+    in = bounded(in, 3);
+    int64_t K = in.shape[0], N = 1 + pick(small_ ? 2 : 4);
+    std::string name = fresh("h");
+    double z = std::sqrt(6.0 / static_cast<double>(K + N)) * static_cast<double>(K) * in.mag; // |W @ in|, b = 0
+    Val r = wrap(in, "", z, 0, z);
+    r.shape = {N};
+    if (act == "logistic" || act == "sigmoid") {
+      r.mag = r.hi = 1;
+      r.lo = 1 / (1 + std::exp(z));
+      r.logistic = true;
+    } else if (act == "tanh") {
+      r.mag = r.hi = 1;
+    } else if (act == "softplus") {
+      r.mag = r.hi = z + 0.7;
+      r.lo = std::log1p(std::exp(-z));
+    } else if (act == "softmax") {
+      r.mag = r.hi = 1;
+      r.lo = std::exp(-2 * z) / static_cast<double>(N);
+      r.softmax = true;
+    } else if (act == "log_softmax") {
+      r.mag = r.hi = 2 * z + std::log(static_cast<double>(N)) + 0.1;
+    }
+    dense_.push_back({name, K, N});
+    defineAs(name, r, fmt::format("dense({}, {}, {})", in.text, N, act));
+  }
+
+  // Weight sharing: a dense layer's dotted params used again in an expression.
+  void sharedDense() {
+    if (dense_.empty()) return dense();
+    auto [name, K, N] = dense_[static_cast<size_t>(pick(static_cast<int>(dense_.size())))];
+    feature("dense weights shared");
+    if (chance(0.5)) {
+      Val v = bounded(withShape({K}), 2);
+      Val r = wrap(v, "", 1.3 * static_cast<double>(K) * v.mag + 1, 0, 0);
+      r.shape = {N};
+      r.hi = r.mag;
+      return define(r, fmt::format("tanh({}.W @ {} + {}.b)", name, v.text, name));
+    }
+    Val u = bounded(withShape({N}), 2);
+    Val r = wrap(u, "", 1.3 * static_cast<double>(N) * u.mag, 0, 0);
+    r.shape = {K};
+    r.hi = r.mag;
+    define(r, fmt::format("transpose({}.W) @ {}", name, u.text));
+  }
+
+  void lossFunction() {
+    int kind = pick(3);
+    if (kind == 0) {
+      // cross_entropy(p, t): the stable form for softmax(z) (named or inline), else any positive p.
+      Val p;
+      if (chance(0.5)) {
+        p = operand([](const Val &v) { return v.softmax; }, [&] { return freshLeaf(chance(0.5) ? Dims{dim()} : Dims{dim(), dim()}); });
+        if (!p.softmax) {
+          Val z = bounded(p, 5);
+          p = wrap(z, "softmax(" + z.text + ")", 1, 0, 1);
+          p.softmax = true;
+        }
+      } else {
+        p = positive(operand([](const Val &v) { return !v.shape.empty(); }, [&] { return freshLeaf({dim()}); }), 0.05);
+      }
+      feature(p.softmax ? "cross_entropy of softmax" : "cross_entropy of other");
+      Val t = target(p.shape);
+      double lmax = p.softmax ? 2 * 5 + 3 : std::max(std::abs(std::log(std::max(p.lo, 1e-300))), std::log(std::max(p.mag, 1.0)));
+      Val r = wrap(p, "", lmax * static_cast<double>(numel(p.shape)), 0, 0);
+      r.shape = {};
+      return define(r, "cross_entropy(" + p.text + ", " + t.text + ")");
+    }
+    if (kind == 1) {
+      // bce(p, t): the stable form for logistic(z), else another probability.
+      Val p;
+      int form = pick(4);
+      if (form == 0) {
+        p = operand([](const Val &v) { return v.logistic; },
+                    [&] {
+                      Val z = freshLeaf(randomShape());
+                      return z;
+                    });
+        if (!p.logistic) {
+          Val z = p;
+          p = wrap(z, (chance(0.5) ? "logistic(" : "sigmoid(") + z.text + ")", 1, 0, 1);
+          p.logistic = true;
+        }
+        feature("bce of logistic");
+      } else if (form == 1) {
+        // A softmax over at least two columns (a softmax of one column is 1: log(1 - p) = -inf).
+        Val z = bounded(operand([](const Val &v) { return !v.shape.empty() && v.shape.back() >= 2; },
+                                [&] { return freshLeaf({1 + dim()}); }),
+                        2);
+        feature("bce of softmax");
+        p = wrap(z, "softmax(" + z.text + ")", 1, 0.01, 0.95);
+      } else {
+        p = probability(any(), form == 2);
+      }
+      Val t = target(p.shape);
+      Val r = wrap(p, "", 40 * static_cast<double>(numel(p.shape)), 0, 0);
+      r.shape = {};
+      return define(r, "bce(" + p.text + ", " + t.text + ")");
+    }
+    feature("mse");
+    Val a = any();
+    Val b;
+    if (chance(0.5)) b = target(a.shape);
+    else b = operand([&](const Val &v) { Dims o; return broadcastDims(a.shape, v.shape, o); }, [&] { return freshLeaf(a.shape); });
+    a = bounded(a, 5);
+    b = bounded(b, 5);
+    Val r = wrap(a, "", (a.mag + b.mag) * (a.mag + b.mag), 0, 0);
+    r.shape = {};
+    define(r, "mse(" + a.text + ", " + b.text + ")");
+  }
+
+  std::string lossTerm(Val &v) {
+    ++v.uses;
+    Val w = notConstantSum(v);
+    std::string t = w.text;
+    double mag = w.mag;
+    if (!v.shape.empty()) {
+      bool mean = chance(0.5);
+      t = (mean ? "mean(" : "sum(") + t + ")";
+      if (!mean) mag *= static_cast<double>(numel(v.shape));
+    }
+    if (mag > 100) return "1e-2 * " + t;
+    switch (pick(3)) {
+    case 0: return "0.5 * " + t;
+    default: return t;
+    }
+  }
+
+  Rng rng_;
+  bool small_;
+  std::set<std::string> &features_;
+  Dims dims_;
+  int id_ = 0;
+  std::vector<std::string> decls_, body_;
+  std::vector<Val> pool_, targets_;
+  struct DenseLayer {
+    std::string name;
+    int64_t K, N;
+  };
+  std::vector<DenseLayer> dense_;
+};
+
+std::string generateProgram(uint64_t seed, bool small, std::set<std::string> &features) {
+  return Generator(seed, small, features).run();
+}
+
+// Every form the generator must have produced over the fixed seeds of the test.
+const std::vector<std::string> &requiredFeatures() {
+  static const std::vector<std::string> f = {
+      "fn logistic", "fn sigmoid", "fn tanh", "fn relu", "fn softplus", "fn exp", "fn log", "fn sqrt",
+      "fn abs", "fn neg", "pow 2", "pow 3", "pow 0.5", "pow -1", "binary +", "binary -", "binary *",
+      "binary /", "binary with a literal", "broadcast: same shape", "broadcast: scalar",
+      "broadcast: mat with v", "broadcast: col with mat", "broadcast: mat with row", "broadcast: col with row",
+      "broadcast: col with v", "matmul [m,n]@[n,p]", "matmul [m,n]@[n]", "matmul [n]@[n,p]", "matmul [n]@[n]",
+      "transpose inline", "sum of rank 1", "sum of rank 2", "mean of rank 1", "mean of rank 2", "sum axis 0 of rank 1",
+      "mean axis 0 of rank 1", "sum axis 0 of rank 2", "sum axis 1 of rank 2", "mean axis 0 of rank 2",
+      "mean axis 1 of rank 2", "softmax of rank 1", "softmax of rank 2", "log_softmax of rank 1",
+      "log_softmax of rank 2", "transpose", "dot", "dense logistic", "dense sigmoid", "dense tanh", "dense relu",
+      "dense softplus", "dense softmax", "dense log_softmax", "dense linear", "dense of an expression",
+      "dense weights shared", "cross_entropy of softmax", "cross_entropy of other", "bce of logistic",
+      "bce of softmax", "bce of exp(-softplus)", "bce of scaled logistic", "mse", "shared value", "scalar input",
+      "rank-2 input", "output of a leaf", "init uniform", "init normal", "init constant", "init default",
+      "init glorot"};
+  return f;
+}
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+TEST_CASE("jit: the generator is deterministic and its programs compile", "[jit]") {
+  std::set<std::string> f1, f2;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    std::string a = generateProgram(seed, seed % 3 == 0, f1), b = generateProgram(seed, seed % 3 == 0, f2);
+    INFO("seed " << seed << ":\n" << a);
+    CHECK(a == b);
+    auto m = Model::compileString(a, "generated", CompileOptions{DType::F64, 2, Engine::Interp});
+    if (!m) FAIL_CHECK(m.error().message);
+  }
+  CHECK(f1 == f2);
+}
+
+TEST_CASE("jit: random programs agree with the interpreter (f64 1e-12, f32 1e-4)", "[jit][jit-fuzz]") {
+  const uint64_t base = envOr("NABLA_FUZZ_SEED", 1000);
+  const uint64_t count = envOr("NABLA_FUZZ_COUNT", 60);
+  const int64_t sizes[] = {1, 2, 3, 7, 64, 1000};
+  std::set<std::string> features;
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t seed = base + i;
+    const int64_t n = sizes[i % 6];
+    const bool small = n == 1000;
+    std::string src = generateProgram(seed, small, features);
+    checkJitAgainstInterp(src, fmt::format("generated-{}.nn", seed), {n}, seed, true);
+  }
+  if (base == 1000 && count >= 60) {
+    // The fixed seeds must have exercised every form (a generator change that drops one fails).
+    for (const std::string &f : requiredFeatures()) {
+      INFO("the generated programs never produced: " << f);
+      CHECK(features.count(f) == 1);
+    }
+  }
+}
+
+namespace {
+
+std::vector<std::filesystem::path> corpusPrograms() {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> files;
+  for (const char *dir : {"samples", "tests/golden/ok"}) {
+    fs::path d = fs::path(NABLA_SOURCE_DIR) / dir;
+    if (!fs::is_directory(d)) continue;
+    for (auto &e : fs::directory_iterator(d))
+      if (e.path().extension() == ".nn") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+} // namespace
+
+TEST_CASE("jit: every sample and golden program agrees with the interpreter", "[jit]") {
+  auto files = corpusPrograms();
+  REQUIRE(files.size() >= 4); // the samples at least
+  for (const auto &path : files) {
+    std::string src = readText(path);
+    checkJitAgainstInterp(src, path.filename().string(), {1, 3, 64}, 7, false);
+  }
+}
+
+namespace {
+
+// One small program for each function and form, for the optimization-level test.
+const std::vector<std::pair<std::string, std::string>> &opPrograms() {
+  static const std::vector<std::pair<std::string, std::string>> programs = [] {
+    std::vector<std::pair<std::string, std::string>> r;
+    const std::string head = "input x[5]\ninput M[3, 5]\ninput s\ntarget t[5]\ntarget T[3, 5]\n"
+                             "param a[5] ~ normal(0, 1)\nparam B[3, 5] ~ normal(0, 1)\nparam c ~ normal(0, 1)\n";
+    auto add = [&](const std::string &name, const std::string &body) {
+      r.push_back({name, head + body + "\n"});
+    };
+    // Two groups of three functions (a JIT compile costs tens of milliseconds).
+    for (auto [f, g, h] : {std::tuple{"logistic", "sigmoid", "tanh"}, std::tuple{"relu", "softplus", "abs"}}) {
+      add(fmt::format("{} {} {}", f, g, h),
+          fmt::format("v = {0}(a * x + c) + {1}(B * M - s) + {2}(a - x)\noutput v\n"
+                      "loss E = sum(v * x) + sum({0}(B)) + sum({1}(B * M)) + sum({2}(B + c))", f, g, h));
+    }
+    add("exp", "v = exp(tanh(a) * x)\nloss E = sum(v) + mean(exp(B / 2))\noutput v");
+    add("log", "v = log(softplus(a) + 0.1) * x\nloss E = sum(v) + sum(log(exp(B) * M))\noutput v");
+    add("sqrt", "v = sqrt(exp(a) + x)\nloss E = sum(v) + sum(sqrt(M * softplus(B)))\noutput v");
+    add("neg", "v = -a * x\nloss E = sum(-v ^ 2) - c\noutput v");
+    add("pow", "v = (a * x) ^ 2 + (a * x) ^ 3 + (exp(a) * x) ^ 0.5 + (exp(a) + x) ^ -1\n"
+               "loss E = sum(v) + sum(B ^ 2 * M) + sum(B ^ 3 * M) + sum((M + B ^ 2) ^ 0.5) + sum((M + B ^ 2) ^ -1)\n"
+               "output v");
+    add("add sub", "v = a + x - c\nw = B + M - a - s + c\nloss E = sum(v * v) + sum(w * w)\noutput v, w");
+    add("mul div", "v = a * x / (s + c ^ 2)\nw = B * M / x * a / exp(B)\nloss E = sum(v) + sum(w)\noutput v, w");
+    add("broadcast col row", "param col[3, 1] ~ normal(0, 1)\nparam row[1, 5] ~ normal(0, 1)\n"
+                             "v = col * row + col / exp(row) - M * col + row\nloss E = sum(v * T)\noutput v");
+    add("broadcast vec col", "param col[3, 1] ~ normal(0, 1)\nv = col + a * x\nloss E = sum(tanh(v)) + sum(col - x)\noutput v");
+    add("matmul mm", "param W[5, 4] ~ normal(0, 1)\nv = (B * M) @ W\nloss E = sum(tanh(v))\noutput v");
+    add("matmul mv", "v = B @ (a * x)\nloss E = sum(tanh(v))\noutput v");
+    add("matmul vm", "param W[3, 4] ~ normal(0, 1)\nv = (B @ x) @ W\nloss E = sum(tanh(v))\noutput v");
+    add("matmul vv", "v = a @ x\nloss E = v * v\noutput v");
+    add("transpose", "v = transpose(B * M) @ (B @ x)\nloss E = sum(tanh(v)) + sum(transpose(B))\noutput v");
+    add("dot", "v = dot(a, x) + dot(a, a)\nloss E = v\noutput v");
+    add("sum mean", "v = sum(a * x) + mean(B * M) + sum(c * s)\nloss E = v * v\noutput v");
+    add("sum mean axis", "v = sum(B * M, 0) + mean(B * M, 1) @ B + sum(a * x, 0) + mean(a, 0)\nloss E = sum(tanh(v))\noutput v");
+    add("softmax", "v = softmax(a * x)\nw = softmax(B * M)\nloss E = sum(v * t) + sum(w * T)\noutput v, w");
+    add("log_softmax", "v = log_softmax(a * x)\nw = log_softmax(B * M)\nloss E = -sum(v * t) - sum(w * T)\noutput v, w");
+    add("cross_entropy", "p = softmax(a * x)\nloss E = cross_entropy(p, t) + cross_entropy(softmax(B + M), T) + cross_entropy(exp(-softplus(a)), t)\noutput p");
+    add("bce", "p = logistic(a * x)\nloss E = bce(p, t) + bce(sigmoid(B * M), T) + bce(0.5 * logistic(a) + 0.25, t)\noutput p");
+    add("mse", "loss E = mse(a * x, t) + mse(B, M) + mse(B, a)");
+    for (auto [f, g, h, k] : {std::tuple{"logistic", "sigmoid", "tanh", "relu"},
+                              std::tuple{"softplus", "softmax", "log_softmax", "linear"}})
+      add(fmt::format("dense {} {} {} {}", f, g, h, k),
+          fmt::format("h1 = dense(a * x, 4, {})\nh2 = dense(h1, 3, {})\nh3 = dense(h2, 4, {})\nh4 = dense(h3, 2, {})\n"
+                      "loss E = sum(h4 * h4) + sum(h1.W) + sum(h2 * h2) + sum(h3 * h3)\noutput h1, h4",
+                      f, g, h, k));
+    return r;
+  }();
+  return programs;
+}
+
+} // namespace
+
+TEST_CASE("jit: every function at -O0 and -O3 (f64 1e-12, f32 1e-5)", "[jit]") {
+  for (const auto &[name, src] : opPrograms()) {
+    for (DType dt : {DType::F64, DType::F32}) {
+      const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+      INFO(name << " in " << dtypeName(dt) << "; the program:\n" << src);
+      Model o0 = compileOrFail(src, name, dt, Engine::Jit, 0);
+      Model o3 = compileOrFail(src, name, dt, Engine::Jit, 3);
+      Model interp = compileOrFail(src, name, dt, Engine::Interp);
+      for (int64_t n : {1, 5, 33}) {
+        INFO("batch " << n);
+        const uint64_t seed = 100 + static_cast<uint64_t>(n);
+        std::string p = compareModels(o0, o3, n, seed, tol, true);
+        if (!p.empty()) p = "-O0 against -O3:\n" + p;
+        std::string q = compareModels(o0, interp, n, seed, tol, true);
+        if (!q.empty()) p += "-O0 against the interpreter:\n" + q;
+        q = compareModels(o3, interp, n, seed, tol, true);
+        if (!q.empty()) p += "-O3 against the interpreter:\n" + q;
+        INFO(p);
+        CHECK(p.empty());
+      }
+    }
+  }
+}
+
+TEST_CASE("jit: threads 1, 2, 3 agree, and each is deterministic", "[jit]") {
+  std::set<std::string> unused;
+  std::vector<std::pair<std::string, std::string>> programs = {
+      {"digits.nn", readText(std::filesystem::path(NABLA_SOURCE_DIR) / "samples/digits.nn")},
+      {"generated-7", generateProgram(7, false, unused)},
+      {"generated-8", generateProgram(8, false, unused)},
+  };
+  for (const auto &[name, src] : programs) {
+    for (DType dt : {DType::F64, DType::F32}) {
+      INFO(name << " in " << dtypeName(dt) << "; the program:\n" << src);
+      Model m = compileOrFail(src, name, dt, Engine::Jit);
+      for (int64_t n : {2, 7, 64}) {
+        INFO("batch " << n);
+        std::vector<double> params = m.initParams(3);
+        Batch data = randomBatch(m, n, 4);
+        std::vector<double> g1;
+        double l1 = m.lossAndGradient(params, data.inputs.data(), data.targets.data(), n, g1, 1);
+        for (int threads : {1, 2, 3}) {
+          INFO("threads " << threads);
+          std::vector<double> ga, gb;
+          double la = m.lossAndGradient(params, data.inputs.data(), data.targets.data(), n, ga, threads);
+          double lb = m.lossAndGradient(params, data.inputs.data(), data.targets.data(), n, gb, threads);
+          CHECK(std::memcmp(&la, &lb, sizeof la) == 0);
+          REQUIRE(ga.size() == gb.size());
+          CHECK(std::memcmp(ga.data(), gb.data(), ga.size() * sizeof(double)) == 0);
+          const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+          std::string p = compareArrays(&la, &l1, 1, tol, "loss");
+          for (const TensorInfo &t : m.params())
+            p += compareArrays(ga.data() + t.offset, g1.data() + t.offset, static_cast<size_t>(t.shape.numel()), tol, "d/d" + t.name);
+          if (!p.empty()) FAIL_CHECK("against one thread: " << p);
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+template <class T> T sentinel() {
+  if constexpr (sizeof(T) == 8) {
+    uint64_t bits = 0x7ff8dead0badf00dULL; // a quiet NaN with a payload
+    T v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+  } else {
+    uint32_t bits = 0x7fc0beefU;
+    T v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+  }
+}
+
+template <class T> bool isSentinel(T v) {
+  T s = sentinel<T>();
+  return std::memcmp(&v, &s, sizeof v) == 0;
+}
+
+// A buffer with `guard` sentinels on each side of `size` values; the values are sentinels too,
+// so that reading workspace, outputs or grads before writing them shows as NaN in the results.
+template <class T> struct Guarded {
+  static constexpr size_t guard = 64;
+  std::vector<T> all;
+  explicit Guarded(int64_t size) : all(static_cast<size_t>(size) + 2 * guard, sentinel<T>()) {}
+  T *data() { return all.data() + guard; }
+  size_t size() const { return all.size() - 2 * guard; }
+  bool guardsIntact() const {
+    for (size_t i = 0; i < guard; ++i)
+      if (!isSentinel(all[i]) || !isSentinel(all[all.size() - 1 - i])) return false;
+    return true;
+  }
+};
+
+template <class T> void checkRaw(const Model &m, int64_t n) {
+  std::vector<double> params = m.initParams(11);
+  Batch data = randomBatch(m, n, 12);
+  std::vector<T> P(params.begin(), params.end()), X(data.inputs.begin(), data.inputs.end()),
+      Y(data.targets.begin(), data.targets.end());
+  const std::vector<T> P0 = P, X0 = X, Y0 = Y;
+  const int64_t ws = m.workspaceSize(n);
+  {
+    Guarded<T> out(n * m.outputCount()), work(ws);
+    m.forwardRaw<T>(P.data(), X.data(), n, out.data(), work.data());
+    CHECK(work.guardsIntact());
+    CHECK(out.guardsIntact());
+    std::vector<double> ref = m.forward(params, data.inputs.data(), n);
+    std::vector<double> got(out.data(), out.data() + out.size());
+    CHECK(compareArrays(got, ref, 0, "forwardRaw against forward") == "");
+  }
+  if (m.hasLoss()) {
+    Guarded<T> grads(m.paramCount()), work(ws);
+    T loss = m.lossAndGradientRaw<T>(P.data(), X.data(), Y.data(), n, grads.data(), work.data());
+    CHECK(work.guardsIntact());
+    CHECK(grads.guardsIntact());
+    std::vector<double> ref;
+    double refLoss = m.lossAndGradient(params, data.inputs.data(), data.targets.data(), n, ref, 1);
+    std::vector<double> got(grads.data(), grads.data() + grads.size());
+    double l = static_cast<double>(loss);
+    CHECK(compareArrays(&l, &refLoss, 1, 0, "lossAndGradientRaw's loss") == "");
+    CHECK(compareArrays(got, ref, 0, "lossAndGradientRaw against lossAndGradient") == "");
+  }
+  CHECK(P == P0);
+  CHECK(X == X0);
+  CHECK(Y == Y0);
+}
+
+} // namespace
+
+TEST_CASE("jit: workspaceSize is sane and the raw entry points stay inside their buffers", "[jit]") {
+  std::vector<std::pair<std::string, std::string>> programs;
+  for (const auto &path : corpusPrograms()) programs.push_back({path.filename().string(), readText(path)});
+  std::set<std::string> unused;
+  for (uint64_t seed = 0; seed < 12; ++seed) programs.push_back({fmt::format("generated-{}", seed), generateProgram(seed, false, unused)});
+  for (const auto &[name, src] : programs) {
+    for (DType dt : {DType::F64, DType::F32}) {
+      INFO(name << " in " << dtypeName(dt) << "; the program:\n" << src);
+      Model m = compileOrFail(src, name, dt, Engine::Jit);
+      // Affine in n, never negative; one real at least for the loss; no more than every node of
+      // the graph needs for the batch plus one copy shared by the batch.
+      const int64_t w0 = m.workspaceSize(0), w1 = m.workspaceSize(1);
+      CHECK(w0 >= 0);
+      CHECK(w1 >= w0);
+      if (m.hasLoss()) CHECK(w1 >= 1);
+      int64_t nodes = 0;
+      for (size_t i = 0; i < m.program().graph.size(); ++i) nodes += m.program().graph.shape(static_cast<NodeId>(i)).numel();
+      for (int64_t n : {1, 2, 3, 64, 1000}) {
+        CHECK(m.workspaceSize(n) == w0 + n * (w1 - w0));
+        CHECK(m.workspaceSize(n) <= (n + 1) * (nodes + 1));
+      }
+      for (int64_t n : {1, 3, 64}) {
+        INFO("batch " << n);
+        if (dt == DType::F64) checkRaw<double>(m, n);
+        else checkRaw<float>(m, n);
+      }
+    }
+  }
+}
+
+TEST_CASE("jit: large arguments to the stable functions stay finite and agree (f64)", "[jit]") {
+  // The language promises exact results for large inputs to logistic, softplus, softmax,
+  // log_softmax and the two losses: data far outside [0.5, 1.5] here, both signs.
+  const std::string src = "input x[4]\ninput s\ntarget t[4]\ntarget u\n"
+                          "param w[4] ~ uniform(0.5, 1.5)\n"
+                          "z = w * x * 100\n"
+                          "a = logistic(z) + sigmoid(-z) + softplus(z) + softplus(-z) + tanh(z)\n"
+                          "p = softmax(z)\n"
+                          "q = log_softmax(z)\n"
+                          "r = logistic(s * 100)\n"
+                          "output a, p, q, r\n"
+                          "loss E = sum(a) + cross_entropy(p, t) + sum(q) + bce(r, u) + bce(logistic(z), t) "
+                          "+ cross_entropy(softmax(-z), t)\n";
+  INFO("the program:\n" << src);
+  for (DType dt : {DType::F64, DType::F32}) {
+    INFO(dtypeName(dt));
+    Model jit = compileOrFail(src, "large.nn", dt, Engine::Jit);
+    Model interp = compileOrFail(src, "large.nn", dt, Engine::Interp);
+    const int64_t n = 8;
+    Rng rng(5);
+    std::vector<double> params = jit.initParams(5), inputs, targets;
+    for (int64_t i = 0; i < n * jit.inputCount(); ++i) inputs.push_back(rng.uniform(-20, 20));
+    for (int64_t i = 0; i < n * jit.targetCount(); ++i) targets.push_back(rng.uniform());
+    std::vector<double> ga, gb;
+    double la = jit.lossAndGradient(params, inputs.data(), targets.data(), n, ga);
+    double lb = interp.lossAndGradient(params, inputs.data(), targets.data(), n, gb);
+    std::vector<double> ya = jit.forward(params, inputs.data(), n), yb = interp.forward(params, inputs.data(), n);
+    CHECK(std::isfinite(la));
+    CHECK(std::all_of(ga.begin(), ga.end(), [](double g) { return std::isfinite(g); }));
+    CHECK(std::all_of(ya.begin(), ya.end(), [](double y) { return std::isfinite(y); }));
+    const double tol = dt == DType::F64 ? 1e-12 : 1e-4;
+    CHECK(compareArrays(&la, &lb, 1, tol, "loss") == "");
+    CHECK(compareArrays(ga, gb, tol, "gradient") == "");
+    CHECK(compareArrays(ya, yb, tol, "outputs") == "");
+  }
+}
+
+TEST_CASE("jit: a batch of no examples gives what the interpreter gives", "[jit]") {
+  const std::string src = readText(std::filesystem::path(NABLA_SOURCE_DIR) / "samples/hinton.nn");
+  for (DType dt : {DType::F64, DType::F32}) {
+    INFO(dtypeName(dt));
+    Model jit = compileOrFail(src, "hinton.nn", dt, Engine::Jit);
+    Model interp = compileOrFail(src, "hinton.nn", dt, Engine::Interp);
+    std::vector<double> params = jit.initParams(0), none, ga, gb;
+    for (int threads : {1, 2}) {
+      double la = jit.lossAndGradient(params, none.data(), none.data(), 0, ga, threads);
+      double lb = interp.lossAndGradient(params, none.data(), none.data(), 0, gb);
+      CHECK(la == lb);
+      CHECK(ga == gb);
+    }
+    CHECK(jit.forward(params, none.data(), 0).empty());
+    CHECK(interp.forward(params, none.data(), 0).empty());
+  }
+}
+
+TEST_CASE("jit: matrix products of sizes around the backend's tiles and chunks", "[jit]") {
+  // The generated programs use dimensions up to 5; the LLVM backend tiles products (register
+  // tiles, chunks of the reduction): sizes of 1, just under, at and just over powers of two and
+  // reductions longer than a chunk, with batch sizes that leave remainders.
+  struct Sizes {
+    int64_t K, N, A, P;
+  };
+  for (Sizes z : {Sizes{1, 1, 1, 1}, Sizes{9, 8, 3, 17}, Sizes{33, 31, 2, 32}, Sizes{130, 7, 9, 33}, Sizes{257, 40, 1, 8},
+                  Sizes{16, 65, 8, 1}}) {
+    const std::string src = fmt::format(
+        "input x[{0}]\ninput M[{2}, {0}]\ntarget t[{1}]\n"
+        "param V[{0}, {3}] ~ normal(0, 0.2)\nparam U[{3}, {2}] ~ normal(0, 0.2)\n"
+        "h = dense(x, {1}, tanh)\n"
+        "g = dense(h, {1}, softmax)\n"
+        "y = tanh(M @ V)\n"           // [A, P]: [m,n] @ [n,p]
+        "w = y @ U\n"                 // [A, A]
+        "v = x @ V\n"                 // [P]:    [n] @ [n,p]
+        "u = transpose(M) @ sum(y, 1)\n" // [K]
+        "output g, y\n"
+        "loss E = cross_entropy(g, t) + mean(w * w) + 0.1 * sum(tanh(v)) + 0.01 * dot(u, x)\n",
+        z.K, z.N, z.A, z.P);
+    checkJitAgainstInterp(src, fmt::format("products-{}-{}-{}-{}.nn", z.K, z.N, z.A, z.P), {1, 7, 67}, 21, true);
+  }
+}
