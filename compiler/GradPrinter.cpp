@@ -36,6 +36,8 @@ class Renderer {
 public:
   Renderer(const Graph &g, const GradPrintOptions &o) : g_(g), o_(o) {}
   std::unordered_map<NodeId, std::string> names;    // forward values
+  // Looked up before `names`, not copied (printExpression runs once per lowered kernel).
+  const std::unordered_map<NodeId, std::string> *outerNames = nullptr;
   std::unordered_map<NodeId, std::string> adjoints; // "dE/dNAME" for printed adjoints
   std::string self; // the dE/dNAME being printed, never substituted for itself
 
@@ -56,6 +58,8 @@ private:
     prec = kAtom;
     auto a = adjoints.find(id);
     if (a != adjoints.end() && a->second != self) return a->second;
+    if (outerNames)
+      if (auto on = outerNames->find(id); on != outerNames->end()) return on->second;
     auto nm = names.find(id);
     if (nm != names.end()) return nm->second;
     const Node n = g_.node(id);
@@ -130,7 +134,7 @@ std::unordered_map<NodeId, size_t> owners(const Program &p, const Derivation &d,
 std::string printExpression(const Program &p, NodeId id, const GradPrintOptions &opts,
                             const std::unordered_map<NodeId, std::string> &names, size_t budget) {
   Renderer r(p.graph, opts);
-  r.names = names;
+  r.outerNames = &names;
   for (auto *list : {&p.inputs, &p.targets, &p.params})
     for (auto &decl : *list) r.names.emplace(decl.node, decl.name);
   r.budget = budget;

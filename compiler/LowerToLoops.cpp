@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
 #include <unordered_map>
 
 namespace nabla {
@@ -41,6 +42,17 @@ public:
       for (int k = 0; k < n.nin; ++k) pe |= perExample_[static_cast<size_t>(n.in[static_cast<size_t>(k)])];
       perExample_[i] = pe;
     }
+    // Names and lines of nodes, looked up per kernel (a scan per kernel was quadratic in the
+    // number of statements). The first value of a node wins, as before.
+    for (size_t i = 0; i < P.values.size(); ++i) {
+      if (D ? i < D->values.size() : true) nodeName_.emplace(D ? D->values[i] : P.values[i].node, P.values[i].name);
+      if (D && i < D->values.size()) {
+        valueNames_.emplace(D->values[i], P.values[i].name);
+        valueLine_.emplace(D->values[i], P.values[i].loc.line);
+      }
+    }
+    for (size_t k = 0; D && k < D->paramGrads.size(); ++k)
+      nodeName_.emplace(D->paramGrads[k], "d" + P.loss->name + "/d" + P.params[k].name);
   }
 
   loops::Program run(const std::vector<NodeId> &outputs) {
@@ -99,24 +111,19 @@ private:
   }
 
   std::string nameOf(NodeId id) {
-    for (size_t i = 0; i < P.values.size(); ++i)
-      if (D ? (i < D->values.size() && D->values[i] == id) : P.values[i].node == id) return P.values[i].name;
-    for (size_t k = 0; D && k < D->paramGrads.size(); ++k)
-      if (D->paramGrads[k] == id) return "d" + P.loss->name + "/d" + P.params[k].name;
-    return fmt::format("t{}", id);
+    auto it = nodeName_.find(id);
+    return it != nodeName_.end() ? it->second : fmt::format("t{}", id);
   }
 
   // The formula of a node, one level deep in terms of named values and other buffers.
   std::string describe(NodeId id) {
-    std::unordered_map<NodeId, std::string> names;
-    for (size_t i = 0; D && i < P.values.size() && i < D->values.size(); ++i) names.emplace(D->values[i], P.values[i].name);
-    for (auto &[node, buf] : bufferOf_)
-      names.emplace(node, L.buffers[static_cast<size_t>(buf)].name);
-    names.erase(id);
-    std::string text = printExpression(P, id, GradPrintOptions{true}, names, 400);
-    for (size_t i = 0; i < P.values.size(); ++i)
-      if (D && i < D->values.size() && D->values[i] == id)
-        return fmt::format("{}   (line {})", text, P.values[i].loc.line);
+    // names_: the named values and the buffers so far, kept up to date; without `id` itself.
+    std::optional<std::string> own;
+    if (auto it = names_.find(id); it != names_.end()) own = std::move(it->second), names_.erase(it);
+    std::string text = printExpression(P, id, GradPrintOptions{true}, names_, 400);
+    if (own) names_.emplace(id, std::move(*own));
+    if (auto line = valueLine_.find(id); line != valueLine_.end())
+      return fmt::format("{}   (line {})", text, line->second);
     return text;
   }
 
@@ -124,6 +131,7 @@ private:
   void beginFunction(loops::Function &f, const char *name, const std::vector<NodeId> &roots) {
     f.name = name;
     bufferOf_.clear();
+    names_ = valueNames_;
     std::vector<NodeId> needed = G.reachable(roots);
     std::vector<int> uses(G.size(), 0);
     std::vector<char> replicated(G.size(), 0), softmaxOperand(G.size(), 0);
@@ -169,6 +177,7 @@ private:
       bool pe = perExample_[static_cast<size_t>(id)];
       int b = addBuffer(nameOf(id), loops::Space::Workspace, 0, pe ? size : 0, size);
       bufferOf_[id] = b;
+      names_.emplace(id, L.buffers[static_cast<size_t>(b)].name);
       nodeKernel(f, id, b);
     }
   }
@@ -410,15 +419,7 @@ private:
   // out = 0; for ..., l, j: out[.., j] += a * b, with the output's last dimension innermost, so
   // the inner loop runs along rows of the matrix operand (Aᵀ g, x B).
   void axpyMatMul(loops::Function &f, Kernel k, int a, int b, Coords c, const Shape &shape) {
-    Kernel zero;
-    Coords cz = loopsOver(zero, shape, c.batchVar >= 0);
-    LExpr z;
-    z.kind = LExpr::Const;
-    zero.body = zero.add(z);
-    zero.out = k.out;
-    zero.outIndex = indexOf(zero, k.out, cz, shape);
-    zero.comment = k.comment + "   (zeroed, then accumulated)";
-    f.kernels.push_back(std::move(zero));
+    zeroKernel(f, k.out, shape, c.batchVar >= 0, k.comment + "   (zeroed, then accumulated)");
     // Move the reduction loop (last) just before the output's last dimension.
     loops::Loop red = k.loops.back();
     k.loops.pop_back();
@@ -436,6 +437,30 @@ private:
     f.kernels.push_back(std::move(k));
   }
 
+  // buf = 0 over `shape` (for every example when `batch`).
+  void zeroKernel(loops::Function &f, int buf, const Shape &shape, bool batch, std::string comment) {
+    Kernel zero;
+    Coords cz = loopsOver(zero, shape, batch);
+    LExpr z;
+    z.kind = LExpr::Const;
+    zero.body = zero.add(z);
+    zero.out = buf;
+    zero.outIndex = indexOf(zero, buf, cz, shape);
+    zero.comment = std::move(comment);
+    f.kernels.push_back(std::move(zero));
+  }
+
+  // The expression e / n (n the batch size) in kernel k.
+  static int dividedByN(Kernel &k, int e) {
+    LExpr n, div;
+    n.kind = LExpr::BatchSize;
+    div.kind = LExpr::Binary;
+    div.op = Op::Div;
+    div.a = e;
+    div.b = k.add(n);
+    return k.add(div);
+  }
+
   // The mean loss over the batch, into a one-element workspace buffer.
   void lossKernel(loops::Function &f) {
     int buf = addBuffer("loss", loops::Space::Workspace, 0, 0, 1);
@@ -445,14 +470,9 @@ private:
     k.loops.push_back({0, 1, true, true});
     Coords c{{}, 0};
     k.body = expr(k, D->loss, c);
-    LExpr acc, n, div;
+    LExpr acc;
     acc.kind = LExpr::Acc;
-    n.kind = LExpr::BatchSize;
-    div.kind = LExpr::Binary;
-    div.op = Op::Div;
-    div.a = k.add(acc);
-    div.b = k.add(n);
-    k.epilogue = k.add(div);
+    k.epilogue = dividedByN(k, k.add(acc));
     k.out = buf;
     k.comment = "mean over the batch of " + P.loss->name;
     f.kernels.push_back(std::move(k));
@@ -469,15 +489,7 @@ private:
       assignKernel(f, g, buf, false, what);
       return;
     }
-    Kernel zero;
-    Coords cz = loopsOver(zero, decl.shape, false);
-    LExpr z;
-    z.kind = LExpr::Const;
-    zero.body = zero.add(z);
-    zero.out = buf;
-    zero.outIndex = indexOf(zero, buf, cz, decl.shape);
-    zero.comment = what + " = 0";
-    f.kernels.push_back(std::move(zero));
+    zeroKernel(f, buf, decl.shape, false, what + " = 0");
 
     Kernel k;
     k.mode = Kernel::Accumulate;
@@ -495,16 +507,11 @@ private:
 
     Kernel s;
     Coords cs = loopsOver(s, decl.shape, false);
-    LExpr ld, n, div;
+    LExpr ld;
     ld.kind = LExpr::Load;
     ld.buffer = buf;
     ld.index = indexOf(s, buf, cs, decl.shape);
-    n.kind = LExpr::BatchSize;
-    div.kind = LExpr::Binary;
-    div.op = Op::Div;
-    div.a = s.add(ld);
-    div.b = s.add(n);
-    s.body = s.add(div);
+    s.body = dividedByN(s, s.add(ld));
     s.out = buf;
     s.outIndex = ld.index;
     s.comment = what + " /= n   (the mean over the batch)";
@@ -723,6 +730,8 @@ private:
   std::vector<char> perExample_;
   std::vector<NodeId> materialized_;
   std::unordered_map<NodeId, int> bufferOf_, leafBuf_;
+  std::unordered_map<NodeId, std::string> nodeName_, valueNames_, names_;
+  std::unordered_map<NodeId, uint32_t> valueLine_;
   std::vector<int> perExampleBuffers_;
   int pendingScale_ = -1;
 };
