@@ -34,18 +34,6 @@ Affine Affine::plus(const Affine &o) const {
   return r;
 }
 
-static const char *spaceName(Space s) {
-  switch (s) {
-  case Space::Params: return "params";
-  case Space::Inputs: return "inputs";
-  case Space::Targets: return "targets";
-  case Space::Outputs: return "outputs";
-  case Space::Grads: return "grads";
-  case Space::Workspace: return "ws";
-  }
-  return "?";
-}
-
 static std::string varName(const Kernel &k, int v) {
   for (auto &l : k.loops)
     if (l.var == v && l.batch) return "b";

@@ -8,7 +8,9 @@
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/Module.h>
 
+#include <algorithm>
 #include <functional>
+#include <string>
 #include <unordered_map>
 
 namespace nabla {
@@ -35,17 +37,57 @@ public:
   }
 
 private:
+  // A function's kernels in order. Beyond kKernelsPerFunction kernels, they go into internal
+  // noinline functions of that many kernels each, which the entry point calls in order: LLVM's
+  // loop analyses (ScalarEvolution's loop guards) grow much faster than linearly with the loops of
+  // one function (a chain of 400 statements took minutes to optimize, 1,000 did not finish).
+  static constexpr size_t kKernelsPerFunction = 32;
+
   void function(const loops::Function &f, bool gradient) {
     std::vector<Type *> params = gradient ? std::vector<Type *>{Ptr, Ptr, Ptr, I64, Ptr, Ptr}
                                           : std::vector<Type *>{Ptr, Ptr, I64, Ptr, Ptr};
-    FunctionType *ft = FunctionType::get(gradient ? T : Type::getVoidTy(C), params, false);
-    F = Function::Create(ft, Function::ExternalLinkage, gradient ? kGradientSymbol : kForwardSymbol, *M);
-    F->addFnAttr(Attribute::NoUnwind);
-    if (!O.targetCpu.empty()) F->addFnAttr("target-cpu", O.targetCpu);
-    if (!O.targetFeatures.empty()) F->addFnAttr("target-features", O.targetFeatures);
-    if (O.wideVectors) F->addFnAttr("prefer-vector-width", "512");
-    for (auto &a : F->args())
+    const char *name = gradient ? kGradientSymbol : kForwardSymbol;
+    Function *entry = declare(FunctionType::get(gradient ? T : Type::getVoidTy(C), params, false),
+                              name, Function::ExternalLinkage);
+    if (f.kernels.size() <= kKernelsPerFunction) {
+      begin(entry, gradient);
+      for (auto &k : f.kernels) kernel(k);
+    } else {
+      std::vector<Function *> parts;
+      for (size_t first = 0; first < f.kernels.size(); first += kKernelsPerFunction) {
+        Function *part = declare(FunctionType::get(Type::getVoidTy(C), params, false),
+                                 std::string(name) + ".part" + std::to_string(parts.size()),
+                                 Function::InternalLinkage);
+        part->addFnAttr(Attribute::NoInline);
+        begin(part, gradient);
+        for (size_t i = first; i < std::min(first + kKernelsPerFunction, f.kernels.size()); ++i)
+          kernel(f.kernels[i]);
+        B.CreateRetVoid();
+        parts.push_back(part);
+      }
+      begin(entry, gradient);
+      std::vector<Value *> args;
+      for (auto &a : entry->args()) args.push_back(&a);
+      for (Function *part : parts) B.CreateCall(part, args);
+    }
+    if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
+    else B.CreateRetVoid();
+  }
+
+  Function *declare(FunctionType *ft, const std::string &name, GlobalValue::LinkageTypes linkage) {
+    Function *fn = Function::Create(ft, linkage, name, *M);
+    fn->addFnAttr(Attribute::NoUnwind);
+    if (!O.targetCpu.empty()) fn->addFnAttr("target-cpu", O.targetCpu);
+    if (!O.targetFeatures.empty()) fn->addFnAttr("target-features", O.targetFeatures);
+    if (O.wideVectors) fn->addFnAttr("prefer-vector-width", "512");
+    for (auto &a : fn->args())
       if (a.getType()->isPointerTy()) a.addAttr(Attribute::NoAlias);
+    return fn;
+  }
+
+  // Starts emitting into fn's entry block: its spaces, n, and the shared accumulator.
+  void begin(Function *fn, bool gradient) {
+    F = fn;
     auto arg = [&](int i) { return F->getArg(static_cast<unsigned>(i)); };
     spaces_.clear();
     if (gradient) {
@@ -66,9 +108,6 @@ private:
     B.setFastMathFlags(fmf);
     nReal_ = B.CreateSIToFP(n_, T, "n.real");
     acc_ = B.CreateAlloca(T, nullptr, "acc");
-    for (auto &k : f.kernels) kernel(k);
-    if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
-    else B.CreateRetVoid();
   }
 
   // Pointer to the first element of buffer b, computed once in the entry block.
@@ -123,15 +162,7 @@ private:
     loop(k.loops[level], [&] { nest(k, level + 1, end, inner); });
   }
 
-  Value *call(const char *name, Value *x) {
-    std::string fn = O.f64 ? name : std::string(name) + "f";
-    FunctionCallee c = M->getOrInsertFunction(fn, FunctionType::get(T, {T}, false));
-    if (auto *f = dyn_cast<Function>(c.getCallee())) {
-      f->setDoesNotThrow();
-      f->setDoesNotAccessMemory();
-    }
-    return B.CreateCall(c, {x});
-  }
+
   Value *intrinsic(Intrinsic::ID id, Value *x) { return B.CreateUnaryIntrinsic(id, x); }
 
   // log1p(e) for e >= 0 without a library call (so that it vectorizes): with u = 1 + e rounded,
@@ -159,13 +190,13 @@ private:
       // selected, so the loop stays branch-free.
       Value *ax = intrinsic(Intrinsic::fabs, x);
       Value *z = B.CreateFMul(x, x);
-      Value *p = B.CreateFAdd(B.CreateFMul(B.CreateFAdd(B.CreateFMul(real(-9.64399179425052238628E-1), z),
+      Value *num = B.CreateFAdd(B.CreateFMul(B.CreateFAdd(B.CreateFMul(real(-9.64399179425052238628E-1), z),
                                                         real(-9.92877231001918586564E1)), z),
                               real(-1.61468768441708447952E3));
       Value *q = B.CreateFAdd(B.CreateFMul(B.CreateFAdd(B.CreateFMul(B.CreateFAdd(z, real(1.12811678491632931402E2)), z),
                                                         real(2.23548839060100448583E3)), z),
                               real(4.84406305325125486048E3));
-      Value *small = B.CreateFAdd(x, B.CreateFDiv(B.CreateFMul(B.CreateFMul(x, z), p), q));
+      Value *small = B.CreateFAdd(x, B.CreateFDiv(B.CreateFMul(B.CreateFMul(x, z), num), q));
       Value *e = intrinsic(Intrinsic::exp, B.CreateFMul(real(2), ax));
       Value *big = B.CreateFSub(real(1), B.CreateFDiv(real(2), B.CreateFAdd(e, real(1))));
       big = B.CreateBinaryIntrinsic(Intrinsic::copysign, big, x);
