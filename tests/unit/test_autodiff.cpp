@@ -49,7 +49,7 @@ struct Bench {
     }
     return v;
   }
-  NodeId leaf(Op op, const Shape &s, const std::vector<double> &values) {
+  NodeId leaf(Op op, Shape s, const std::vector<double> &values) { // s by value: it may be a graph node's, which make() moves
     auto &decls = op == Op::Param ? p.params : op == Op::Input ? p.inputs : p.targets;
     auto &flat = op == Op::Param ? params : op == Op::Input ? inputs : targets;
     REQUIRE(static_cast<int64_t>(values.size()) == s.numel());
