@@ -38,6 +38,8 @@ public:
   std::unordered_map<NodeId, std::string> names;    // forward values
   // Looked up before `names`, not copied (printExpression runs once per lowered kernel).
   const std::unordered_map<NodeId, std::string> *outerNames = nullptr;
+  // Names inputs, targets and params by their declarations when `names` does not.
+  const Program *decls = nullptr;
   std::unordered_map<NodeId, std::string> adjoints; // "dE/dNAME" for printed adjoints
   std::string self; // the dE/dNAME being printed, never substituted for itself
 
@@ -71,7 +73,16 @@ private:
       else if (text.find('/') != std::string::npos) prec = kProduct;
       return text;
     }
-    case Op::Input: case Op::Target: case Op::Param: return fmt::format("{}#{}", opSpelling(n.op), n.iattr);
+    case Op::Input: case Op::Target: case Op::Param: {
+      if (decls) {
+        const auto &list = n.op == Op::Input ? decls->inputs : n.op == Op::Target ? decls->targets : decls->params;
+        const size_t i = static_cast<size_t>(n.iattr); // the index of the declaration
+        if (n.iattr >= 0 && i < list.size() && list[i].node == id) return list[i].name;
+        for (const Decl &d : list)
+          if (d.node == id) return d.name;
+      }
+      return fmt::format("{}#{}", opSpelling(n.op), n.iattr);
+    }
     case Op::Neg: prec = kUnary; return "-" + render(n.a(), kPower);
     case Op::Pow: prec = kPower; return fmt::format("{}^{}", render(n.a(), kAtom), formatNumber(n.fattr));
     case Op::Add: prec = kSum; return render(n.a(), kSum) + " + " + render(n.b(), kSum);
@@ -135,8 +146,7 @@ std::string printExpression(const Program &p, NodeId id, const GradPrintOptions 
                             const std::unordered_map<NodeId, std::string> &names, size_t budget) {
   Renderer r(p.graph, opts);
   r.outerNames = &names;
-  for (auto *list : {&p.inputs, &p.targets, &p.params})
-    for (auto &decl : *list) r.names.emplace(decl.node, decl.name);
+  r.decls = &p; // not a map of every declaration: printExpression runs once per lowered kernel
   r.budget = budget;
   return r.render(id);
 }

@@ -6,13 +6,31 @@
 
 #include "Kernels.h"
 
+#include <algorithm>
+#include <unordered_set>
+
 namespace nabla {
 
 NodeId Simplifier::simplify(NodeId root) {
   auto it = memo_.find(root);
   if (it != memo_.end()) return it->second;
-  // Ids are topological: rebuild every reachable node in increasing order, no recursion.
-  for (NodeId id : g_.reachable({root})) {
+  // The nodes under root that are not simplified yet: a walk that stops at simplified ones (a
+  // sweep over the whole graph for every root was quadratic in the number of statements).
+  std::vector<NodeId> todo, stack{root};
+  std::unordered_set<NodeId> seen{root};
+  while (!stack.empty()) {
+    NodeId id = stack.back();
+    stack.pop_back();
+    todo.push_back(id);
+    const Node &n = g_.node(id);
+    for (int k = 0; k < n.nin; ++k) {
+      NodeId x = n.in[static_cast<size_t>(k)];
+      if (!memo_.count(x) && seen.insert(x).second) stack.push_back(x);
+    }
+  }
+  // Ids are topological: rebuild them in increasing order, no recursion.
+  std::sort(todo.begin(), todo.end());
+  for (NodeId id : todo) {
     if (memo_.count(id)) continue;
     Node n = g_.node(id); // copy: make() may grow the node vector
     NodeId a = n.nin > 0 ? memo_.at(n.a()) : kNoNode;

@@ -2,6 +2,7 @@
 // FILE:LINE) and the atomic file writer.
 #include "DataIO.h"
 
+#include "Limits.h"
 #include "Program.h"
 
 #include <algorithm>
@@ -152,9 +153,17 @@ std::string listForms(const std::vector<Form> &forms) {
 
 } // namespace
 
-Expected<std::string> readFile(const std::string &path) {
+Expected<std::string> readFile(const std::string &path, size_t maxBytes, const std::string &reason) {
   auto fail = [&](const char *what) {
     return Error{fmt::format("{}: error: {}: {}", path, what, std::strerror(errno))};
+  };
+  auto tooBig = [&](double size) { // 0: not known, more than maxBytes
+    const std::string max = formatBytes(static_cast<double>(maxBytes)),
+                      why = reason.empty() ? "" : " (" + reason + ")";
+    return Error{size > 0 ? fmt::format("{}: error: file is {}; at most {} can be read{}", path,
+                                        formatBytes(size), max, why)
+                          : fmt::format("{}: error: file is larger than {}, the most that can be read{}",
+                                        path, max, why)};
   };
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return fail("cannot open");
@@ -163,6 +172,10 @@ Expected<std::string> readFile(const std::string &path) {
     ::close(fd);
     errno = EISDIR;
     return fail("cannot open");
+  }
+  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > maxBytes) {
+    ::close(fd);
+    return tooBig(static_cast<double>(st.st_size));
   }
   std::string text;
   char buf[65536];
@@ -176,10 +189,23 @@ Expected<std::string> readFile(const std::string &path) {
       return fail("cannot read");
     }
     if (got == 0) break;
+    if (static_cast<size_t>(got) > maxBytes - text.size()) { // a file that grew, a device, a pipe
+      ::close(fd);
+      return tooBig(0);
+    }
     text.append(buf, static_cast<size_t>(got));
   }
   ::close(fd);
   return text;
+}
+
+Expected<std::string> readDataFile(const std::string &path) {
+  MemoryBudget b = memoryBudget();
+  double limit = b.bytes / 4;
+  if (!(limit < static_cast<double>(SIZE_MAX))) return readFile(path);
+  return readFile(path, static_cast<size_t>(limit),
+                  fmt::format("a quarter of the {} {}", formatBytes(b.bytes),
+                              b.from == "available now" ? "of memory available now" : "allowed by " + b.from));
 }
 
 Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
@@ -279,7 +305,7 @@ Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
 }
 
 Expected<Dataset> loadCsv(const std::string &path, const Program &program, bool targetsOptional) {
-  Expected<std::string> text = readFile(path);
+  Expected<std::string> text = readDataFile(path);
   if (!text) return text.error();
   return parseCsv(*text, path, program, targetsOptional);
 }

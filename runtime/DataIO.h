@@ -3,6 +3,7 @@
 #pragma once
 #include "Expected.h"
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -20,8 +21,20 @@ struct Dataset {
   bool hasTargets = true;      // false when targetsOptional and the file has input columns only
 };
 
-// The whole file. A missing or unreadable file: "FILE: error: cannot open: <strerror>".
-Expected<std::string> readFile(const std::string &path);
+// The whole file. A missing or unreadable file: "FILE: error: cannot open: <strerror>". A file of
+// more than maxBytes (or an endless one, like /dev/zero) is refused before, or as soon as, that
+// many are read: "FILE: error: file is 20.0 MiB; at most 16.0 MiB can be read" (`reason`, if
+// given, follows in parentheses).
+Expected<std::string> readFile(const std::string &path, size_t maxBytes = SIZE_MAX,
+                               const std::string &reason = {});
+
+// A data or params file, which becomes numbers that take several times its size: at most a
+// quarter of memoryBudget() (Limits.h) is read, so that an endless file (/dev/zero) or one that
+// cannot fit is an error, not an allocation failure.
+Expected<std::string> readDataFile(const std::string &path);
+
+// The largest .nn source that nabla reads.
+inline constexpr size_t kMaxSourceFileBytes = size_t(16) << 20;
 
 // Rules (LANGUAGE.md, "Data files"): one example a row, fields separated by ','; columns are the
 // inputs flattened row-major in declaration order, then the targets likewise. Alternatively, when

@@ -24,6 +24,7 @@ struct MemoryUse {
 };
 MemoryUse estimateMemory(const Model &m, Workload w, int64_t rows, int64_t batch, int threads);
 
+// (memoryBudget and formatBytes live in nabla_io, MemoryBudget.cpp: the data readers use them.)
 // What may be used: NABLA_MEMORY_LIMIT (bytes, or with a K, M, G or T suffix: "512M", "2G") when
 // set; otherwise the memory available now (MemAvailable in /proc/meminfo, else the physical
 // memory), and no more than RLIMIT_AS or RLIMIT_DATA. `from` says which, for the message.

@@ -27,7 +27,7 @@ Model &Model::operator=(Model &&) noexcept = default;
 Model::~Model() = default;
 
 Expected<Model> Model::compileFile(const std::string &path, const CompileOptions &o) {
-  auto text = readFile(path);
+  auto text = readFile(path, kMaxSourceFileBytes);
   if (!text) return text.error();
   return compileString(std::move(*text), path, o);
 }

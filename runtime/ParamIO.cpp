@@ -194,7 +194,7 @@ Expected<std::vector<double>> parseParams(std::string_view text, const std::stri
 }
 
 Expected<std::vector<double>> loadParams(const std::string &path, const Program &program) {
-  Expected<std::string> text = readFile(path);
+  Expected<std::string> text = readDataFile(path);
   if (!text) return text.error();
   return parseParams(*text, path, program);
 }

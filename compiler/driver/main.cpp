@@ -50,7 +50,7 @@ template <class T> T unwrap(Expected<T> e) {
 constexpr size_t kMaxSourceBytes = size_t(16) << 20;
 
 SourceFile readSource(const std::string &path) {
-  std::string text = unwrap(readFile(path));
+  std::string text = unwrap(readFile(path, kMaxSourceBytes)); // never all of /dev/zero
   if (text.size() > kMaxSourceBytes)
     fail(fmt::format("{}: error: source file is {} bytes; at most {} are supported", path,
                      text.size(), kMaxSourceBytes));
