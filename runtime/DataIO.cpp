@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
+#include <limits>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -209,7 +211,7 @@ Expected<std::string> readDataFile(const std::string &path) {
 }
 
 Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
-                           const Program &program, bool targetsOptional) {
+                           const Program &program, bool targetsOptional, bool float32) {
   const int64_t nIn = program.inputCount(), nT = program.targetCount();
   const std::vector<Form> forms = formsFor(program, targetsOptional);
   const Form *form = nullptr; // chosen by the first data row
@@ -280,6 +282,10 @@ Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
       if (scanNumber(f, v, why) != Num::Ok)
         return error(fmt::format("column {}: {} {}", c + 1, f.empty() ? "the field" : quoteField(f),
                                  why));
+      if (float32 && std::fabs(v) > static_cast<double>(std::numeric_limits<float>::max()))
+        return error(fmt::format("column {}: {} is out of the f32 range (at most about 3.4e38 in "
+                                 "magnitude); --dtype f64 reads it",
+                                 c + 1, quoteField(f)));
       if (c < nIn) {
         data.inputs.push_back(v);
       } else if (form->kind == Form::Full) {
@@ -304,10 +310,11 @@ Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
   return data;
 }
 
-Expected<Dataset> loadCsv(const std::string &path, const Program &program, bool targetsOptional) {
+Expected<Dataset> loadCsv(const std::string &path, const Program &program, bool targetsOptional,
+                          bool float32) {
   Expected<std::string> text = readDataFile(path);
   if (!text) return text.error();
-  return parseCsv(*text, path, program, targetsOptional);
+  return parseCsv(*text, path, program, targetsOptional, float32);
 }
 
 Expected<bool> writeFileAtomically(const std::string &path, std::string_view contents) {

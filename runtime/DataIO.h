@@ -44,11 +44,14 @@ inline constexpr size_t kMaxSourceFileBytes = size_t(16) << 20;
 // must then have that count. A first line with a field that is neither empty nor a number is a
 // header and is skipped. Fields are numbers as in the language with an optional sign (+ or -),
 // surrounded by optional spaces or tabs; CRLF, blank lines and a leading UTF-8 BOM are fine.
-// Errors: "FILE:LINE: error: MESSAGE", LINE 1-based, columns named 1-based.
+// Errors: "FILE:LINE: error: MESSAGE", LINE 1-based, columns named 1-based. With float32 (the
+// data is for --dtype f32), a number beyond the f32 range (about 3.4e38) is an error too, where it
+// stands, instead of an infinity that would end training later.
 Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
-                           const Program &program, bool targetsOptional = false);
+                           const Program &program, bool targetsOptional = false,
+                           bool float32 = false);
 Expected<Dataset> loadCsv(const std::string &path, const Program &program,
-                          bool targetsOptional = false);
+                          bool targetsOptional = false, bool float32 = false);
 
 // Writes PATH.tmp.<pid> in the same directory, fsyncs it and renames it over PATH, so readers see
 // the old file or the new one, never a part. On failure the temp file is removed and the error

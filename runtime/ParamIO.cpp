@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -191,6 +192,23 @@ Expected<std::vector<double>> parseParams(std::string_view text, const std::stri
   if (static_cast<int64_t>(reader.flat.size()) != program.paramCount())
     throw InternalError("parseParams: every param was read from a text shorter than their numbers");
   return std::move(reader.flat);
+}
+
+Expected<bool> checkParamsFitFloat32(const std::vector<double> &params, const std::string &fileName,
+                                     const Program &program) {
+  const double max = static_cast<double>(std::numeric_limits<float>::max());
+  for (const Decl &d : program.params)
+    for (int64_t i = 0; i < d.shape.numel(); ++i) {
+      const double v = params.at(static_cast<size_t>(d.offset + i));
+      if (!(std::fabs(v) > max)) continue;
+      std::string at = d.shape.rank() == 0 ? "" :
+                       d.shape.rank() == 1 ? fmt::format(" element [{}]", i)
+                                           : fmt::format(" element [{}][{}]", i / d.shape[1], i % d.shape[1]);
+      return Error{fmt::format("{}: error: param \"{}\"{} is {}, out of the f32 range (at most "
+                               "about 3.4e38 in magnitude); --dtype f64 reads it",
+                               fileName, d.name, at, v)};
+    }
+  return true;
 }
 
 Expected<std::vector<double>> loadParams(const std::string &path, const Program &program) {

@@ -22,6 +22,11 @@ Expected<std::vector<double>> parseParams(std::string_view text, const std::stri
                                           const Program &program);
 Expected<std::vector<double>> loadParams(const std::string &path, const Program &program);
 
+// For --dtype f32: an element beyond the f32 range (about 3.4e38) would become an infinity.
+// "FILE: error: param "w": element [0][1] is 1e+300, out of the f32 range ..." for the first one.
+Expected<bool> checkParamsFitFloat32(const std::vector<double> &params, const std::string &fileName,
+                                     const Program &program);
+
 // Pretty JSON of the params in declaration order, one row of a matrix a line, numbers that read
 // back to the same bits (see formatNumberJson). parseParams(formatParams(p, x)) == x exactly.
 std::string formatParams(const Program &program, const std::vector<double> &flat);

@@ -86,8 +86,15 @@ Model compileModel(const std::string &file, const std::string &engine, DType dty
   return unwrap(Model::compileFile(file, o));
 }
 
-std::vector<double> paramsFor(const Program &p, const std::string &paramsPath, uint64_t seed) {
-  if (!paramsPath.empty()) return unwrap(loadParams(paramsPath, p));
+// Params from a file (checked against the f32 range when they are for f32), else initialized.
+std::vector<double> loadParamsFor(const Program &p, const std::string &paramsPath, bool f32) {
+  std::vector<double> P = unwrap(loadParams(paramsPath, p));
+  if (f32) unwrap(checkParamsFitFloat32(P, paramsPath, p));
+  return P;
+}
+
+std::vector<double> paramsFor(const Program &p, const std::string &paramsPath, uint64_t seed, bool f32) {
+  if (!paramsPath.empty()) return loadParamsFor(p, paramsPath, f32);
   return initParams(p, seed);
 }
 
@@ -168,9 +175,10 @@ int cmdEval(const std::string &file, const std::string &data, const std::string 
   Model m = compileModel(file, engine, parseDType(dtype));
   const Program &p = m.program();
   requireLoss(p, "eval");
-  Dataset ds = unwrap(loadCsv(data, p));
+  const bool f32 = dtype == "f32";
+  Dataset ds = unwrap(loadCsv(data, p, false, f32));
   unwrap(checkMemory(m, "eval", Workload::Eval, ds.rows, ds.rows, threads));
-  std::vector<double> P = paramsFor(p, params, seed);
+  std::vector<double> P = paramsFor(p, params, seed, f32);
   LossAndGradient r;
   r.loss = m.lossAndGradient(P, ds.inputs.data(), ds.targets.data(), ds.rows, r.grads, threads);
   if (json) {
@@ -275,8 +283,9 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
     fail(fmt::format("{}: error: 'predict' needs outputs, but the program declares none (add "
                      "'output NAME, ...')", p.source.name));
   unwrap(checkMemory(m, "predict", Workload::Predict, 1, 1, 1));
-  std::vector<double> P = unwrap(loadParams(paramsPath, p));
-  Dataset ds = unwrap(loadCsv(data, p, /*targetsOptional=*/true));
+  const bool f32 = dtype == "f32";
+  std::vector<double> P = loadParamsFor(p, paramsPath, f32);
+  Dataset ds = unwrap(loadCsv(data, p, /*targetsOptional=*/true, f32));
   unwrap(checkMemory(m, "predict", Workload::Predict, ds.rows, ds.rows, 1));
   DType dt = parseDType(dtype);
   std::vector<double> y = m.forward(P, ds.inputs.data(), ds.rows);
@@ -355,9 +364,10 @@ int cmdTrain(const TrainCommand &c) {
   const double compileSeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const Program &p = m.program();
   requireLoss(p, "train");
-  Dataset ds = unwrap(loadCsv(c.data, p));
+  const bool f32 = c.dtype == "f32";
+  Dataset ds = unwrap(loadCsv(c.data, p, false, f32));
   unwrap(checkMemory(m, "train", Workload::Train, ds.rows, c.batch, c.threads));
-  std::vector<double> init = paramsFor(p, c.init, c.seed);
+  std::vector<double> init = paramsFor(p, c.init, c.seed, f32);
 
   const bool tty = ::isatty(::fileno(stderr)) != 0;
   auto lastDraw = std::chrono::steady_clock::time_point{};
@@ -384,9 +394,9 @@ int cmdTrain(const TrainCommand &c) {
   TrainResult r = unwrap(train(m, ds, init, o));
 
   std::string out = fmt::format(
-      "trained in {} (+ {} compiling): {} epochs of {} examples, {} examples/s\n",
-      formatDuration(r.seconds), formatDuration(compileSeconds), o.epochs, r.trainRows,
-      formatRate(r.examplesPerSecond));
+      "trained in {} (+ {} compiling): {} epoch{} of {} example{}, {} examples/s\n",
+      formatDuration(r.seconds), formatDuration(compileSeconds), o.epochs, o.epochs == 1 ? "" : "s",
+      r.trainRows, r.trainRows == 1 ? "" : "s", formatRate(r.examplesPerSecond));
   const bool acc = r.accuracy.kind != AccuracyKind::None;
   if (r.validRows > 0) {
     out += fmt::format("held-out loss {:.4f}", r.validLoss);
@@ -435,7 +445,7 @@ int cmdEmitCpp(const std::string &file, const std::string &dir, const std::strin
   std::vector<NodeId> outs = d ? d->outputs : simplifiedOutputs(p);
   loops::Program lp = lowerToLoops(p, outs, d ? &*d : nullptr);
   std::optional<std::vector<double>> trained;
-  if (!paramsPath.empty()) trained = unwrap(loadParams(paramsPath, p));
+  if (!paramsPath.empty()) trained = loadParamsFor(p, paramsPath, dtype == "f32");
   CppEmitOptions o;
   o.f64 = dtype == "f64";
   o.trainedParams = trained ? &*trained : nullptr;

@@ -161,6 +161,18 @@ expect "params: not UTF-8" 1 'utf8.json:1:17: error: .*ill-formed UTF-8' -- pred
 printf '{"w": [1, 2], "b": 0.5}' >"$W/ok.json"
 printf '1,2,1e400\n' >"$W/range.csv"
 expect "data: number out of range" 1 'range.csv:1: error: column 3: "1e400" is out of the double range' -- eval small.nn --data range.csv
+# Beyond f32 but within f64: an error at the number for f32 (not an infinity that ends training
+# later with a NaN loss), read for f64.
+printf '1,2,0\n1,1e300,0\n' >"$W/f32.csv"
+expect "data: beyond f32, train" 1 'f32.csv:2: error: column 2: "1e300" is out of the f32 range .*--dtype f64 reads it' -- train small.nn --data f32.csv
+expect "data: beyond f32, eval" 1 'f32.csv:2: error: column 2: "1e300" is out of the f32 range' -- eval small.nn --data f32.csv
+expect "data: beyond f32, predict" 1 'f32.csv:2: error: column 2: "1e300" is out of the f32 range' -- predict small.nn --params ok.json --data f32.csv
+expect "data: beyond f32 is fine for f64" 0 '' -- eval small.nn --data f32.csv --dtype f64
+printf '{"w": [1, -4e38], "b": 0.5}' >"$W/f32.json"
+expect "params: beyond f32, predict" 1 'f32.json: error: param "w" element \[1\] is -4e\+38, out of the f32 range' -- predict small.nn --params f32.json --data d3.csv
+expect "params: beyond f32, train --init" 1 'f32.json: error: param "w" element \[1\]' -- train small.nn --data d3.csv --init f32.json
+expect "params: beyond f32, emit-cpp" 1 'f32.json: error: param "w" element \[1\]' -- emit-cpp small.nn -o cpp --params f32.json
+expect "params: beyond f32 is fine for f64" 0 '' -- predict small.nn --params f32.json --data d3.csv --dtype f64
 printf '1,2,0\n1,\0,0\n' >"$W/nul.csv"
 expect "data: NUL byte" 1 'nul.csv:2: error: column 2: "\\x00" is not a number' -- eval small.nn --data nul.csv
 printf 'x\xff,y,t\n1,2,3\n' >"$W/header.csv"

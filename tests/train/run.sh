@@ -6,7 +6,7 @@
 # Bad options: exit 1 with a clear message. A fixed --seed and --threads: the same saved params,
 # byte for byte. `predict` with the saved params: the accuracy that `train` reported. An
 # interrupted save (the process killed by SIGXFSZ in the middle of writing, or the write failing
-# with EFBIG) leaves the old file intact. --log, --plot, --init, progress lines without a
+# with EFBIG) leaves the old file intact, and so does SIGKILL at random moments. --log, --plot, --init, progress lines without a
 # terminal, the interpreter engine, and the samples' documented commands reaching their targets.
 set -u
 export LC_ALL=C
@@ -139,6 +139,55 @@ if [[ $(id -u) != 0 ]]; then
   [[ $rc == 1 ]] && cmp -s "$TMP/ro/p.json" "$TMP/backup.json" && pass "read-only directory: exit 1, old file intact" ||
     fail "read-only directory: status $rc"
   chmod u+w "$TMP/ro"
+fi
+
+# --- killed at random moments: the file on disk is the old one or the complete new one ----------
+# A program with 164,000 params (a 3.5 MB params file) trains one epoch in a fraction of a second;
+# most of a run is compiling and writing. SIGKILL lands at uniformly random moments of a run, and,
+# to be sure to hit the write itself, as soon as the temp file appears (the write takes a few ms). After each
+# kill, --save's file must be byte for byte the old params or the params of an uninterrupted run.
+{
+  printf 'input x[400]\ntarget t[10]\nparam W[10, 400]\nparam V[400, 400]\n'
+  printf 'h = tanh(V @ x)\ny = softmax(W @ h)\noutput y\nloss E = cross_entropy(y, t)\n'
+} >"$TMP/big.nn"
+awk 'BEGIN { srand(1); for (r = 0; r < 50; r++) { for (c = 0; c < 400; c++) printf "%.3f,", rand(); print int(10 * rand()) } }' >"$TMP/big.csv"
+BIG=("$TMP/big.nn" --data "$TMP/big.csv" --epochs 1 --seed 5)
+"$NABLA" train "$TMP/big.nn" --data "$TMP/big.csv" --epochs 1 --seed 6 --save "$TMP/kold.json" >/dev/null 2>&1
+start=$(date +%s%N)
+"$NABLA" train "${BIG[@]}" --save "$TMP/knew.json" >/dev/null 2>&1
+span=$((($(date +%s%N) - start) / 1000)) # microseconds of a whole run
+if cmp -s "$TMP/kold.json" "$TMP/knew.json" || [[ ! -s "$TMP/knew.json" ]]; then
+  fail "random kills: the reference runs did not give two different params files"
+else
+  old=0 new=0 midwrite=0 bad=0
+  kills=${NABLA_KILL_RUNS:-40}
+  for ((i = 0; i < kills; i++)); do
+    cp "$TMP/kold.json" "$TMP/k.json"
+    rm -f "$TMP"/k.json.tmp.*
+    "$NABLA" train "${BIG[@]}" --save "$TMP/k.json" >/dev/null 2>&1 &
+    pid=$!
+    if ((i % 2 == 0)); then # a random moment of the run (up to 10% past its usual end)
+      sleep "$(awk -v s="$span" -v r="$RANDOM" 'BEGIN { printf "%.6f", s * 1.1 * r / 32768 / 1e6 }')"
+    else # while the new file is being written
+      for ((w = 0; w < 20000; w++)); do
+        compgen -G "$TMP/k.json.tmp.*" >/dev/null && break
+        kill -0 "$pid" 2>/dev/null || break
+      done
+    fi
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    compgen -G "$TMP/k.json.tmp.*" >/dev/null && midwrite=$((midwrite + 1))
+    if cmp -s "$TMP/k.json" "$TMP/kold.json"; then old=$((old + 1))
+    elif cmp -s "$TMP/k.json" "$TMP/knew.json"; then new=$((new + 1))
+    else bad=$((bad + 1)); cp "$TMP/k.json" "$TMP/k-bad-$i.json"
+    fi
+  done
+  summary="$kills kills over a ${span} us run: $old left the old file, $new the new one, $midwrite struck mid-write"
+  if ((bad == 0 && midwrite > 0)); then
+    pass "random kills of train --save: $summary"
+  else
+    fail "random kills of train --save: $summary, $bad left something else"
+  fi
 fi
 
 # --- progress without a terminal, --log, --plot --------------------------------------------------
