@@ -93,7 +93,11 @@ NodeId Simplifier::rewrite(const Node &n, NodeId a, NodeId b) {
 NodeId Simplifier::rewriteUnary(Op op, NodeId a, double p) {
   const Node x = g_.node(a); // a copy: make() may grow the node vector
   double c;
-  if (scalarConst(a, c)) return g_.constant(applyUnary(op, c, p)); // fold
+  if (scalarConst(a, c)) { // fold, except a logistic that saturates to exactly 0 or 1: kept, a
+    // log or log(1 - .) of it still finds its stable form (log(logistic(-1000)) is -1000, not -inf)
+    const double v = applyUnary(op, c, p);
+    if (op != Op::Logistic || (v != 0 && v != 1)) return g_.constant(v);
+  }
   if (op == Op::Neg && x.op == Op::Neg) return x.a();                // --x -> x
   if (op == Op::Pow && p == 1) return a;                             // x^1 -> x
   if (op == Op::Pow && x.op == Op::Pow && p == std::floor(p) && x.fattr == std::floor(x.fattr))

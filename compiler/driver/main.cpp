@@ -185,8 +185,8 @@ int cmdEval(const std::string &file, const std::string &data, const std::string 
     std::fputs(evalJson(p, r).c_str(), stdout);
     return 0;
   }
-  std::string out = fmt::format("loss {} = {}   (mean over {} examples, {}, {})\n", p.loss->name,
-                                formatNumber(r.loss), ds.rows, dtype, engine);
+  std::string out = fmt::format("loss {} = {}   (mean over {} example{}, {}, {})\n", p.loss->name,
+                                formatNumber(r.loss), ds.rows, ds.rows == 1 ? "" : "s", dtype, engine);
   for (const Decl &decl : p.params) {
     double norm = 0, maxAbs = 0;
     for (int64_t i = 0; i < decl.shape.numel(); ++i) {

@@ -782,11 +782,21 @@ TEST_CASE("simplifier: targeted rules", "[simplify]") {
     NodeId r = S.simplify(e);
     REQUIRE(g.op(r) == Op::Const);
     CHECK(g.node(r).fattr == 19.5);
-    // Folding uses the stable kernels: logistic(-1000) folds to 0 (exp(-1000) underflows) and
-    // not to NaN; softplus(1000) to 1000 and not to inf.
-    NodeId lg = S.simplify(g.unary(Op::Logistic, g.constant(-1000)));
+    // Folding uses the stable kernels: logistic(-10) folds to a positive number, not to NaN;
+    // softplus(1000) to 1000 and not to inf.
+    NodeId lg = S.simplify(g.unary(Op::Logistic, g.constant(-10)));
     REQUIRE(g.op(lg) == Op::Const);
-    CHECK(g.node(lg).fattr == 0);
+    CHECK(g.node(lg).fattr == Approx(1 / (1 + std::exp(10.0))).epsilon(1e-15));
+    // A logistic that saturates to exactly 0 or 1 stays, so that the log around it still finds
+    // its stable form: log(logistic(-1000)) = -1000 and log(1 - logistic(1000)) = -1000, not -inf.
+    NodeId sat = S.simplify(g.unary(Op::Logistic, g.constant(-1000)));
+    CHECK(g.op(sat) == Op::Logistic);
+    NodeId ll = S.simplify(g.unary(Op::Log, g.unary(Op::Logistic, g.constant(-1000))));
+    REQUIRE(g.op(ll) == Op::Const);
+    CHECK(g.node(ll).fattr == -1000);
+    NodeId l1 = S.simplify(g.unary(Op::Log, g.binary(Op::Sub, g.constant(1), g.unary(Op::Logistic, g.constant(1000)))));
+    REQUIRE(g.op(l1) == Op::Const);
+    CHECK(g.node(l1).fattr == -1000);
     NodeId sp = S.simplify(g.unary(Op::Softplus, g.constant(1000)));
     REQUIRE(g.op(sp) == Op::Const);
     CHECK(g.node(sp).fattr == 1000);
