@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -317,22 +318,61 @@ Expected<Dataset> loadCsv(const std::string &path, const Program &program, bool 
   return parseCsv(*text, path, program, targetsOptional, float32);
 }
 
-Expected<bool> writeFileAtomically(const std::string &path, std::string_view contents) {
+namespace {
+
+// Writes all of `contents` to fd, retrying short writes and EINTR; errno is set on failure.
+bool writeAll(int fd, std::string_view contents) {
+  for (size_t done = 0; done < contents.size();) {
+    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+} // namespace
+
+Expected<bool> writeFileAtomically(const std::string &requested, std::string_view contents) {
+  auto error = [&](int e) {
+    return Error{fmt::format("{}: error: cannot write: {}", requested, std::strerror(e))};
+  };
+  // A symbolic link: the file it points to is replaced, not the link.
+  std::string path = requested;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+    if (char *real = ::realpath(path.c_str(), nullptr)) {
+      path = real;
+      std::free(real);
+    }
+  const bool exists = ::stat(path.c_str(), &st) == 0;
+  if (exists && S_ISDIR(st.st_mode)) return error(EISDIR);
+  if (exists && !S_ISREG(st.st_mode)) {
+    // A device, a FIFO or a socket (/dev/stdout, /dev/null, a pipe): written in place. Renaming a
+    // file over it would replace the device node itself.
+    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return error(errno);
+    if (!writeAll(fd, contents)) {
+      int e = errno;
+      ::close(fd);
+      return error(e);
+    }
+    if (::close(fd) != 0) return error(errno);
+    return true;
+  }
+
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   auto fail = [&](bool created) {
     int e = errno;
     if (fd >= 0) ::close(fd);
     if (created) ::unlink(tmp.c_str());
-    return Error{fmt::format("{}: error: cannot write: {}", path, std::strerror(e))};
+    return error(e);
   };
   if (fd < 0) return fail(false);
-  for (size_t done = 0; done < contents.size();) {
-    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail(true);
-    done += static_cast<size_t>(n);
-  }
+  // The replaced file's permissions stay (params kept private stay private).
+  if (exists && ::fchmod(fd, st.st_mode & 07777) != 0) return fail(true);
+  if (!writeAll(fd, contents)) return fail(true);
   if (::fsync(fd) != 0) return fail(true);
   int closed = ::close(fd);
   fd = -1;

@@ -54,8 +54,10 @@ Expected<Dataset> loadCsv(const std::string &path, const Program &program,
                           bool targetsOptional = false, bool float32 = false);
 
 // Writes PATH.tmp.<pid> in the same directory, fsyncs it and renames it over PATH, so readers see
-// the old file or the new one, never a part. On failure the temp file is removed and the error
-// reads "PATH: error: cannot write: <strerror>".
+// the old file or the new one, never a part; a file replaced keeps its permissions, and a symbolic
+// link PATH keeps pointing where it did (the file it points to is the one replaced). PATH that is
+// a device, a FIFO or a socket (/dev/stdout, /dev/null) is written in place, never replaced. On
+// failure the temp file is removed and the error reads "PATH: error: cannot write: <strerror>".
 Expected<bool> writeFileAtomically(const std::string &path, std::string_view contents);
 
 } // namespace nabla

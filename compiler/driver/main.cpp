@@ -481,7 +481,11 @@ int main(int argc, char **argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t maxChecks = 200;
 
-  auto addFile = [&](CLI::App *c) { c->add_option("FILE", file, "the .nn program")->required(); };
+  // Every file and directory name: '' is an error, not a file that is silently not written.
+  const CLI::Validator named(
+      [](std::string &v) { return v.empty() ? std::string("an empty name is not a file") : std::string(); },
+      "", "named");
+  auto addFile = [&](CLI::App *c) { c->add_option("FILE", file, "the .nn program")->required()->check(named); };
   auto *check = app.add_subcommand("check", "parse and check names and shapes; print every value with its shape");
   addFile(check);
   check->add_option("--emit", emit, "print a stage instead")
@@ -491,8 +495,8 @@ int main(int argc, char **argv) {
   grad->add_flag("--ascii", ascii, "ASCII notation only (no ᵀ, ⊗, Σ)");
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
-  eval->add_option("--data", data, "CSV data")->required();
-  eval->add_option("--params", params, "JSON params (default: initialized from --seed)");
+  eval->add_option("--data", data, "CSV data")->required()->check(named);
+  eval->add_option("--params", params, "JSON params (default: initialized from --seed)")->check(named);
   eval->add_option("--seed", seed, "initialization seed (default 0)");
   eval->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   eval->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
@@ -500,31 +504,31 @@ int main(int argc, char **argv) {
   eval->add_option("--threads", threads, "split the batch across N threads (default: all cores)")->check(CLI::Range(1, 1024));
   auto *gradcheck = app.add_subcommand("gradcheck", "compare the gradient with central finite differences");
   addFile(gradcheck);
-  gradcheck->add_option("--data", data, "CSV data (default: random inputs and targets)");
+  gradcheck->add_option("--data", data, "CSV data (default: random inputs and targets)")->check(named);
   gradcheck->add_option("--seed", seed, "seed of params and random data (default 0)");
   gradcheck->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   gradcheck->add_option("--max-checks", maxChecks, "check at most this many elements of each param, chosen by the seed (default 200; 0: all)")->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   TrainCommand tc;
   auto *train = app.add_subcommand("train", "train with the JIT-compiled gradient (see README.md, \"Training\")");
-  train->add_option("FILE", tc.file, "the .nn program")->required();
-  train->add_option("--data", tc.data, "CSV data")->required();
+  train->add_option("FILE", tc.file, "the .nn program")->required()->check(named);
+  train->add_option("--data", tc.data, "CSV data")->required()->check(named);
   train->add_option("--epochs", tc.epochs, "passes over the training rows (default 10)");
   train->add_option("--batch", tc.batch, "examples a step (default 32)");
   auto *lrOption = train->add_option("--lr", tc.lr, "learning rate (default: sgd 0.1, momentum 0.01, adam 0.001)");
   train->add_option("--optimizer", tc.optimizer, "sgd, momentum (0.9) or adam (0.9, 0.999, 1e-8); default sgd");
   train->add_option("--seed", tc.seed, "seed of the initial params, the held-out split and the shuffles (default 0)");
-  train->add_option("--save", tc.save, "write the trained params here (JSON, atomically)");
-  train->add_option("--params,--init", tc.init, "start from these params (JSON) instead of the seed's");
+  train->add_option("--save", tc.save, "write the trained params here (JSON, atomically)")->check(named);
+  train->add_option("--params,--init", tc.init, "start from these params (JSON) instead of the seed's")->check(named);
   train->add_option("--threads", tc.threads, "split each batch across N threads (default 1)");
   train->add_option("--valid", tc.valid, "hold out this fraction of the rows, chosen by the seed, and report on it each epoch (default 0)");
-  train->add_option("--plot", tc.plot, "write the loss and accuracy curves here (SVG)");
-  train->add_option("--log", tc.log, "write the per-epoch numbers here (CSV)");
+  train->add_option("--plot", tc.plot, "write the loss and accuracy curves here (SVG)")->check(named);
+  train->add_option("--log", tc.log, "write the per-epoch numbers here (CSV)")->check(named);
   train->add_option("--engine", tc.engine, "jit or interp (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   train->add_option("--dtype", tc.dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *predict = app.add_subcommand("predict", "print the outputs for every example");
   addFile(predict);
-  predict->add_option("--params", params)->required();
-  predict->add_option("--data", data)->required();
+  predict->add_option("--params", params)->required()->check(named);
+  predict->add_option("--data", data)->required()->check(named);
   predict->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   predict->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *ir = app.add_subcommand("ir", "print the LLVM IR of forward and gradient");
@@ -534,9 +538,9 @@ int main(int argc, char **argv) {
   ir->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *emitCpp = app.add_subcommand("emit-cpp", "write standalone C++");
   addFile(emitCpp);
-  emitCpp->add_option("-o", out, "output directory (created if missing)")->required();
+  emitCpp->add_option("-o", out, "output directory (created if missing)")->required()->check(named);
   emitCpp->add_option("--dtype", dtype, "f32 or f64: the type `real` (default f32)")->check(CLI::IsMember({"f32", "f64"}));
-  emitCpp->add_option("--params", params, "JSON params: also emit kTrainedParams");
+  emitCpp->add_option("--params", params, "JSON params: also emit kTrainedParams")->check(named);
   bool withMain = false;
   emitCpp->add_flag("--main", withMain, "also NAME_main.cpp: trains from a CSV file with SGD");
 

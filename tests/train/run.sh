@@ -141,6 +141,29 @@ if [[ $(id -u) != 0 ]]; then
   chmod u+w "$TMP/ro"
 fi
 
+# --- what --save replaces: a symbolic link's file (the link stays), a FIFO written, not replaced ---
+printf '{}\n' >"$TMP/real.json" && chmod 600 "$TMP/real.json" && ln -s real.json "$TMP/link.json"
+"$NABLA" train "${DIGITS[@]}" --epochs 1 --save "$TMP/link.json" >/dev/null 2>&1
+if [[ -L "$TMP/link.json" && $(readlink "$TMP/link.json") == real.json && $(stat -c %a "$TMP/real.json") == 600 ]] &&
+   grep -q '"h.W"' "$TMP/real.json"; then
+  pass "--save through a symbolic link: the file it points to replaced, the link and mode 600 kept"
+else
+  fail "--save through a symbolic link: $(ls -l "$TMP/link.json" "$TMP/real.json")"
+fi
+mkfifo "$TMP/fifo"
+cat "$TMP/fifo" >"$TMP/fifo.out" &
+reader=$!
+"$NABLA" train "${DIGITS[@]}" --epochs 1 --save "$TMP/fifo" >/dev/null 2>&1
+rc=$?
+wait "$reader"
+if [[ $rc == 0 && -p "$TMP/fifo" ]] && grep -q '"h.W"' "$TMP/fifo.out"; then
+  pass "--save to a FIFO: written through it, and it is still a FIFO"
+else
+  fail "--save to a FIFO: status $rc, $(ls -l "$TMP/fifo")"
+fi
+expect_error "an empty --save name" "--save: an empty name is not a file" "${DIGITS[@]}" --save ''
+expect_error "an empty --log name" "--log: an empty name is not a file" "${DIGITS[@]}" --log ''
+
 # --- killed at random moments: the file on disk is the old one or the complete new one ----------
 # A program with 164,000 params (a 3.5 MB params file) trains one epoch in a fraction of a second;
 # most of a run is compiling and writing. SIGKILL lands at uniformly random moments of a run, and,
