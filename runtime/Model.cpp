@@ -54,7 +54,7 @@ Expected<Model> Model::compileString(std::string source, std::string name, const
     return Error{std::string("internal error (a bug in nabla, please report it): ") + e.what()};
   }
   if (o.engine == Engine::Jit) {
-    auto jit = JitSession::create(m.s_->loops, JitOptions{o.dtype == DType::F64, o.optLevel});
+    auto jit = JitSession::create(m.s_->loops, JitOptions{o.dtype == DType::F64, o.optLevel, o.jitModules});
     if (!jit) return jit.error();
     m.s_->jit = std::move(*jit);
   }

@@ -21,6 +21,9 @@ struct CompileOptions {
   DType dtype = DType::F32;
   int optLevel = 2;          // 0..3
   Engine engine = Engine::Jit;
+  // JIT: how many modules the code is cut into, compiled on threads side by side; 0 chooses by
+  // the program's size and the machine's cores (tests set it to check that cutting changes nothing).
+  int jitModules = 0;
 };
 
 struct TensorInfo {

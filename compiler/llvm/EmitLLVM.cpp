@@ -21,16 +21,72 @@ using LExpr = loops::Expr;
 
 namespace {
 
+// A rough measure of the machine code a kernel becomes (what code generation time follows): a
+// register-tiled product is several times a plain loop nest.
+double kernelCost(const Kernel &k) {
+  double c = 1 + 0.25 * static_cast<double>(k.loops.size()) + 0.05 * static_cast<double>(k.pool.size());
+  if (k.mode == Kernel::Gemm) c += 6;
+  if (k.mode == Kernel::Softmax) c += 2;
+  return c;
+}
+
+// Kernels [first, last) of the forward or gradient function, compiled in module `module`.
+struct Part {
+  bool gradient;
+  size_t first, last;
+  int module;
+};
+
+// The kernels of both functions in order (forward, then gradient), cut into `modules` runs of
+// about equal cost; a run is cut again where the function changes and every kKernelsPerPart
+// kernels (LLVM's loop analyses grow faster than linearly with the loops of one function).
+std::vector<Part> planParts(const loops::Program &p, int modules) {
+  constexpr size_t kKernelsPerPart = 32;
+  std::vector<std::pair<bool, size_t>> order;
+  std::vector<double> cost;
+  double total = 0;
+  for (bool gradient : {false, true}) {
+    const loops::Function &f = gradient ? p.gradient : p.forward;
+    if (f.name.empty()) continue;
+    for (size_t i = 0; i < f.kernels.size(); ++i) {
+      order.emplace_back(gradient, i);
+      cost.push_back(kernelCost(f.kernels[i]));
+      total += cost.back();
+    }
+  }
+  std::vector<Part> parts;
+  double done = 0;
+  for (size_t j = 0; j < order.size(); ++j) {
+    // The module whose share of the total cost this kernel's midpoint falls in.
+    const int module = std::min(modules - 1, static_cast<int>((done + cost[j] / 2) / total * modules));
+    done += cost[j];
+    const auto [gradient, i] = order[j];
+    if (!parts.empty() && parts.back().gradient == gradient && parts.back().module == module &&
+        parts.back().last == i && i - parts.back().first < kKernelsPerPart)
+      ++parts.back().last;
+    else
+      parts.push_back(Part{gradient, i, i + 1, module});
+  }
+  return parts;
+}
+
 class Emitter {
 public:
-  Emitter(const loops::Program &p, LLVMContext &c, const LLVMEmitOptions &o)
-      : P(p), C(c), O(o), M(std::make_unique<Module>("nabla", c)), B(c) {
+  Emitter(const loops::Program &p, LLVMContext &c, const LLVMEmitOptions &o, int module, int modules)
+      : P(p), C(c), O(o), M(std::make_unique<Module>("nabla" + std::to_string(module), c)), B(c),
+        module_(module), modules_(modules) {
     T = o.f64 ? Type::getDoubleTy(c) : Type::getFloatTy(c);
     I64 = Type::getInt64Ty(c);
     Ptr = PointerType::getUnqual(c);
   }
 
   std::unique_ptr<Module> run() {
+    if (modules_ > 1) {
+      const std::vector<Part> parts = planParts(P, modules_);
+      if (!P.forward.name.empty()) split(P.forward, false, parts);
+      if (!P.gradient.name.empty()) split(P.gradient, true, parts);
+      return std::move(M);
+    }
     if (!P.forward.name.empty()) function(P.forward, false);
     if (!P.gradient.name.empty()) function(P.gradient, true);
     return std::move(M);
@@ -42,6 +98,42 @@ private:
   // loop analyses (ScalarEvolution's loop guards) grow much faster than linearly with the loops of
   // one function (a chain of 400 statements took minutes to optimize, 1,000 did not finish).
   static constexpr size_t kKernelsPerFunction = 32;
+
+  // Module module_ of modules_: the parts planned into it, as external functions; module 0 also
+  // has the entry point, which calls every part of the function in order (declared where they
+  // live in other modules; the JIT links them).
+  void split(const loops::Function &f, bool gradient, const std::vector<Part> &parts) {
+    FunctionType *partType = FunctionType::get(Type::getVoidTy(C), paramTypes(gradient), false);
+    std::vector<Function *> calls;
+    for (const Part &part : parts) {
+      if (part.gradient != gradient) continue;
+      const std::string name = std::string(gradient ? kGradientSymbol : kForwardSymbol) + ".part" +
+                               std::to_string(part.first);
+      if (part.module != module_) {
+        if (module_ == 0) calls.push_back(Function::Create(partType, Function::ExternalLinkage, name, *M));
+        continue;
+      }
+      Function *fn = declare(partType, name, Function::ExternalLinkage);
+      fn->addFnAttr(Attribute::NoInline);
+      begin(fn, gradient);
+      for (size_t i = part.first; i < part.last; ++i) kernel(f.kernels[i]);
+      B.CreateRetVoid();
+      calls.push_back(fn);
+    }
+    if (module_ != 0) return;
+    Function *entry = declare(FunctionType::get(gradient ? T : Type::getVoidTy(C), paramTypes(gradient), false),
+                              gradient ? kGradientSymbol : kForwardSymbol, Function::ExternalLinkage);
+    begin(entry, gradient);
+    std::vector<Value *> args;
+    for (auto &a : entry->args()) args.push_back(&a);
+    for (Function *part : calls) B.CreateCall(part, args);
+    if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
+    else B.CreateRetVoid();
+  }
+
+  std::vector<Type *> paramTypes(bool gradient) const {
+    return gradient ? std::vector<Type *>{Ptr, Ptr, Ptr, I64, Ptr, Ptr} : std::vector<Type *>{Ptr, Ptr, I64, Ptr, Ptr};
+  }
 
   void function(const loops::Function &f, bool gradient) {
     std::vector<Type *> params = gradient ? std::vector<Type *>{Ptr, Ptr, Ptr, I64, Ptr, Ptr}
@@ -474,12 +566,25 @@ private:
   Value *n_ = nullptr, *nReal_ = nullptr, *acc_ = nullptr;
   std::unordered_map<loops::Space, Value *> spaces_;
   std::unordered_map<int, Value *> base_, vars_;
+  int module_ = 0, modules_ = 1;
 };
 
 } // namespace
 
-std::unique_ptr<Module> emitLLVM(const loops::Program &p, LLVMContext &ctx, const LLVMEmitOptions &opts) {
-  return Emitter(p, ctx, opts).run();
+std::unique_ptr<Module> emitLLVM(const loops::Program &p, LLVMContext &ctx, const LLVMEmitOptions &opts,
+                                 int module, int modules) {
+  if (modules < 1 || module < 0 || module >= modules)
+    throw InternalError("emitLLVM: module " + std::to_string(module) + " of " + std::to_string(modules));
+  return Emitter(p, ctx, opts, module, modules).run();
+}
+
+int llvmModuleCount(const loops::Program &p, int most) {
+  double cost = 0;
+  for (const loops::Function *f : {&p.forward, &p.gradient})
+    for (const Kernel &k : f->kernels) cost += kernelCost(k);
+  // Below about this much work, a module compiles in a few milliseconds: not worth a thread.
+  constexpr double kCostPerModule = 40;
+  return std::max(1, std::min(most, static_cast<int>(cost / kCostPerModule)));
 }
 
 } // namespace nabla

@@ -26,7 +26,16 @@ struct LLVMEmitOptions {
   bool wideVectors = false;               // "prefer-vector-width"="512" (AVX-512 hosts)
 };
 
+// Module `module` of `modules`. With one module (the default), the whole program. With more, so
+// that they compile in parallel, the kernels are cut into parts of about equal estimated cost, each
+// an external function "nabla_forward.partK" / "nabla_loss_and_gradient.partK" in one of the
+// modules; module 0 also has both entry points, which call their parts in order. Every module
+// must be emitted (each in its own context) and linked together.
 std::unique_ptr<llvm::Module> emitLLVM(const loops::Program &p, llvm::LLVMContext &ctx,
-                                       const LLVMEmitOptions &opts);
+                                       const LLVMEmitOptions &opts, int module = 0, int modules = 1);
+
+// How many modules (at most `most`) are worth compiling in parallel for this program: one for
+// small programs, where a thread costs more than it saves.
+int llvmModuleCount(const loops::Program &p, int most);
 
 } // namespace nabla

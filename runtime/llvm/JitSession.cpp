@@ -5,6 +5,7 @@
 #include "EmitLLVM.h"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
+#include <llvm/ExecutionEngine/Orc/CompileUtils.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
@@ -29,7 +30,11 @@
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/TargetParser/Host.h>
 
+#include <algorithm>
 #include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
 
 namespace nabla {
 
@@ -74,7 +79,8 @@ const VecDesc kLibmvecAvx512[] = {
 
 // Emits, verifies and optimizes the module for `tm`.
 nabla::Expected<std::unique_ptr<Module>> buildModule(const loops::Program &p, const JitOptions &o,
-                                                     LLVMContext &ctx, TargetMachine &tm) {
+                                                     LLVMContext &ctx, TargetMachine &tm,
+                                                     int module = 0, int modules = 1) {
   LLVMEmitOptions eo;
   eo.f64 = o.f64;
   eo.targetCpu = tm.getTargetCPU().str();
@@ -82,7 +88,7 @@ nabla::Expected<std::unique_ptr<Module>> buildModule(const loops::Program &p, co
   eo.wideVectors = eo.targetFeatures.find("+avx512f") != std::string::npos;
   std::unique_ptr<Module> m;
   try {
-    m = emitLLVM(p, ctx, eo);
+    m = emitLLVM(p, ctx, eo, module, modules);
   } catch (const InternalError &e) {
     return nabla::Error{std::string("internal error in the LLVM backend: ") + e.what()};
   }
@@ -165,13 +171,39 @@ struct JitSession::Impl {
 JitSession::JitSession() : impl_(std::make_unique<Impl>()) {}
 JitSession::~JitSession() = default;
 
-nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Program &p, const JitOptions &o) {
-  initializeOnce();
+namespace {
+
+// Module `module` of `modules` (EmitLLVM.h) as an object file: emitted, optimized and compiled
+// with a target machine and context of its own, so that modules compile on threads side by side.
+nabla::Expected<std::unique_ptr<MemoryBuffer>> compileModule(const loops::Program &p, const JitOptions &o,
+                                                              int module, int modules) {
   auto tm = hostMachine(o);
   if (!tm) return tm.error();
-  auto ctx = std::make_unique<LLVMContext>();
-  auto m = buildModule(p, o, *ctx, **tm);
+  LLVMContext ctx;
+  auto m = buildModule(p, o, ctx, **tm, module, modules);
   if (!m) return m.error();
+  orc::SimpleCompiler compile(**tm);
+  auto object = compile(**m);
+  if (!object) return nabla::Error{"cannot compile the module: " + message(object.takeError())};
+  return std::move(*object);
+}
+
+} // namespace
+
+nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Program &p, const JitOptions &o) {
+  initializeOnce();
+  // Code generation is most of the compile time: a program big enough is cut into modules that
+  // compile on up to one thread a core (the calling thread compiles module 0).
+  const int cores = static_cast<int>(std::max(1u, std::min(std::thread::hardware_concurrency(), 8u)));
+  const int modules = o.modules > 0 ? o.modules : llvmModuleCount(p, cores);
+  std::vector<std::optional<nabla::Expected<std::unique_ptr<MemoryBuffer>>>> objects(static_cast<size_t>(modules));
+  {
+    std::vector<std::thread> workers;
+    for (int k = 1; k < modules; ++k)
+      workers.emplace_back([&, k] { objects[static_cast<size_t>(k)].emplace(compileModule(p, o, k, modules)); });
+    objects[0].emplace(compileModule(p, o, 0, modules));
+    for (std::thread &t : workers) t.join();
+  }
 
   auto jtmb = orc::JITTargetMachineBuilder::detectHost();
   if (!jtmb) return nabla::Error{"cannot target this machine: " + message(jtmb.takeError())};
@@ -181,8 +213,11 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
   auto gen = orc::DynamicLibrarySearchGenerator::GetForCurrentProcess((*jit)->getDataLayout().getGlobalPrefix());
   if (!gen) return nabla::Error{"cannot resolve libm symbols: " + message(gen.takeError())};
   (*jit)->getMainJITDylib().addGenerator(std::move(*gen));
-  if (llvm::Error e = (*jit)->addIRModule(orc::ThreadSafeModule(std::move(*m), std::move(ctx))))
-    return nabla::Error{"cannot add the module to the JIT: " + message(std::move(e))};
+  for (auto &object : objects) {
+    if (!*object) return object->error();
+    if (llvm::Error e = (*jit)->addObjectFile(std::move(**object)))
+      return nabla::Error{"cannot add the compiled code to the JIT: " + message(std::move(e))};
+  }
 
   std::unique_ptr<JitSession> s(new JitSession());
   for (auto [name, slot] : {std::pair{kForwardSymbol, &s->forward_}, std::pair{kGradientSymbol, &s->gradient_}}) {

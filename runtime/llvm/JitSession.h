@@ -13,6 +13,7 @@ namespace nabla {
 struct JitOptions {
   bool f64 = false;
   int optLevel = 2; // 0..3: the LLVM pass pipeline and code generation level
+  int modules = 0;  // the modules compiled in parallel (EmitLLVM.h); 0: by size, one a core at most
 };
 
 class JitSession {

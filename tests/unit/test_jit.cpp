@@ -91,11 +91,13 @@ Batch randomBatch(const Model &m, int64_t n, uint64_t seed) {
   return b;
 }
 
-Model compileOrFail(const std::string &src, const std::string &name, DType dtype, Engine engine, int opt = 2) {
+Model compileOrFail(const std::string &src, const std::string &name, DType dtype, Engine engine, int opt = 2,
+                    int jitModules = 0) {
   CompileOptions o;
   o.dtype = dtype;
   o.engine = engine;
   o.optLevel = opt;
+  o.jitModules = jitModules;
   auto m = Model::compileString(src, name, o);
   if (!m) throw std::runtime_error("compiling " + name + " failed:\n" + m.error().message);
   return std::move(*m);
@@ -1071,6 +1073,28 @@ TEST_CASE("jit: every function at -O0 and -O3 (f64 1e-12, f32 1e-5)", "[jit]") {
         if (!q.empty()) p += "-O0 against the interpreter:\n" + q;
         q = compareModels(o3, interp, n, seed, tol, true);
         if (!q.empty()) p += "-O3 against the interpreter:\n" + q;
+        INFO(p);
+        CHECK(p.empty());
+      }
+    }
+  }
+}
+
+TEST_CASE("jit: code cut into 2, 3 and 5 modules compiled in parallel agrees with one module", "[jit]") {
+  // Each module's parts are external functions that module 0's entry points call; a part's
+  // kernels are those of the one-module code, so the numbers agree to rounding (f64 1e-13).
+  std::vector<std::pair<std::string, std::string>> programs(opPrograms().begin(), opPrograms().begin() + 3);
+  programs.push_back(opPrograms().back());
+  for (const char *sample : {"digits.nn", "iris.nn"})
+    programs.push_back({sample, readText(std::filesystem::path(NABLA_SOURCE_DIR) / "samples" / sample)});
+  for (const auto &[name, src] : programs) {
+    INFO(name << "; the program:\n" << src);
+    Model one = compileOrFail(src, name, DType::F64, Engine::Jit, 2, 1);
+    for (int modules : {2, 3, 5}) {
+      INFO(modules << " modules");
+      Model cut = compileOrFail(src, name, DType::F64, Engine::Jit, 2, modules);
+      for (int64_t n : {1, 7}) {
+        std::string p = compareModels(cut, one, n, 40 + static_cast<uint64_t>(n), 1e-13, true);
         INFO(p);
         CHECK(p.empty());
       }
