@@ -158,9 +158,12 @@ void BM_Nabla(benchmark::State &state, const char *name) {
   for (auto _ : state) benchmark::DoNotOptimize(s.step());
 }
 
+// Source to callable code, wall time: /OPT/MODULES, MODULES 1 for one module compiled on the
+// calling thread, 0 for the default (cut into modules compiled on a thread a core).
 void BM_CompileMnist(benchmark::State &state) {
   CompileOptions o;
   o.optLevel = static_cast<int>(state.range(0));
+  o.jitModules = static_cast<int>(state.range(1));
   for (auto _ : state) {
     auto m = Model::compileFile(std::string(NABLA_BENCH_DIR) + "/mnist.nn", o);
     benchmark::DoNotOptimize(m);
@@ -186,7 +189,7 @@ STEP_CASE(hinton)
 STEP_CASE(mnist)
 STEP_CASE(wide)
 STEP_CASE(deep)
-BENCHMARK(BM_CompileMnist)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CompileMnist)->ArgsProduct({{0, 1, 2, 3}, {1, 0}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_NablaThreads, wide, "wide")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();
