@@ -1,5 +1,6 @@
-// EmitLLVM: prints Loop IR as LLVM IR (the first of the two backends). One module a program,
-// with the two entry points of the flat layout (DESIGN.md):
+// EmitLLVM: prints Loop IR as LLVM IR (the first of the two backends). One module a program (or
+// several, to compile in parallel; see emitLLVM), with the two entry points of the flat layout
+// (DESIGN.md):
 //   void nabla_forward(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace)
 //   T nabla_loss_and_gradient(const T *params, const T *inputs, const T *targets, int64_t n,
 //                             T *grads, T *workspace)          (returns the mean loss)
