@@ -136,8 +136,7 @@ private:
   }
 
   void function(const loops::Function &f, bool gradient) {
-    std::vector<Type *> params = gradient ? std::vector<Type *>{Ptr, Ptr, Ptr, I64, Ptr, Ptr}
-                                          : std::vector<Type *>{Ptr, Ptr, I64, Ptr, Ptr};
+    std::vector<Type *> params = paramTypes(gradient);
     const char *name = gradient ? kGradientSymbol : kForwardSymbol;
     Function *entry = declare(FunctionType::get(gradient ? T : Type::getVoidTy(C), params, false),
                               name, Function::ExternalLinkage);
