@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <mutex>
 #include <optional>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -199,8 +200,14 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
   std::vector<std::optional<nabla::Expected<std::unique_ptr<MemoryBuffer>>>> objects(static_cast<size_t>(modules));
   {
     std::vector<std::thread> workers;
-    for (int k = 1; k < modules; ++k)
-      workers.emplace_back([&, k] { objects[static_cast<size_t>(k)].emplace(compileModule(p, o, k, modules)); });
+    for (int k = 1; k < modules; ++k) {
+      auto job = [&, k] { objects[static_cast<size_t>(k)].emplace(compileModule(p, o, k, modules)); };
+      try {
+        workers.emplace_back(job);
+      } catch (const std::system_error &) { // no thread to be had (ulimit -u): compile it here
+        job();
+      }
+    }
     objects[0].emplace(compileModule(p, o, 0, modules));
     for (std::thread &t : workers) t.join();
   }
