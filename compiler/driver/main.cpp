@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <system_error>
 #include <thread>
 #include <unistd.h>
 
@@ -571,6 +572,9 @@ int main(int argc, char **argv) {
     return 1;
   } catch (const std::bad_alloc &) {
     std::fprintf(stderr, "nabla: error: out of memory\n");
+    return 1;
+  } catch (const std::system_error &e) { // the system refused a resource (threads: ulimit -u)
+    std::fprintf(stderr, "nabla: error: %s\n", e.what());
     return 1;
   } catch (const std::exception &e) {
     std::fprintf(stderr, "nabla: internal error (a bug in nabla, please report it): %s\n", e.what());
