@@ -267,7 +267,10 @@ public:
     vars_.clear();
     for (auto &l : k.loops) vars_[l.var] = l.batch ? "b" : fmt::format("i{}", l.var);
     comment(k);
-    line(0, "{{");
+    if (k.minBatch > 0 && k.maxBatch > 0) line(0, "if (n >= {} && n < {}) {{", k.minBatch, k.maxBatch);
+    else if (k.minBatch > 0) line(0, "if (n >= {}) {{", k.minBatch);
+    else if (k.maxBatch > 0) line(0, "if (n < {}) {{", k.maxBatch);
+    else line(0, "{{");
     declareBuffers(k);
     switch (k.mode) {
     case Kernel::Assign: assign(k); break;

@@ -78,6 +78,13 @@ std::string dump(const Kernel &k, const Program &p) {
   std::string out;
   if (!k.comment.empty()) out += "  # " + k.comment + "\n";
   std::string indent = "  ";
+  if (k.minBatch > 0 || k.maxBatch > 0) {
+    out += indent + "when " + (k.minBatch > 0 ? fmt::format("n >= {}", k.minBatch) : "") +
+           (k.minBatch > 0 && k.maxBatch > 0 ? " and " : "") +
+           (k.maxBatch > 0 ? fmt::format("n < {}", k.maxBatch) : "") + ":\n";
+    indent += "  ";
+  }
+  const std::string base = indent;
   for (auto &l : k.loops) {
     out += indent + (l.reduction ? "sum " : "for ") + varName(k, l.var) + " in " +
            (l.batch ? std::string("0..n") : fmt::format("0..{}", l.extent)) + ":\n";
@@ -92,7 +99,7 @@ std::string dump(const Kernel &k, const Program &p) {
     break;
   case Kernel::Reduce:
     out += indent + "acc += " + expr(k, p, k.body) + "\n";
-    out += "  " + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) + "\n";
+    out += base + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) + "\n";
     break;
   case Kernel::Gemm:
     out += indent + bufRef(k, p, k.out, k.outIndex) + (k.accumulate ? " += " : " = ") +

@@ -76,6 +76,9 @@ struct Kernel {
   Affine inIndex;        // Softmax: start of the row
   int64_t cols = 0;      // Softmax
   bool logSoftmax = false;
+  // Runs only when the batch size n is at least minBatch (if > 0) and below maxBatch (if > 0):
+  // two forms of one product, the one that pays off for the batch chosen at run time.
+  int64_t minBatch = 0, maxBatch = 0;
   std::string comment;   // the formula this kernel computes, and the .nn line it comes from
 
   int add(Expr e) { pool.push_back(std::move(e)); return static_cast<int>(pool.size()) - 1; }

@@ -557,6 +557,11 @@ private:
   // the form Aᵀ g and x B, and the batch sums of param gradients), and dot-form products
   // out[m, n] = Σ_k A[m, k] W[n, k] with a batch-shared W, which read W through a transposed
   // copy so that they become the same form.
+  // The batch from which a product of per-example rows with a weight matrix copies the weights
+  // transposed and runs register-tiled; below it, dot products read the weights in place (one
+  // example: the copy was most of a forward pass).
+  static constexpr int64_t kTiledFromBatch = 8;
+
   void formGemms(loops::Function &f) {
     std::vector<Kernel> out;
     pendingScale_ = -1;
@@ -588,6 +593,14 @@ private:
           continue;
         }
         int64_t N = k.loops[1].extent, K = k.loops[2].extent;
+        // Over the batch, a small batch does not pay for the copy of W: there the dot products
+        // run as they are, reading W's rows in place; the copy and the tiled product from
+        // kTiledFromBatch examples on (n is known at run time only).
+        std::optional<Kernel> small;
+        if (k.loops[0].batch) {
+          small = k;
+          small->maxBatch = kTiledFromBatch;
+        }
         // WT[k, n] = W[n, k]: a batch-shared copy, once a call.
         int wt = addBuffer(wb.name + "ᵀ", loops::Space::Workspace, 0, 0, N * K);
         Kernel t;
@@ -604,6 +617,7 @@ private:
         t.out = wt;
         t.outIndex = Affine{}.add(1, N).add(0, blk).add(2, 1);
         t.comment = wb.name + "ᵀ, so that the product below reads rows";
+        if (small) t.minBatch = kTiledFromBatch;
         out.push_back(std::move(t));
         Kernel g;
         g.mode = Kernel::Gemm;
@@ -623,7 +637,9 @@ private:
         g.body = g.add(mul);
         g.out = k.out;
         g.outIndex = k.outIndex;
+        if (small) g.minBatch = kTiledFromBatch;
         out.push_back(std::move(g));
+        if (small) out.push_back(std::move(*small));
         continue;
       }
       if (k.mode != Kernel::Accumulate || k.loops[0].reduction || k.loops[1].reduction || k.loops[2].reduction ||

@@ -355,7 +355,24 @@ private:
     B.CreateStore(sum, acc_);
   }
 
+  // A kernel, inside `if (n >= minBatch && n < maxBatch)` when it has those conditions.
   void kernel(const Kernel &k) {
+    if (k.minBatch <= 0 && k.maxBatch <= 0) {
+      kernelBody(k);
+      return;
+    }
+    Value *run = B.getTrue();
+    if (k.minBatch > 0) run = B.CreateAnd(run, B.CreateICmpSGE(n_, ConstantInt::get(I64, k.minBatch)));
+    if (k.maxBatch > 0) run = B.CreateAnd(run, B.CreateICmpSLT(n_, ConstantInt::get(I64, k.maxBatch)));
+    BasicBlock *body = BasicBlock::Create(C, "when", F), *after = BasicBlock::Create(C, "when.end", F);
+    B.CreateCondBr(run, body, after);
+    B.SetInsertPoint(body);
+    kernelBody(k);
+    B.CreateBr(after);
+    B.SetInsertPoint(after);
+  }
+
+  void kernelBody(const Kernel &k) {
     vars_.clear();
     size_t all = k.loops.size();
     switch (k.mode) {
