@@ -593,9 +593,9 @@ private:
           continue;
         }
         int64_t N = k.loops[1].extent, K = k.loops[2].extent;
-        // Over the batch, a small batch does not pay for the copy of W: there the dot products
-        // run as they are, reading W's rows in place; the copy and the tiled product from
-        // kTiledFromBatch examples on (n is known at run time only).
+        // When the rows are examples, a small batch does not pay for the copy of W: there the
+        // dot products run as they are, reading W's rows in place; the copy and the tiled
+        // product run from kTiledFromBatch examples on (n is known at run time only).
         std::optional<Kernel> small;
         if (k.loops[0].batch) {
           small = k;
