@@ -201,7 +201,16 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
   {
     std::vector<std::thread> workers;
     for (int k = 1; k < modules; ++k) {
-      auto job = [&, k] { objects[static_cast<size_t>(k)].emplace(compileModule(p, o, k, modules)); };
+      auto job = [&, k] {
+        auto &slot = objects[static_cast<size_t>(k)];
+        try { // an exception must not leave a thread (std::terminate)
+          slot.emplace(compileModule(p, o, k, modules));
+        } catch (const std::bad_alloc &) {
+          slot.emplace(nabla::Error{"out of memory while compiling"});
+        } catch (const std::exception &e) {
+          slot.emplace(nabla::Error{std::string("internal error while compiling: ") + e.what()});
+        }
+      };
       try {
         workers.emplace_back(job);
       } catch (const std::system_error &) { // no thread to be had (ulimit -u): compile it here
