@@ -39,7 +39,9 @@ struct Part {
 
 // The kernels of both functions in order (forward, then gradient), cut into `modules` runs of
 // about equal cost; a run is cut again where the function changes and every kKernelsPerPart
-// kernels (LLVM's loop analyses grow faster than linearly with the loops of one function).
+// kernels (LLVM's loop analyses, ScalarEvolution's loop guards, grow much faster than linearly
+// with the loops of one function: a chain of 400 statements in one function took minutes to
+// optimize, 1,000 did not finish).
 std::vector<Part> planParts(const loops::Program &p, int modules) {
   constexpr size_t kKernelsPerPart = 32;
   std::vector<std::pair<bool, size_t>> order;
@@ -81,88 +83,63 @@ public:
   }
 
   std::unique_ptr<Module> run() {
-    if (modules_ > 1) {
-      const std::vector<Part> parts = planParts(P, modules_);
-      if (!P.forward.name.empty()) split(P.forward, false, parts);
-      if (!P.gradient.name.empty()) split(P.gradient, true, parts);
-      return std::move(M);
-    }
-    if (!P.forward.name.empty()) function(P.forward, false);
-    if (!P.gradient.name.empty()) function(P.gradient, true);
+    const std::vector<Part> parts = planParts(P, modules_);
+    if (!P.forward.name.empty()) function(P.forward, false, parts);
+    if (!P.gradient.name.empty()) function(P.gradient, true, parts);
     return std::move(M);
   }
 
 private:
-  // A function's kernels in order. Beyond kKernelsPerFunction kernels, they go into internal
-  // noinline functions of that many kernels each, which the entry point calls in order: LLVM's
-  // loop analyses (ScalarEvolution's loop guards) grow much faster than linearly with the loops of
-  // one function (a chain of 400 statements took minutes to optimize, 1,000 did not finish).
-  static constexpr size_t kKernelsPerFunction = 32;
-
-  // Module module_ of modules_: the parts planned into it, as external functions; module 0 also
-  // has the entry point, which calls every part of the function in order (declared where they
-  // live in other modules; the JIT links them).
-  void split(const loops::Function &f, bool gradient, const std::vector<Part> &parts) {
+  // Module module_ of modules_: the function's parts planned into it, each a noinline function;
+  // module 0 also has the entry point, which calls every part in order (those of other modules
+  // declared here; the JIT links them). One module and one part: the kernels go straight into the
+  // entry point.
+  void function(const loops::Function &f, bool gradient, const std::vector<Part> &parts) {
+    const char *name = gradient ? kGradientSymbol : kForwardSymbol;
+    FunctionType *entryType = FunctionType::get(gradient ? T : Type::getVoidTy(C), paramTypes(gradient), false);
+    std::vector<const Part *> mine;
+    for (const Part &part : parts)
+      if (part.gradient == gradient) mine.push_back(&part);
+    if (modules_ == 1 && mine.size() <= 1) {
+      begin(declare(entryType, name, Function::ExternalLinkage), gradient);
+      for (const Part *part : mine)
+        for (size_t i = part->first; i < part->last; ++i) kernel(f.kernels[i]);
+      ret(f, gradient);
+      return;
+    }
     FunctionType *partType = FunctionType::get(Type::getVoidTy(C), paramTypes(gradient), false);
+    const auto linkage = modules_ == 1 ? Function::InternalLinkage : Function::ExternalLinkage;
     std::vector<Function *> calls;
-    for (const Part &part : parts) {
-      if (part.gradient != gradient) continue;
-      const std::string name = std::string(gradient ? kGradientSymbol : kForwardSymbol) + ".part" +
-                               std::to_string(part.first);
-      if (part.module != module_) {
-        if (module_ == 0) calls.push_back(Function::Create(partType, Function::ExternalLinkage, name, *M));
+    for (const Part *part : mine) {
+      const std::string partName = std::string(name) + ".part" + std::to_string(part->first);
+      if (part->module != module_) {
+        if (module_ == 0) calls.push_back(Function::Create(partType, linkage, partName, *M));
         continue;
       }
-      Function *fn = declare(partType, name, Function::ExternalLinkage);
+      Function *fn = declare(partType, partName, linkage);
       fn->addFnAttr(Attribute::NoInline);
       begin(fn, gradient);
-      for (size_t i = part.first; i < part.last; ++i) kernel(f.kernels[i]);
+      for (size_t i = part->first; i < part->last; ++i) kernel(f.kernels[i]);
       B.CreateRetVoid();
       calls.push_back(fn);
     }
     if (module_ != 0) return;
-    Function *entry = declare(FunctionType::get(gradient ? T : Type::getVoidTy(C), paramTypes(gradient), false),
-                              gradient ? kGradientSymbol : kForwardSymbol, Function::ExternalLinkage);
+    Function *entry = declare(entryType, name, Function::ExternalLinkage);
     begin(entry, gradient);
     std::vector<Value *> args;
     for (auto &a : entry->args()) args.push_back(&a);
     for (Function *part : calls) B.CreateCall(part, args);
+    ret(f, gradient);
+  }
+
+  // The entry point's return: the loss (gradient) or nothing (forward).
+  void ret(const loops::Function &f, bool gradient) {
     if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
     else B.CreateRetVoid();
   }
 
   std::vector<Type *> paramTypes(bool gradient) const {
     return gradient ? std::vector<Type *>{Ptr, Ptr, Ptr, I64, Ptr, Ptr} : std::vector<Type *>{Ptr, Ptr, I64, Ptr, Ptr};
-  }
-
-  void function(const loops::Function &f, bool gradient) {
-    std::vector<Type *> params = paramTypes(gradient);
-    const char *name = gradient ? kGradientSymbol : kForwardSymbol;
-    Function *entry = declare(FunctionType::get(gradient ? T : Type::getVoidTy(C), params, false),
-                              name, Function::ExternalLinkage);
-    if (f.kernels.size() <= kKernelsPerFunction) {
-      begin(entry, gradient);
-      for (auto &k : f.kernels) kernel(k);
-    } else {
-      std::vector<Function *> parts;
-      for (size_t first = 0; first < f.kernels.size(); first += kKernelsPerFunction) {
-        Function *part = declare(FunctionType::get(Type::getVoidTy(C), params, false),
-                                 std::string(name) + ".part" + std::to_string(parts.size()),
-                                 Function::InternalLinkage);
-        part->addFnAttr(Attribute::NoInline);
-        begin(part, gradient);
-        for (size_t i = first; i < std::min(first + kKernelsPerFunction, f.kernels.size()); ++i)
-          kernel(f.kernels[i]);
-        B.CreateRetVoid();
-        parts.push_back(part);
-      }
-      begin(entry, gradient);
-      std::vector<Value *> args;
-      for (auto &a : entry->args()) args.push_back(&a);
-      for (Function *part : parts) B.CreateCall(part, args);
-    }
-    if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
-    else B.CreateRetVoid();
   }
 
   Function *declare(FunctionType *ft, const std::string &name, GlobalValue::LinkageTypes linkage) {
