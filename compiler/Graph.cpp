@@ -46,13 +46,14 @@ size_t Graph::KeyHash::operator()(const Key &k) const {
   mix(k.fbits);
   mix(static_cast<uint64_t>(k.iattr));
   for (int64_t d : k.dims) mix(static_cast<uint64_t>(d));
+  for (int64_t a : k.attrs) mix(static_cast<uint64_t>(a));
   return h;
 }
 
 // The shape rule of each op; the inputs' shapes were checked by sema (user errors) or are built
 // by autodiff and the simplifier, so a mismatch here is a compiler bug.
 static Shape inferShape(const Graph &g, Op op, const std::vector<NodeId> &in, int64_t iattr,
-                        const Shape &given) {
+                        const Shape &given, const std::vector<int64_t> &attrs, double fattr) {
   auto bad = [&]() -> Shape {
     std::string s;
     for (NodeId i : in) s += " " + g.shape(i).str();
@@ -72,19 +73,93 @@ static Shape inferShape(const Graph &g, Op op, const std::vector<NodeId> &in, in
   switch (op) {
   case Op::Sum: return Shape{};
   case Op::SumAxis:
-    if (sh(0).rank() != 2 || iattr < 0 || iattr > 1) return bad();
-    return Shape{sh(0)[1 - static_cast<int>(iattr)]};
+  case Op::Max:
+  case Op::Min: {
+    if ((op == Op::Max || op == Op::Min) && iattr == -1) return Shape{};
+    if (iattr < 0 || iattr >= sh(0).rank()) return bad();
+    std::vector<int64_t> d = sh(0).dims;
+    d.erase(d.begin() + iattr);
+    return Shape(std::move(d));
+  }
   case Op::Broadcast: {
     if (iattr < 0) {
       Shape out;
       if (!broadcastShapes(sh(0), given, out) || out != given) return bad();
       return given;
     }
-    // A rank-1 value fills every index of axis iattr of a rank-2 shape.
-    if (given.rank() != 2 || sh(0).rank() != 1 || iattr > 1 ||
-        sh(0)[0] != given[1 - static_cast<int>(iattr)])
-      return bad();
+    // A rank r-1 value fills every index of axis iattr of a rank-r shape.
+    if (iattr >= given.rank() || sh(0).rank() != given.rank() - 1) return bad();
+    std::vector<int64_t> d = given.dims;
+    d.erase(d.begin() + iattr);
+    if (Shape(std::move(d)) != sh(0)) return bad();
     return given;
+  }
+  case Op::ExtremeMask:
+    if (iattr < -1 || iattr >= sh(0).rank() || (fattr != 1 && fattr != -1)) return bad();
+    return sh(0);
+  case Op::Slice:
+  case Op::Pad: {
+    // Slice: the result `given` lies inside a at `attrs`; Pad: a lies inside the result.
+    const Shape &inner = op == Op::Slice ? given : sh(0);
+    const Shape &outer = op == Op::Slice ? sh(0) : given;
+    if (inner.rank() != outer.rank() || attrs.size() != static_cast<size_t>(inner.rank()))
+      return bad();
+    for (int k = 0; k < inner.rank(); ++k)
+      if (attrs[static_cast<size_t>(k)] < 0 || attrs[static_cast<size_t>(k)] + inner[k] > outer[k])
+        return bad();
+    return given;
+  }
+  case Op::Conv2d:
+  case Op::Conv2dInputGrad:
+  case Op::Conv2dKernelGrad:
+  case Op::MaxPool2d:
+  case Op::MaxPool2dGrad:
+  case Op::AvgPool2d:
+  case Op::AvgPool2dGrad: {
+    if (attrs.size() != 2) return bad();
+    const bool conv = op == Op::Conv2d || op == Op::Conv2dInputGrad || op == Op::Conv2dKernelGrad;
+    const int64_t stride = conv ? attrs[0] : attrs[1], pad = conv ? attrs[1] : 0;
+    if (stride < 1 || pad < 0 || (!conv && attrs[0] < 1)) return bad();
+    // The image x and, for the convolutions, the kernel K.
+    Shape x, K;
+    switch (op) {
+    case Op::Conv2d: x = sh(0); K = sh(1); break;
+    case Op::Conv2dInputGrad: x = given; K = sh(1); break;
+    case Op::Conv2dKernelGrad: x = sh(0); K = given; break;
+    case Op::AvgPool2dGrad: x = given; break;
+    default: x = sh(0); break;
+    }
+    if (x.rank() != 3) return bad();
+    int64_t F = x[0], kh = attrs[0], kw = attrs[0];
+    if (conv) {
+      if (K.rank() != 4 || K[1] != x[0]) return bad();
+      F = K[0], kh = K[2], kw = K[3];
+    }
+    const int64_t hp = x[1] + 2 * pad, wp = x[2] + 2 * pad;
+    if (hp < kh || wp < kw) return bad();
+    const Shape y{F, (hp - kh) / stride + 1, (wp - kw) / stride + 1};
+    switch (op) {
+    case Op::Conv2d:
+    case Op::MaxPool2d:
+    case Op::AvgPool2d: return y;
+    case Op::Conv2dInputGrad:
+    case Op::AvgPool2dGrad: return sh(0) == y ? given : bad();
+    case Op::Conv2dKernelGrad: return sh(1) == y ? given : bad();
+    case Op::MaxPool2dGrad: return sh(1) == y ? x : bad();
+    default: return bad();
+    }
+  }
+  case Op::Reshape:
+    if (given.numel() != sh(0).numel()) return bad();
+    return given;
+  case Op::Concat: {
+    const Shape &a = sh(0), &b = sh(1);
+    if (a.rank() != b.rank() || iattr < 0 || iattr >= a.rank()) return bad();
+    std::vector<int64_t> d = a.dims;
+    for (int k = 0; k < a.rank(); ++k)
+      if (k != iattr && a[k] != b[k]) return bad();
+    d[static_cast<size_t>(iattr)] += b[static_cast<int>(iattr)];
+    return Shape(std::move(d));
   }
   case Op::SumTo: {
     Shape out;
@@ -115,7 +190,8 @@ static Shape inferShape(const Graph &g, Op op, const std::vector<NodeId> &in, in
   }
 }
 
-NodeId Graph::make(Op op, std::vector<NodeId> in, double fattr, int64_t iattr, Shape shape) {
+NodeId Graph::make(Op op, std::vector<NodeId> in, double fattr, int64_t iattr, Shape shape,
+                   std::vector<int64_t> attrs) {
   if (static_cast<int>(in.size()) != opArity(op))
     throw InternalError(fmt::format("{} takes {} operands", opSpelling(op), opArity(op)));
   for (NodeId i : in)
@@ -127,10 +203,12 @@ NodeId Graph::make(Op op, std::vector<NodeId> in, double fattr, int64_t iattr, S
   for (size_t k = 0; k < in.size(); ++k) n.in[k] = in[k];
   n.fattr = fattr;
   n.iattr = iattr;
-  n.shape = inferShape(*this, op, in, iattr, shape);
+  if (opKind(op) != OpKind::Other || op == Op::Concat || op == Op::Reshape) attrs.clear();
+  n.shape = inferShape(*this, op, in, iattr, shape, attrs, fattr);
+  n.attrs = attrs;
   uint64_t bits;
   std::memcpy(&bits, &fattr, sizeof bits);
-  Key key{op, n.in, bits, iattr, n.shape.dims};
+  Key key{op, n.in, bits, iattr, n.shape.dims, std::move(attrs)};
   auto it = interned_.find(key);
   if (it != interned_.end()) return it->second;
   NodeId id = static_cast<NodeId>(nodes_.size());

@@ -38,6 +38,7 @@ struct Node {
   std::array<NodeId, 2> in{kNoNode, kNoNode};
   double fattr = 0; // Const value, Pow exponent
   int64_t iattr = 0; // leaf index, axis
+  std::vector<int64_t> attrs; // Slice, Pad: start per axis
   Shape shape;
 
   NodeId a() const { return in[0]; }
@@ -57,10 +58,11 @@ public:
   Op op(NodeId id) const { return node(id).op; }
   size_t size() const { return nodes_.size(); }
 
-  // The one constructor. `shape` is only read for leaves, Broadcast and SumTo; every other op
+  // The one constructor. `shape` is only read for leaves, Broadcast, SumTo, Slice, Pad and
+  // Reshape; `attrs` only for Slice and Pad; every other op
   // infers it. Throws InternalError on shapes that sema should have rejected.
   NodeId make(Op op, std::vector<NodeId> in = {}, double fattr = 0, int64_t iattr = 0,
-               Shape shape = {});
+               Shape shape = {}, std::vector<int64_t> attrs = {});
 
   // Conveniences.
   NodeId constant(double v) { return make(Op::Const, {}, v); }
@@ -71,6 +73,13 @@ public:
   }
   NodeId sumTo(NodeId a, const Shape &to) { return make(Op::SumTo, {a}, 0, 0, to); }
   NodeId zeros(const Shape &s) { return broadcast(constant(0), s); }
+  NodeId reshape(NodeId a, const Shape &to) { return make(Op::Reshape, {a}, 0, 0, to); }
+  NodeId slice(NodeId a, std::vector<int64_t> start, const Shape &to) {
+    return make(Op::Slice, {a}, 0, 0, to, std::move(start));
+  }
+  NodeId pad(NodeId a, std::vector<int64_t> start, const Shape &to) {
+    return make(Op::Pad, {a}, 0, 0, to, std::move(start));
+  }
 
   bool isConst(NodeId id, double v) const {
     return op(id) == Op::Const && node(id).fattr == v;
@@ -89,6 +98,7 @@ private:
     uint64_t fbits;
     int64_t iattr;
     std::vector<int64_t> dims;
+    std::vector<int64_t> attrs;
     bool operator==(const Key &) const = default;
   };
   struct KeyHash {

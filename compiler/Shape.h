@@ -1,4 +1,4 @@
-// Shape: the static shape of one example's value, rank 0 to 2. Every size is known when compiling;
+// Shape: the static shape of one example's value, rank 0 to 4. Every size is known when compiling;
 // only the batch size is a run-time value, and it never appears in a Shape.
 #pragma once
 #include <cstdint>
@@ -8,7 +8,7 @@
 namespace nabla {
 
 struct Shape {
-  std::vector<int64_t> dims; // rank 0 (scalar), 1 or 2; every dim >= 1
+  std::vector<int64_t> dims; // rank 0 (scalar) to 4; every dim >= 1
 
   Shape() = default;
   Shape(std::initializer_list<int64_t> d) : dims(d) {}
