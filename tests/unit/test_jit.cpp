@@ -1324,8 +1324,11 @@ TEST_CASE("jit: matrix products of sizes around the backend's tiles and chunks",
 // Hand-built graphs: the lowering of ranks 3 and 4 and of the ops of the grown-up language and of
 // images, forward only, JIT (f64) against a plain reference evaluator written here from the op
 // table's comments (independent of the interpreter: a second oracle).
+#include "EmitCpp.h"
 #include "LowerToLoops.h"
 #include "llvm/JitSession.h"
+
+#include <unistd.h>
 
 namespace {
 
@@ -1610,22 +1613,36 @@ Built buildProgram(const std::vector<Shape> &inputs, const std::vector<Shape> &p
   return b;
 }
 
-// Forward through the JIT (f64) at batch n against refEval; returns the mismatches.
-std::string checkBuilt(const Built &b, int64_t n, uint64_t seed) {
-  loops::Program L = lowerToLoops(b.p, b.outs, nullptr);
+// Random params, and inputs with ties (multiples of 1/4) so that the first of equal maxima
+// matters.
+void builtData(const Built &b, int64_t n, uint64_t seed, std::vector<double> &params, std::vector<double> &inputs) {
+  Rng rng(seed);
+  params.assign(static_cast<size_t>(b.p.paramCount()), 0);
+  inputs.assign(static_cast<size_t>(n * b.p.inputCount()), 0);
+  for (double &x : params) x = rng.uniform(-1, 1);
+  for (double &x : inputs) x = std::round(rng.uniform(-2, 2) * 4) / 4;
+}
+
+// The forward outputs of the JIT (f64) at batch n.
+std::vector<double> jitForward(const Built &b, const loops::Program &L, int64_t n, const std::vector<double> &params,
+                               const std::vector<double> &inputs) {
   JitOptions o;
   o.f64 = true;
   auto jit = JitSession::create(L, o);
-  if (!jit) return "JIT: " + jit.error().message;
-  Rng rng(seed);
-  std::vector<double> params(static_cast<size_t>(b.p.paramCount())), inputs(static_cast<size_t>(n * b.p.inputCount()));
-  for (double &x : params) x = rng.uniform(-1, 1);
-  // Inputs with ties (multiples of 1/4) so that the first of equal maxima matters.
-  for (double &x : inputs) x = std::round(rng.uniform(-2, 2) * 4) / 4;
+  if (!jit) throw std::runtime_error("JIT: " + jit.error().message);
   std::vector<double> out(static_cast<size_t>(n * b.p.outputCount())),
       ws(static_cast<size_t>(L.workspaceFixed + L.workspacePerExample * n) + 1);
   using Fn = void (*)(const double *, const double *, int64_t, double *, double *);
   reinterpret_cast<Fn>((*jit)->forward())(params.data(), inputs.data(), n, out.data(), ws.data());
+  return out;
+}
+
+// Forward through the JIT (f64) at batch n against refEval; returns the mismatches.
+std::string checkBuilt(const Built &b, int64_t n, uint64_t seed) {
+  loops::Program L = lowerToLoops(b.p, b.outs, nullptr);
+  std::vector<double> params, inputs;
+  builtData(b, n, seed, params, inputs);
+  std::vector<double> out = jitForward(b, L, n, params, inputs);
   std::string problems;
   for (int64_t e = 0; e < n; ++e) {
     std::map<NodeId, std::vector<double>> memo;
@@ -1645,15 +1662,17 @@ std::string checkBuilt(const Built &b, int64_t n, uint64_t seed) {
 
 } // namespace
 
-TEST_CASE("jit: ranks 3 and 4 and the new ops of hand-built graphs agree with a reference", "[jit][jit-ops]") {
-  using Xs = const std::vector<NodeId> &;
-  struct Case {
-    const char *name;
-    std::vector<Shape> inputs, params;
-    std::function<std::vector<NodeId>(Graph &, Xs, Xs)> build;
-  };
+namespace {
+using Xs = const std::vector<NodeId> &;
+struct BuiltCase {
+  const char *name;
+  std::vector<Shape> inputs, params;
+  std::function<std::vector<NodeId>(Graph &, Xs, Xs)> build;
+};
+
+std::vector<BuiltCase> builtCases() {
   const Shape s3{2, 3, 4}, s4{2, 3, 2, 5};
-  std::vector<Case> cases = {
+  return {
       {"elementwise rank 3/4 with broadcasting", {s3, Shape{3, 1}, s4}, {Shape{4}},
        [](Graph &g, Xs x, Xs w) {
          NodeId a = g.binary(Op::Add, x[0], w[0]);                // [2,3,4] + [4]
@@ -1746,7 +1765,11 @@ TEST_CASE("jit: ranks 3 and 4 and the new ops of hand-built graphs agree with a 
          return o;
        }},
   };
-  for (const Case &c : cases) {
+}
+} // namespace
+
+TEST_CASE("jit: ranks 3 and 4 and the new ops of hand-built graphs agree with a reference", "[jit][jit-ops]") {
+  for (const BuiltCase &c : builtCases()) {
     INFO(c.name);
     Built b = buildProgram(c.inputs, c.params, c.build);
     for (int64_t n : {1, 3}) {
@@ -1755,4 +1778,68 @@ TEST_CASE("jit: ranks 3 and 4 and the new ops of hand-built graphs agree with a 
       CHECK(problems.empty());
     }
   }
+}
+
+TEST_CASE("emit-cpp: the hand-built graphs of the new ops compute what the JIT computes", "[jit-ops][emit-ops]") {
+  // Every case emitted in f64 into one program with a small driver (g++ -O1 -Wall -Wextra
+  // -Werror), run at batch 3 on the data given to the JIT; 1e-12 relative.
+  namespace fs = std::filesystem;
+  if (std::system("command -v g++ > /dev/null 2>&1") != 0) {
+    WARN("no g++: the emitted C++ is not compiled");
+    return;
+  }
+  const fs::path dir = fs::temp_directory_path() / fmt::format("nabla-emit-ops-{}", static_cast<long>(::getpid()));
+  fs::create_directories(dir);
+  const std::vector<BuiltCase> cases = builtCases();
+  const int64_t n = 3;
+  std::vector<Built> built;
+  std::vector<std::vector<double>> want;
+  std::string driver = "#include <cstdio>\n#include <cstdlib>\n#include <cstring>\n#include <vector>\n";
+  std::string dispatch;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    built.push_back(buildProgram(cases[i].inputs, cases[i].params, cases[i].build));
+    const Built &b = built.back();
+    loops::Program L = lowerToLoops(b.p, b.outs, nullptr);
+    CppEmitOptions o;
+    o.f64 = true;
+    o.name = fmt::format("case{}", i);
+    CppFiles f = emitCpp(b.p, L, o);
+    std::ofstream(dir / (f.name + ".hpp")) << f.header;
+    std::ofstream(dir / (f.name + ".cpp")) << f.source;
+    std::vector<double> params, inputs;
+    builtData(b, n, 100 + i, params, inputs);
+    want.push_back(jitForward(b, L, n, params, inputs));
+    std::ofstream data(dir / fmt::format("in{}.bin", i), std::ios::binary);
+    data.write(reinterpret_cast<const char *>(params.data()), static_cast<std::streamsize>(params.size() * sizeof(double)));
+    data.write(reinterpret_cast<const char *>(inputs.data()), static_cast<std::streamsize>(inputs.size() * sizeof(double)));
+    driver += fmt::format("#include \"{}.hpp\"\n", f.name);
+    dispatch += fmt::format("  if (c == {0}) run(f, case{0}::kParams, case{0}::kInputs, case{0}::kOutputs, case{0}::workspace_size, case{0}::forward);\n", i);
+  }
+  driver += "template <class W, class F>\n"
+            "void run(FILE* f, std::size_t P, std::size_t I, std::size_t O, W ws, F fwd) {\n"
+            "  const std::size_t n = " + std::to_string(n) + ";\n"
+            "  std::vector<double> p(P + 1), in(n * I + 1), out(n * O + 1), w(ws(n) + 1);\n"
+            "  if (std::fread(p.data(), sizeof(double), P, f) != P || std::fread(in.data(), sizeof(double), n * I, f) != n * I) std::exit(3);\n"
+            "  fwd(p.data(), in.data(), n, out.data(), w.data());\n"
+            "  std::fwrite(out.data(), sizeof(double), n * O, stdout);\n"
+            "}\n"
+            "int main(int argc, char** argv) {\n"
+            "  if (argc != 3) return 2;\n"
+            "  const int c = std::atoi(argv[1]);\n"
+            "  FILE* f = std::fopen(argv[2], \"rb\");\n"
+            "  if (!f) return 2;\n" + dispatch + "  return 0;\n}\n";
+  std::ofstream(dir / "driver.cpp") << driver;
+  std::string cmd = fmt::format("cd '{}' && g++ -std=c++17 -O1 -Wall -Wextra -Werror -o driver *.cpp > build.log 2>&1", dir.string());
+  INFO(readText(dir / "build.log"));
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    INFO(cases[i].name);
+    std::string run = fmt::format("cd '{0}' && ./driver {1} in{1}.bin > out{1}.bin", dir.string(), i);
+    REQUIRE(std::system(run.c_str()) == 0);
+    std::string bytes = readText(dir / fmt::format("out{}.bin", i));
+    std::vector<double> got(bytes.size() / sizeof(double));
+    std::memcpy(got.data(), bytes.data(), got.size() * sizeof(double));
+    CHECK(compareArrays(got, want[i], 1e-12, "outputs") == "");
+  }
+  fs::remove_all(dir);
 }
