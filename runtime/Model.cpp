@@ -50,6 +50,8 @@ Expected<Model> Model::compileString(std::string source, std::string name, const
       m.s_->outputs = simplifiedOutputs(prog);
     }
     m.s_->loops = lowerToLoops(prog, m.s_->outputs, m.s_->derivation ? &*m.s_->derivation : nullptr);
+  } catch (const SizeLimitError &e) { // values too large to lay out: the program's error
+    return Error{e.what()};
   } catch (const InternalError &e) {
     return Error{std::string("internal error (a bug in nabla, please report it): ") + e.what()};
   }

@@ -567,6 +567,9 @@ int main(int argc, char **argv) {
     if (!m.empty() && m.back() != '\n') m += '\n';
     std::fputs(m.c_str(), stderr);
     return 1;
+  } catch (const SizeLimitError &e) { // values too large to lay out: the program's error
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
   } catch (const InternalError &e) {
     std::fprintf(stderr, "nabla: internal error (a bug in nabla, please report it): %s\n", e.what());
     return 1;
