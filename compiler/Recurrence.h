@@ -43,17 +43,10 @@ struct RecurrenceParams {
   NodeId W_ih = kNoNode, W_hh = kNoNode, b_ih = kNoNode, b_hh = kNoNode;
 };
 
-// A value of one step, for names: `hs.h[t]`, `hs.r[t]` (gru), `hs.c[t]` (lstm).
-struct StepValue {
-  std::string name; // "h", "c", or a gate's letter
-  int64_t t = 0;    // 0-based step; h[t] is the state after reading x_t (hs[t])
-  NodeId node = kNoNode;
-};
-
 struct Unrolled {
   NodeId states = kNoNode;       // every state stacked, [T, ...]
   std::vector<NodeId> h;         // h[t] = states[t], t = 0 .. T-1
-  std::vector<StepValue> values; // per step, in step order; within a step, in computation order
+  std::vector<StepValue> values; // (Program.h) per step, in step order; within a step, in computation order
 };
 
 // Builds the unrolled forward graph of a built-in recurrence over xs [T, d] with hidden size H
