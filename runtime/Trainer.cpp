@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace nabla {
@@ -123,11 +124,21 @@ double secondsSince(Clock::time_point t) {
 }
 
 // A fixed set of worker threads that run parts 1..N of a job while the caller runs part 0.
+// A thread the system refuses (a process limit, `ulimit -u`; a pids cgroup; address space for its
+// stack) is not an error: the pool keeps the threads that did start, threads() says how many, and
+// the caller splits its work among that many parts (possibly just its own).
 class PartPool {
 public:
   PartPool(int workers, std::function<void(int)> job) : job_(std::move(job)) {
-    for (int k = 1; k <= workers; ++k) threads_.emplace_back([this, k] { loop(k); });
+    for (int k = 1; k <= workers; ++k) {
+      try {
+        threads_.emplace_back([this, k] { loop(k); });
+      } catch (const std::system_error &) {
+        break; // the threads started so far wait for run() or for the destructor, as usual
+      }
+    }
   }
+  int threads() const { return static_cast<int>(threads_.size()); }
   ~PartPool() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -198,6 +209,13 @@ public:
     by_.assign(static_cast<size_t>(batch * nt_), T(0));
     parts_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(o.threads, batch)));
     evalChunk_ = std::max<int64_t>(batch, 8192);
+    if (jit_ && parts_ > 1) {
+      // The threads first: the parts are as many as the threads that could be started, and each
+      // part's work space is sized for its share of the batch.
+      pool_ = std::make_unique<PartPool>(parts_ - 1, [this](int k) { part(k); });
+      parts_ = pool_->threads() + 1;
+      if (parts_ == 1) pool_.reset();
+    }
     if (jit_) {
       const int64_t partRows = (batch + parts_ - 1) / parts_;
       for (int k = 0; k < parts_; ++k) {
@@ -206,8 +224,6 @@ public:
         if (parts_ > 1) Gk_.emplace_back(static_cast<size_t>(np_), T(0));
       }
       L_.assign(static_cast<size_t>(parts_), T(0));
-      if (parts_ > 1)
-        pool_ = std::make_unique<PartPool>(parts_ - 1, [this](int k) { part(k); });
     }
     if (acc_.kind != AccuracyKind::None)
       out_.assign(static_cast<size_t>(std::min(evalChunk_, std::max(nTrain_, nValid_)) * no_), T(0));

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Hostile conditions around the nabla binary (issue 16): threads the system refuses, files planted
+# where nabla writes, standard output that cannot be written, params that diverge on the last
+# step, outputs that are inputs, output targets that cannot take a file, endless devices, the
+# emitted --main trainer's save, emit-cpp names and partial writes, SVG with bytes that are not
+# UTF-8, and out-of-memory messages. Each check failed before its fix.
+#
+#   bash tests/hostile/run.sh PATH/TO/nabla
+set -u
+if [[ $# -lt 1 ]]; then
+  echo "usage: $0 PATH/TO/nabla" >&2
+  exit 2
+fi
+NABLA=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+W=$(mktemp -d "${TMPDIR:-/tmp}/nabla-hostile.XXXXXX")
+chmod 755 "$W" # an unprivileged user runs nabla here too
+trap 'rm -rf "$W"' EXIT
+export LC_ALL=C
+unset NABLA_MEMORY_LIMIT
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+skip() { echo "SKIP $*"; }
+# ASan reserves terabytes of address space: `ulimit -v` cannot apply to an instrumented binary.
+asan=0
+grep -q __asan_init "$NABLA" 2>/dev/null && asan=1
+
+# run [ENV=VALUE...] -- ARGS...: nabla in $W under `timeout`, stdout to $W/out, stderr to $W/err;
+# sets $status.
+run() {
+  local envs=()
+  while [[ $# -gt 0 && $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  (cd "$W" && exec env "${envs[@]}" timeout -k 5 "${HOSTILE_TIMEOUT:-60}" "$NABLA" "$@" >"$W/out" 2>"$W/err")
+  status=$?
+}
+
+# expect NAME STATUS PATTERN [ENV=VALUE...] -- ARGS...: the exit status must be STATUS and stderr
+# must match the extended regex PATTERN (empty: anything).
+expect() {
+  local name=$1 want=$2 pattern=$3
+  shift 3
+  run "$@"
+  if [[ $status -ne $want ]] || { [[ -n $pattern ]] && ! grep -Eq -- "$pattern" "$W/err"; }; then
+    bad "$name: exited $status (expected $want), stderr:"
+    head -c 1500 "$W/err" | sed 's/^/  | /'
+    [[ -n $pattern ]] && echo "  (expected stderr to match: $pattern)"
+    return 1
+  fi
+  ok
+}
+
+# check NAME CONDITION...: CONDITION (a command) must succeed.
+check() {
+  local name=$1
+  shift
+  if "$@"; then ok; else bad "$name"; fi
+}
+
+printf 'input x[2]\ntarget t\nparam w[2]\nparam b\ny = dot(w, x) + b\noutput y\nloss E = (y - t) ^ 2\n' >"$W/s.nn"
+for ((i = 0; i < 200; i++)); do printf '0.%d,0.%d,0.%d\n' $((i % 7)) $((i % 5)) $((i % 3)); done >"$W/d.csv"
+chmod 644 "$W"/*
+
+# --- 1. threads that cannot start ----------------------------------------------------------------
+# `eval --threads 16` aborted ("terminate called without an active exception"), `train --threads
+# 16` hung in its pool's constructor. Now the threads that started (or just the caller) do the work.
+threads_cmds=("eval s.nn --data d.csv --threads 16" "train s.nn --data d.csv --threads 16 --batch 200 --epochs 2")
+if ((asan)); then
+  skip "1. threads under ulimit -v: an ASan build cannot run under an address-space limit"
+else
+  # 100 MiB a thread stack (RLIMIT_STACK is glibc's default stack size), 600 MB of address space.
+  for cmd in "${threads_cmds[@]}"; do
+    read -r -a words <<<"$cmd"
+    (ulimit -s 102400 && ulimit -v 600000 && HOSTILE_TIMEOUT=30 && run -- "${words[@]}" && exit "$status")
+    st=$?
+    if [[ $st -ne 0 ]]; then
+      bad "1. ${words[0]} --threads 16 under ulimit -s 102400 -v 600000: exited $st"; head -c 600 "$W/err"
+    else ok; fi
+  done
+fi
+if [[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null; then
+  # An unprivileged user allowed 6 processes (threads count): `ulimit -u` binds no root process.
+  for cmd in "${threads_cmds[@]}"; do
+    (cd "$W" && timeout -k 5 30 setpriv --reuid=65534 --regid=65534 --clear-groups \
+       bash -c "ulimit -u 6 && exec \"\$0\" $cmd" "$NABLA" >"$W/out" 2>"$W/err")
+    st=$?
+    if [[ $st -ne 0 ]]; then
+      bad "1. ${cmd%% *} --threads 16 as nobody under ulimit -u 6: exited $st"; head -c 600 "$W/err"
+    else ok; fi
+  done
+else
+  skip "1. threads under ulimit -u: needs root (to become nobody) and setpriv"
+fi
+
+echo "hostile: $passed passed, $failed failed"
+((failed == 0))
