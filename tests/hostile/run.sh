@@ -93,5 +93,40 @@ else
   skip "1. threads under ulimit -u: needs root (to become nobody) and setpriv"
 fi
 
+# --- 2. temporary files are created exclusively ----------------------------------------------------
+# A symbolic link planted at PATH.tmp.<pid> (the pid is known: `exec` keeps it) made --save, --log,
+# --plot and emit-cpp overwrite its target; a regular file there was clobbered. Now another name
+# is used and both stay as they were.
+# planted LABEL TARGET ARGS...: runs nabla ARGS... in $W/p with a link TARGET.tmp.<pid> -> victim
+# and a regular file at the temporary name of a file nabla does not write.
+planted() {
+  local label=$1 target=$2
+  shift 2
+  rm -rf "$W/p" && mkdir "$W/p" && printf 'precious\n' >"$W/p/victim" && cp "$W/s.nn" "$W/d.csv" "$W/p/"
+  (cd "$W/p" && exec bash -c 'ln -s victim "$1.tmp.$$" && printf "mine\n" >"$2.tmp.$$" && shift 2 && exec "$@"' \
+     _ "$target" "${target%.*}.other" "$NABLA" "$@" >"$W/out" 2>"$W/err")
+  local st=$?
+  local why=""
+  [[ $st -eq 0 ]] || why="exited $st"
+  [[ $(cat "$W/p/victim") == precious ]] || why="$why; the link's target was overwritten"
+  [[ -s "$W/p/$target" ]] || why="$why; $target was not written"
+  [[ -L "$W/p/$target" ]] && why="$why; $target is still the planted link"
+  if [[ -n $why ]]; then bad "2. a symlink planted at the temporary file of $label: $why"; head -c 600 "$W/err"; else ok; fi
+  # A regular file at PATH.tmp.<pid> of a file nabla does not write here stays.
+  check "2. $label: a stranger's PATH.tmp.<pid> file stays" \
+    bash -c "[[ \$(cat '$W/p/'*.other.tmp.*) == mine ]]"
+}
+planted "train --save" out.json train s.nn --data d.csv --epochs 1 --save out.json
+planted "train --log" out.csv train s.nn --data d.csv --epochs 1 --log out.csv
+planted "train --plot" out.svg train s.nn --data d.csv --epochs 1 --plot out.svg
+planted "emit-cpp" s.hpp emit-cpp s.nn -o .
+# A regular file planted at the first name is neither truncated nor removed.
+rm -rf "$W/p" && mkdir "$W/p" && cp "$W/s.nn" "$W/d.csv" "$W/p/"
+(cd "$W/p" && exec bash -c 'printf "mine\n" >"out.json.tmp.$$" && exec "$@"' _ "$NABLA" train s.nn --data d.csv --epochs 1 --save out.json >"$W/out" 2>"$W/err")
+st=$?
+check "2. a regular file planted at the temporary name: train exits 0 (got $st)" test "$st" -eq 0
+check "2. a regular file planted at the temporary name stays" bash -c "[[ \$(cat '$W/p/'out.json.tmp.*) == mine ]]"
+check "2. ... and the params are saved" grep -q '"w"' "$W/p/out.json"
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
