@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -31,6 +32,7 @@
 #include <iostream>
 #include <system_error>
 #include <thread>
+#include <poll.h>
 #include <unistd.h>
 
 using namespace nabla;
@@ -471,7 +473,7 @@ int cmdEmitCpp(const std::string &file, const std::string &dir, const std::strin
 
 } // namespace
 
-int main(int argc, char **argv) {
+int runCommand(int argc, char **argv) {
   CLI::App app{"nabla: a compiler for neural networks: parse, differentiate symbolically, "
                "evaluate, train."};
   app.require_subcommand(1);
@@ -581,4 +583,35 @@ int main(int argc, char **argv) {
     return 1;
   }
   return 1;
+}
+
+namespace {
+
+// Standard output is a result like a file: a write that failed (a full disk, /dev/full, a closed
+// descriptor) is an error, exit status 1 with a message, never a silent exit 0. A reader that went
+// away (`nabla predict ... | head -1`) is no error of ours: status 1, quietly. SIGPIPE is ignored so
+// that such a write returns EPIPE instead of killing nabla with status 141 mid-message.
+int finishStandardOutput(int status) {
+  errno = 0;
+  int e = std::fflush(stdout) != 0 ? errno : 0;
+  if (e == 0 && !std::ferror(stdout)) return status;
+  // A write that failed earlier left only the stream's error flag (its errno is long gone): ask
+  // the descriptor again. An empty write reports a closed descriptor (EBADF) or a full device
+  // (ENOSPC); a pipe whose reader is gone polls as POLLERR.
+  if (e == 0 && ::write(STDOUT_FILENO, "", 0) < 0) e = errno;
+  if (e == 0) {
+    struct pollfd p {STDOUT_FILENO, POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLERR)) e = EPIPE;
+  }
+  if (e == EPIPE) return status == 0 ? 1 : status;
+  std::fprintf(stderr, "nabla: error: cannot write the standard output: %s\n", std::strerror(e ? e : EIO));
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  int status = runCommand(argc, argv);
+  return finishStandardOutput(status);
 }

@@ -128,5 +128,36 @@ check "2. a regular file planted at the temporary name: train exits 0 (got $st)"
 check "2. a regular file planted at the temporary name stays" bash -c "[[ \$(cat '$W/p/'out.json.tmp.*) == mine ]]"
 check "2. ... and the params are saved" grep -q '"w"' "$W/p/out.json"
 
+# --- 3. standard output that cannot be written --------------------------------------------------
+# `eval --json`, check, grad, ir and predict exited 0 with their output lost. Now: status 1 and a
+# message; a reader that went away: status 0 or 1 and no SIGPIPE death (141).
+(cd "$W" && "$NABLA" train s.nn --data d.csv --epochs 1 --save p.json >/dev/null 2>&1)
+stdout_cmds=("eval s.nn --data d.csv --json" "check s.nn" "grad s.nn" "ir s.nn" "predict s.nn --params p.json --data d.csv")
+for cmd in "${stdout_cmds[@]}"; do
+  read -r -a words <<<"$cmd"
+  (cd "$W" && timeout 60 "$NABLA" "${words[@]}" >/dev/full 2>"$W/err")
+  st=$?
+  if [[ $st -ne 1 ]] || ! grep -q '^nabla: error: cannot write the standard output: No space left on device$' "$W/err"; then
+    bad "3. $cmd > /dev/full: exited $st, stderr: $(head -c 300 "$W/err")"
+  else ok; fi
+  (cd "$W" && timeout 60 "$NABLA" "${words[@]}" >&- 2>"$W/err")
+  st=$?
+  if [[ $st -ne 1 ]] || ! grep -q '^nabla: error: cannot write the standard output: ' "$W/err"; then
+    bad "3. $cmd with standard output closed: exited $st, stderr: $(head -c 300 "$W/err")"
+  else ok; fi
+  # A pipe whose reader is gone before nabla writes (made so by python, not by a race with `head`).
+  st=$(cd "$W" && python3 -c '
+import os, subprocess, sys
+r, w = os.pipe(); os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w, stderr=subprocess.DEVNULL, timeout=60)
+print(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$NABLA" "${words[@]}")
+  if [[ $st != 0 && $st != 1 ]]; then bad "3. $cmd into a pipe nobody reads: exited $st (expected 0 or 1)"; else ok; fi
+done
+# And the usual case: `predict | head -1` with more output than a pipe holds.
+for ((i = 0; i < 20000; i++)); do printf '0.%d,0.5\n' "$i"; done >"$W/many.csv"
+(cd "$W" && timeout 60 "$NABLA" predict s.nn --params p.json --data many.csv 2>"$W/err" | head -1 >/dev/null; exit "${PIPESTATUS[0]}")
+st=$?
+if [[ $st != 0 && $st != 1 ]] || [[ -s $W/err ]]; then bad "3. predict | head -1: exited $st (expected 0 or 1, quietly): $(head -c 300 "$W/err")"; else ok; fi
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
