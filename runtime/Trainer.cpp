@@ -270,6 +270,11 @@ public:
           o_.onBatch(p);
         }
       }
+      // An update that made a param non-finite shows in the next batch's loss, except the last
+      // update of all: the params are checked after each epoch's last update, so that no epoch
+      // reports on, and no run returns, params that cannot be used (or saved: JSON has no inf).
+      if (std::string bad = nonFiniteParam(); !bad.empty())
+        return Error{divergenceAfterUpdate(epoch, batches, bad)};
       const double stepSeconds = secondsSince(epochStart);
       trainSeconds += stepSeconds;
       trained += nTrain_;
@@ -402,6 +407,25 @@ private:
     return fmt::format("{}: error: training stopped at epoch {}, batch {} of {}: {}; the params "
                        "diverged or the data has extreme values (try a smaller learning rate)",
                        p.source.name, epoch, batch, batches, what);
+  }
+
+  // "w is inf (element 3)" for the first param element that is not finite, else "".
+  std::string nonFiniteParam() const {
+    for (const Decl &d : m_.program().params) {
+      const T *p = P_.data() + d.offset;
+      for (int64_t i = 0; i < d.shape.numel(); ++i)
+        if (!std::isfinite(p[i]))
+          return fmt::format("{} is {}{}", d.name, describeNumber(static_cast<double>(p[i])),
+                             d.shape.numel() == 1 ? "" : fmt::format(" (element {})", i));
+    }
+    return "";
+  }
+
+  std::string divergenceAfterUpdate(int epoch, int64_t batches, const std::string &what) const {
+    return fmt::format("{}: error: training stopped at epoch {}, batch {} of {}: after the update, "
+                       "param {}; the params diverged or the data has extreme values (try a smaller "
+                       "learning rate)",
+                       m_.program().source.name, epoch, batches, batches, what);
   }
 
   const Model &m_;

@@ -159,5 +159,15 @@ for ((i = 0; i < 20000; i++)); do printf '0.%d,0.5\n' "$i"; done >"$W/many.csv"
 st=$?
 if [[ $st != 0 && $st != 1 ]] || [[ -s $W/err ]]; then bad "3. predict | head -1: exited $st (expected 0 or 1, quietly): $(head -c 300 "$W/err")"; else ok; fi
 
+# --- 4. params that diverge on the last update ------------------------------------------------------
+# The update made w = 2e39, infinite in f32; the run exited 0 and wrote {"w": null} over a good file.
+printf 'param w = 0\ninput x\ntarget t\ny = w * x\noutput y\nloss E = (y - t) ^ 2\n' >"$W/lin.nn"
+printf '1e19,1\n' >"$W/lin.csv"
+printf '{"w": 0.5}\n' >"$W/lin.json"
+expect "4. a non-finite param after the last update stops training" 1 \
+  '^lin.nn: error: training stopped at epoch 1, batch 1 of 1: after the update, param w is inf; the params diverged' \
+  -- train lin.nn --data lin.csv --epochs 1 --lr 1e20 --save lin.json
+check "4. ... and the good params file stays" grep -qx '{"w": 0.5}' "$W/lin.json"
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
