@@ -33,6 +33,7 @@
 #include <system_error>
 #include <thread>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace nabla;
@@ -349,6 +350,46 @@ void requireWritableDir(const std::string &path, const char *option) {
                      std::strerror(errno)));
 }
 
+// Whether two names are one file: by device and inode where both exist, else by their absolute,
+// normalized paths (symbolic links in the existing part resolved).
+bool sameFile(const std::string &a, const std::string &b) {
+  struct stat sa {}, sb {};
+  const bool ea = ::stat(a.c_str(), &sa) == 0, eb = ::stat(b.c_str(), &sb) == 0;
+  if (ea || eb) return ea && eb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  std::error_code e1, e2;
+  auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a, e1), e1);
+  auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b, e2), e2);
+  return !e1 && !e2 && ca == cb;
+}
+
+// Every output of a training run is checked before the run, not after it is lost: an output may
+// not be one of the inputs (the source, the data, the initial params) or another output, and each
+// must be a place a file can be written (not a directory, a writable directory, a name the file
+// system takes). Devices and FIFOs (/dev/stdout, a pipe) are written in place and may be shared.
+void checkTrainFiles(const TrainCommand &c) {
+  const std::vector<std::pair<const char *, const std::string *>> inputs = {
+      {"source", &c.file}, {"--data", &c.data}, {"--params", &c.init}};
+  const std::vector<std::pair<const char *, const std::string *>> outputs = {
+      {"--save", &c.save}, {"--log", &c.log}, {"--plot", &c.plot}};
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const auto &[option, path] = outputs[k];
+    if (path->empty()) continue;
+    struct stat st {};
+    const bool replaced = ::stat(path->c_str(), &st) != 0 || S_ISREG(st.st_mode);
+    if (replaced) {
+      for (const auto &[input, in] : inputs)
+        if (!in->empty() && sameFile(*path, *in))
+          fail(fmt::format("{}: error: the {} file would overwrite the {} file '{}'; choose another name",
+                           *path, option, input, *in));
+      for (size_t j = 0; j < k; ++j)
+        if (!outputs[j].second->empty() && sameFile(*path, *outputs[j].second))
+          fail(fmt::format("{}: error: the {} file and the {} file are the same file; choose another name",
+                           *path, option, outputs[j].first));
+    }
+    unwrap(checkOutputFile(*path, option));
+  }
+}
+
 int cmdTrain(const TrainCommand &c) {
   TrainOptions o;
   std::optional<OptimizerKind> kind = parseOptimizer(c.optimizer);
@@ -361,6 +402,7 @@ int cmdTrain(const TrainCommand &c) {
   requireWritableDir(c.save, "--save");
   requireWritableDir(c.plot, "--plot");
   requireWritableDir(c.log, "--log");
+  checkTrainFiles(c);
 
   const auto t0 = std::chrono::steady_clock::now();
   Model m = compileModel(c.file, c.engine, parseDType(c.dtype));

@@ -169,5 +169,41 @@ expect "4. a non-finite param after the last update stops training" 1 \
   -- train lin.nn --data lin.csv --epochs 1 --lr 1e20 --save lin.json
 check "4. ... and the good params file stays" grep -qx '{"w": 0.5}' "$W/lin.json"
 
+# --- 7. outputs that are inputs ----------------------------------------------------------------------
+# Each overwrote its input silently after training; now refused before training, the file intact.
+cp "$W/d.csv" "$W/keep.csv" && cp "$W/s.nn" "$W/keep.nn" && cp "$W/p.json" "$W/keep.json"
+expect "7. --save the data file" 1 "^d.csv: error: the --save file would overwrite the --data file 'd.csv'; choose another name$" \
+  -- train s.nn --data d.csv --save d.csv
+expect "7. --log the source" 1 "^./s.nn: error: the --log file would overwrite the source file 's.nn'" \
+  -- train s.nn --data d.csv --log ./s.nn
+expect "7. --save the --params file" 1 "^p.json: error: the --save file would overwrite the --params file '$W/p.json'" \
+  -- train s.nn --data d.csv --params "$W/p.json" --save p.json
+ln -sf d.csv "$W/link.csv"
+expect "7. --plot a link to the data file" 1 "^link.csv: error: the --plot file would overwrite the --data file" \
+  -- train s.nn --data d.csv --plot link.csv
+expect "7. --save and --plot one new file" 1 "^./new.json: error: the --plot file and the --save file are the same file" \
+  -- train s.nn --data d.csv --save new.json --plot ./new.json
+check "7. ... and no training ran" bash -c "! grep -q '^training' '$W/err'"
+check "7. the inputs are intact" bash -c "cmp -s '$W/d.csv' '$W/keep.csv' && cmp -s '$W/s.nn' '$W/keep.nn' && cmp -s '$W/p.json' '$W/keep.json' && [[ ! -e '$W/new.json' ]]"
+expect "7. a device may take two outputs" 0 '' -- train s.nn --data d.csv --epochs 1 --log /dev/null --plot /dev/null
+
+# --- 8. every output target is checked before training ----------------------------------------------
+# --save DIR failed only after training; a FIFO that no process reads blocked after training.
+mkdir -p "$W/adir"
+expect "8. --save an existing directory" 1 "^adir: error: cannot write the --save file: Is a directory$" \
+  -- train s.nn --data d.csv --save adir
+check "8. ... before training" bash -c "! grep -q '^training' '$W/err'"
+expect "8. --plot a name too long" 1 "error: cannot write the --plot file: File name too long$" \
+  -- train s.nn --data d.csv --plot "$(printf 'x%.0s' {1..300}).svg"
+mkfifo "$W/fifo"
+expect "8. --log a FIFO that nobody reads: an error, not a wait" 1 "^fifo: error: cannot write: it is a FIFO that no process is reading$" \
+  HOSTILE_TIMEOUT=20 -- train s.nn --data d.csv --epochs 1 --log fifo
+# A FIFO with a reader is written in place.
+(timeout 20 cat "$W/fifo" >"$W/fifo.out" &)
+sleep 0.2
+expect "8. --log a FIFO that is read" 0 '' -- train s.nn --data d.csv --epochs 1 --log fifo
+sleep 0.2
+check "8. ... and the reader got the log" grep -q '^epoch,' "$W/fifo.out"
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
