@@ -903,6 +903,14 @@ private:
       D.report(DiagId::LayersTooDeep, call.opRange, kMaxLayerDepth);
       return std::nullopt;
     }
+    // Calls that call layers twice, nested, double at each level: bound the whole expansion so
+    // that no program makes sema run (or allocate) without end.
+    instantiated_ += A.body.size() + 1;
+    if (instantiated_ > kMaxInstantiated) {
+      if (!expansionReported_) D.report(DiagId::LayersTooLarge, call.opRange, kMaxInstantiated);
+      expansionReported_ = true;
+      return std::nullopt;
+    }
     // The arguments, in the caller's scope.
     Scope body;
     body.prefix = cur_->prefix + std::string(s.name) + ".";
@@ -1439,6 +1447,7 @@ private:
 
   static constexpr size_t kMaxRank = 4;
   static constexpr int kMaxLayerDepth = 64;
+  static constexpr size_t kMaxInstantiated = 20000; // body statements over all layer calls
 
   Program &P;
   Graph &G;
@@ -1448,6 +1457,8 @@ private:
   std::unordered_map<std::string, LayerDef> layers_;
   int topStmt_ = 0;
   int depth_ = 0;
+  size_t instantiated_ = 0;
+  bool expansionReported_ = false;
   const Stmt *firstLoss_ = nullptr;
 };
 
