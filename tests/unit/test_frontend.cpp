@@ -1174,6 +1174,16 @@ TEST_CASE("sema: programs without input or target (a function to minimize)", "[s
   CHECK(p.params[0].init.a == -1.2);
 }
 
+TEST_CASE("sema: true, false and the new functions are reserved", "[sema]") {
+  auto lines = errorLines("input true\nparam false[2]\nconcat = 1\nlayer dim(x) {\n  return x\n}\ngru = 2\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:1:7: error: 'true' is a reserved name (an option value) and cannot be declared",
+                     "t.nn:2:7: error: 'false' is a reserved name (an option value) and cannot be declared",
+                     "t.nn:3:1: error: 'concat' is a reserved name (a function) and cannot be declared",
+                     "t.nn:4:7: error: 'dim' is a reserved name (a function) and cannot be declared",
+                     "t.nn:7:1: error: 'gru' is a reserved name (a recurrence) and cannot be declared"});
+}
+
 TEST_CASE("sema: did you mean, for names and functions", "[sema]") {
   auto lines = errorLines("input x[3]\nparam weight[3]\na = tahn(x)\nb = wieght * x\nc = sofmax(x)\n"
                           "d = q * x\ne = maxpool(x, 2)\n");
