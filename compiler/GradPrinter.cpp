@@ -7,12 +7,30 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <numbers>
 #include <unordered_map>
 #include <unordered_set>
 
 namespace nabla {
 
 namespace {
+
+// The constants of the normal distribution and of erf that the derivative rules of gelu and erf
+// use, by name: 1/√2 rather than 0.7071067811865476.
+std::string namedConstant(double v, bool ascii) {
+  struct Named {
+    double value;
+    const char *unicode, *ascii;
+  };
+  static const Named kNamed[] = {
+      {0.70710678118654752440, "1/√2", "1/sqrt(2)"},
+      {std::numbers::inv_sqrtpi * 0.70710678118654752440, "1/√(2π)", "1/sqrt(2*pi)"},
+      {2 * std::numbers::inv_sqrtpi, "2/√π", "2/sqrt(pi)"},
+  };
+  for (const Named &n : kNamed)
+    if (v == n.value) return ascii ? n.ascii : n.unicode;
+  return "";
+}
 
 // Constants as a learner writes them: 2/3 rather than 0.6666666666666666.
 std::string formatConstant(double v) {
@@ -68,6 +86,10 @@ private:
     auto fn = [&](std::string_view f) { return fmt::format("{}({})", f, render(n.a())); };
     switch (n.op) {
     case Op::Const: {
+      if (std::string named = namedConstant(n.fattr, o_.ascii); !named.empty()) {
+        prec = kProduct;
+        return named;
+      }
       std::string text = formatConstant(n.fattr);
       if (n.fattr < 0) prec = kUnary;
       else if (text.find('/') != std::string::npos) prec = kProduct;

@@ -13,6 +13,7 @@
 #include "OpBench.h"
 
 #include "GradPrinter.h"
+#include "Pipeline.h"
 
 #include <functional>
 #include <map>
@@ -539,4 +540,111 @@ TEST_CASE("ops: simplifier rules for the new ops; none assumes rank <= 2", "[ops
       CHECK(b.eval(r) == b.eval(e));
     }
   }
+}
+
+namespace {
+
+// A program built by hand, as sema would: decls, named values in source order and the loss.
+struct HandProgram {
+  Bench b;
+  int statement = 0;
+  NodeId value(const std::string &name, NodeId node) {
+    NamedValue v;
+    v.name = name;
+    v.node = node;
+    v.statement = statement++;
+    b.p.values.push_back(v);
+    return node;
+  }
+  NodeId param(const std::string &name, const Shape &s) {
+    NodeId id = b.param(s, 0.1, 1, true);
+    b.p.params.back().name = name;
+    return id;
+  }
+  NodeId input(const std::string &name, const Shape &s) {
+    NodeId id = b.input(s, 0.1, 1, true);
+    b.p.inputs.back().name = name;
+    return id;
+  }
+  void loss(const std::string &name, NodeId node) {
+    value(name, node);
+    b.p.loss = b.p.values.back();
+  }
+  std::string grad(bool ascii) {
+    checkGradients(b, b.p.loss->node, 1e-8); // the formulas printed are of a right gradient
+    Expected<Derivation> d = derive(b.p);
+    REQUIRE(d);
+    return printGradient(b.p, *d, {ascii});
+  }
+};
+
+} // namespace
+
+TEST_CASE("ops: grad text of a small convnet", "[ops][print]") {
+  HandProgram h;
+  Graph &g = h.b.g();
+  NodeId img = h.input("img", Shape{1, 6, 6});
+  NodeId t = h.input("t", Shape{3});
+  NodeId K = h.param("c1.K", Shape{2, 1, 3, 3});
+  NodeId W = h.param("W", Shape{3, 8});
+  NodeId c1 = h.value("c1", g.unary(Op::Relu, g.make(Op::Conv2d, {img, K}, 0, 0, {}, {1, 1})));
+  NodeId p1 = h.value("p1", g.make(Op::MaxPool2d, {c1}, 0, 0, {}, {2, 2}));
+  NodeId a1 = h.value("a1", g.make(Op::AvgPool2d, {p1}, 0, 0, {}, {2, 1}));
+  NodeId f = h.value("f", g.reshape(a1, Shape{8}));
+  NodeId z = h.value("z", g.binary(Op::MatMul, W, f));
+  h.loss("E", g.unary(Op::Neg, g.unary(Op::Sum, g.binary(Op::Mul, t, g.unary(Op::LogSoftmax, z)))));
+  // the relu's step reads the pre-activation, which has no name of its own
+  CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dz = softmax(z) * sum(t) - t
+dE/dW = dE/dz ⊗ f
+dE/df = Wᵀ dE/dz
+dE/da1 = reshape(dE/df, [2, 2, 2])
+dE/dp1 = avgunpool2d(dE/da1, 2, stride=1)
+dE/dc1 = maxunpool2d(dE/dp1, c1, 2)
+dE/dc1.K = correlate2d(img, dE/dc1 * step(conv2d(img, c1.K, padding=1)), padding=1)
+)");
+  CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dz = softmax(z) * sum(t) - t
+dE/dW = outer(dE/dz, f)
+dE/df = transpose(W) @ dE/dz
+dE/da1 = reshape(dE/df, [2, 2, 2])
+dE/dp1 = avgunpool2d(dE/da1, 2, stride=1)
+dE/dc1 = maxunpool2d(dE/dp1, c1, 2)
+dE/dc1.K = correlate2d(img, dE/dc1 * step(conv2d(img, c1.K, padding=1)), padding=1)
+)");
+}
+
+TEST_CASE("ops: grad text of slices, concat, max and gelu", "[ops][print]") {
+  HandProgram h;
+  Graph &g = h.b.g();
+  NodeId x = h.input("x", Shape{4, 3});
+  NodeId W = h.param("W", Shape{3, 3});
+  NodeId hdn = h.value("h", g.unary(Op::Gelu, g.binary(Op::MatMul, x, W)));
+  NodeId top = h.value("top", g.slice(hdn, {0, 0}, Shape{2, 3}));
+  NodeId both = h.value("both", g.make(Op::Concat, {top, g.unary(Op::Elu, top)}, 0, 1));
+  NodeId m = h.value("m", g.make(Op::Max, {both}, 0, 1));
+  NodeId mm = h.value("mm", g.binary(Op::Maximum, m, g.make(Op::LeakyRelu, {m}, 0.2)));
+  h.loss("E", g.unary(Op::Sum, g.binary(Op::Mul, mm, mm)));
+  // maximum's two terms (a and, through leaky_relu, b); max's mask; concat's two slices; the
+  // slice's pad; gelu' = Phi + x phi with its constants by name
+  CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dmm = 2 * mm
+dE/dm = 2 * (mm * [m ≥ leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m ≥ leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m)))
+dE/dboth = argmax_mask(both, 1) * dE/dm
+dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
+dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
+dE/dW = xᵀ (dE/dh * (0.5 * (1 + erf(1/√2 * (x W))) + 1/√(2π) * (x W * exp(-0.5 * (x W)^2))))
+)");
+  CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dmm = 2 * mm
+dE/dm = 2 * (mm * [m >= leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m >= leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m)))
+dE/dboth = argmax_mask(both, 1) * dE/dm
+dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
+dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
+dE/dW = transpose(x) @ (dE/dh * (0.5 * (1 + erf(1/sqrt(2) * (x @ W))) + 1/sqrt(2*pi) * (x @ W * exp(-0.5 * (x @ W)^2))))
+)");
 }
