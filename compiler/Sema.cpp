@@ -122,11 +122,15 @@ size_t editDistance(std::string_view a, std::string_view b) {
 
 // "; did you mean 'tanh'?" for the closest candidate near enough, else "".
 std::string didYouMean(std::string_view name, const std::vector<std::string> &candidates) {
-  if (name.size() > 64) return "";
+  // Bounded work: a program of thousands of names with many misspellings stays fast.
+  if (name.size() > 64 || candidates.size() > 5000) return "";
   std::string best;
   size_t bestD = 0;
   for (const std::string &c : candidates) {
     if (c == name || c.size() > 64) continue;
+    // Lengths that differ more than the allowed distance cannot be near.
+    size_t gap = c.size() > name.size() ? c.size() - name.size() : name.size() - c.size();
+    if (3 * gap > std::max(name.size(), c.size()) + 1) continue;
     size_t d = editDistance(name, c);
     // Near enough: about one edit in three characters (so `x` never suggests `y`).
     if (3 * d > std::max(name.size(), c.size()) + 1) continue;
