@@ -789,8 +789,15 @@ private:
                      s.nameRange.begin, recurrenceInit(*H));
     Unrolled u = unrollRecurrence(G, kind, *xs, *H, RecurrenceParams{p[0], p[1], p[2], p[3]});
     if (!scan_ || scan_->t == 0) // inside a scan's cell: recorded once, at step 0
-      P.recurrences.push_back({cur_->prefix + name, topStmt_, G.shape(*xs)[0], std::move(u.values)});
+      addSteps({cur_->prefix + name, topStmt_, G.shape(*xs)[0], std::move(u.values)}, s.nameRange.begin);
     return u.states;
+  }
+
+  // A recurrence's per-step values, also as named values FAMILY[t] ("hs.r[3]") for the printers.
+  void addSteps(RecurrenceSteps steps, SourceLoc loc) {
+    for (const StepValue &v : steps.values)
+      P.values.push_back({fmt::format("{}.{}[{}]", steps.name, v.name, v.t), loc, v.node, topStmt_});
+    P.recurrences.push_back(std::move(steps));
   }
 
   // stride (default 1, at least 1) and padding (default 0, not negative).
@@ -1080,6 +1087,7 @@ private:
       body.definitions = definitionsOf(A.body);
       body.syms[std::string(A.args[0].first)] = {Symbol::Value, state, A.args[0].second.begin};
       body.syms[std::string(A.args[1].first)] = {Symbol::Value, x, A.args[1].second.begin};
+      steps.values.push_back({"x", t, x});
       ScanStep step{body.prefix, t, &steps, scan_};
       scan_ = &step;
       Value next = runBody(call, A, body);
@@ -1109,7 +1117,7 @@ private:
         cur_->order.push_back(full);
       }
     }
-    if (!scan_ || scan_->t == 0) P.recurrences.push_back(std::move(steps));
+    if (!scan_ || scan_->t == 0) addSteps(std::move(steps), s.nameRange.begin);
     return u.states;
   }
 
