@@ -172,6 +172,7 @@ private:
     }
     case Op::Reshape:
       if (std::string idx = indexing(n); !idx.empty()) return idx;
+      if (n.shape.rank() == 1 && g_.shape(n.a()).rank() > 1) return fn("flatten"); // as the source
       return fmt::format("reshape({}, {})", render(n.a()), n.shape.str());
     case Op::Concat: { // concat(concat(a, b), c) along one axis prints as concat(a, b, c)
       std::string parts;

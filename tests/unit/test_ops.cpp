@@ -416,6 +416,7 @@ std::vector<std::pair<Op, Printed>> printedForms(Bench &b, std::vector<NodeId> &
   add(g.slice(g.binary(Op::Add, x, y), {3, 1}, Shape{1, 2}), "(x + y)[3:4, 1:3]");
   add(g.pad(v, {2}, Shape{6}), "pad(v, [6], at=[2])");
   add(g.reshape(x, Shape{2, 6}), "reshape(x, [2, 6])");
+  add(g.reshape(x, Shape{12}), "flatten(x)");
   // indexing: a slice of extent 1 and a reshape that drops that axis print as the source's x[i]
   add(g.reshape(g.slice(x, {1, 0}, Shape{1, 3}), Shape{3}), "x[1]");
   add(g.reshape(g.slice(x, {0, 2}, Shape{4, 1}), Shape{4}), "x[:, 2]");
