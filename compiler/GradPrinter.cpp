@@ -1,5 +1,21 @@
 // The derivative printer: renders simplified gradient nodes as readable formulas, substituting
 // source names for forward values and dE/dNAME for the adjoints already printed.
+//
+// Notation (Unicode / --ascii where they differ): the source's own forms where an op has one
+// (x[1:3, :], x[2], flatten(x), reshape(x, [2, 3]), concat(a, b, axis=1), max(x, 1),
+// maximum(a, b), leaky_relu(x, slope=0.2), conv2d(x, K, stride=2, padding=1), maxpool2d(x, 2));
+// A B / A @ B, Aᵀ / transpose(A), a ⊗ b / outer(a, b); and for the ops that only gradients use:
+//   [a ≥ b] / [a >= b]       1 where a >= b, else 0 (Iverson's bracket: maximum's derivative)
+//   argmax_mask(x, k)        1 at the first maximum of each slice along k (max's derivative)
+//   pad(g, [4, 3], at=[1, 0])  zeros of shape [4, 3] with g placed at index [1, 0] (a slice's)
+//   conv_transpose2d(g, K, stride=S, padding=P, output_padding=[a, b])  conv2d's input gradient,
+//                            exactly PyTorch's F.conv_transpose2d
+//   correlate2d(x, g, stride=S, padding=P)  conv2d's kernel gradient, the correlation
+//                            dK[f,c,i,j] = Σ_oh,ow g[f,oh,ow] x[c, oh·S + i − P, ow·S + j − P]
+//   maxunpool2d(g, x, k)     each g at the first maximum of its window of x (overlaps add)
+//   avgunpool2d(g, k, to=[H, W])  g / k² spread over each window
+//   gelu'(u)                 Φ(u) + u φ(u); 1/√2, 1/√(2π), 2/√π by name
+//   Σ_{t=1..T} TERM          the per-step terms of a recurrence (values named FAMILY[t])
 #include "GradPrinter.h"
 
 #include "ProgramPrinter.h"
@@ -114,7 +130,10 @@ private:
     }
     case Op::Neg: prec = kUnary; return "-" + render(n.a(), kPower);
     case Op::Pow: prec = kPower; return fmt::format("{}^{}", render(n.a(), kAtom), formatNumber(n.fattr));
-    case Op::Add: prec = kSum; return render(n.a(), kSum) + " + " + render(n.b(), kSum);
+    case Op::Add:
+      if (NodeId u = geluDerivativeOf(n); u != kNoNode) return fmt::format("gelu'({})", render(u));
+      prec = kSum;
+      return render(n.a(), kSum) + " + " + render(n.b(), kSum);
     case Op::Sub: prec = kSum; return render(n.a(), kSum) + " - " + render(n.b(), kProduct);
     case Op::Mul: prec = kProduct; return render(n.a(), kProduct) + " * " + render(n.b(), kUnary);
     case Op::Div: prec = kProduct; return render(n.a(), kProduct) + " / " + render(n.b(), kUnary);
@@ -235,6 +254,32 @@ private:
     default: return fn(opSpelling(n.op));
     }
   }
+  // gelu's derivative rule builds Φ(u) + u φ(u) as 0.5 (1 + erf(u / √2)) + (1/√(2π)) u exp(-u²/2),
+  // which simplifies to the Add of 0.5 * (1 + erf(1/√2 * u)) and 1/√(2π) * (u * exp(-0.5 * u^2)):
+  // that sum prints as gelu'(u). Returns u, or kNoNode when `n` is not that sum.
+  NodeId geluDerivativeOf(const Node &n) const {
+    auto constIs = [&](NodeId id, double v) { return g_.op(id) == Op::Const && g_.node(id).fattr == v; };
+    auto mulByConst = [&](NodeId id, double c) -> NodeId { // c * x -> x
+      const Node &m = g_.node(id);
+      return m.op == Op::Mul && constIs(m.a(), c) ? m.b() : kNoNode;
+    };
+    // Φ part: 0.5 * (1 + erf(1/√2 * u))
+    NodeId inner = mulByConst(n.a(), 0.5);
+    if (inner == kNoNode || g_.op(inner) != Op::Add || !constIs(g_.node(inner).a(), 1)) return kNoNode;
+    NodeId e = g_.node(inner).b();
+    if (g_.op(e) != Op::Erf) return kNoNode;
+    NodeId u = mulByConst(g_.node(e).a(), 0.70710678118654752440);
+    if (u == kNoNode) return kNoNode;
+    // u φ(u) part: 1/√(2π) * (u * exp(-0.5 * u^2))
+    NodeId prod = mulByConst(n.b(), std::numbers::inv_sqrtpi * 0.70710678118654752440);
+    if (prod == kNoNode || g_.op(prod) != Op::Mul || g_.node(prod).a() != u) return kNoNode;
+    NodeId ex = g_.node(prod).b();
+    if (g_.op(ex) != Op::Exp) return kNoNode;
+    NodeId sq = mulByConst(g_.node(ex).a(), -0.5);
+    if (sq == kNoNode || g_.op(sq) != Op::Pow || g_.node(sq).fattr != 2 || g_.node(sq).a() != u) return kNoNode;
+    return u;
+  }
+
   // x[2] or x[1:3, 0], as the source writes an index (a Slice with extent 1 on the axis, then a
   // Reshape that drops it): for a Reshape of an unnamed Slice that drops exactly such axes ("" for
   // any other Reshape). Trailing whole axes are left out, as in the source (x[1] for x[1, :]).

@@ -391,6 +391,9 @@ std::vector<std::pair<Op, Printed>> printedForms(Bench &b, std::vector<NodeId> &
   add(tg, "T");
   add(x, "x");
   add(g.constant(2.5), "2.5");
+  // the constants of gelu's and erf's derivatives by name
+  add(g.binary(Op::Mul, g.constant(0.70710678118654752440), x), "1/√2 * x", "1/sqrt(2) * x");
+  add(g.binary(Op::Mul, g.constant(2 / std::sqrt(M_PI)), x), "2/√π * x", "2/sqrt(pi) * x");
   add(g.unary(Op::Neg, x), "-x");
   for (Op op : {Op::Logistic, Op::Tanh, Op::Relu, Op::Softplus, Op::Exp, Op::Log, Op::Sqrt, Op::Abs,
                 Op::Step, Op::Sign, Op::Gelu, Op::Elu, Op::Erf, Op::Sin, Op::Cos})
@@ -649,7 +652,7 @@ TEST_CASE("ops: grad text of slices, concat, max and gelu", "[ops][print]") {
   NodeId mm = h.value("mm", g.binary(Op::Maximum, m, g.make(Op::LeakyRelu, {m}, 0.2)));
   h.loss("E", g.unary(Op::Sum, g.binary(Op::Mul, mm, mm)));
   // maximum's two terms (a and, through leaky_relu, b); max's mask; concat's two slices; the
-  // slice's pad; gelu' = Phi + x phi with its constants by name
+  // slice's pad; gelu' = Phi + x phi as gelu'(x W)
   CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
 # A param's gradient over a batch is the mean of these.
 dE/dmm = 2 * mm
@@ -657,7 +660,7 @@ dE/dm = 2 * (mm * [m ≥ leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m ≥ leak
 dE/dboth = argmax_mask(both, 1) * dE/dm
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
-dE/dW = xᵀ (dE/dh * (0.5 * (1 + erf(1/√2 * (x W))) + 1/√(2π) * (x W * exp(-0.5 * (x W)^2))))
+dE/dW = xᵀ (dE/dh * gelu'(x W))
 )");
   CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
 # A param's gradient over a batch is the mean of these.
@@ -666,7 +669,7 @@ dE/dm = 2 * (mm * [m >= leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m >= leaky_
 dE/dboth = argmax_mask(both, 1) * dE/dm
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
-dE/dW = transpose(x) @ (dE/dh * (0.5 * (1 + erf(1/sqrt(2) * (x @ W))) + 1/sqrt(2*pi) * (x @ W * exp(-0.5 * (x @ W)^2))))
+dE/dW = transpose(x) @ (dE/dh * gelu'(x @ W))
 )");
 }
 
