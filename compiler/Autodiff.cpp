@@ -74,11 +74,10 @@ NodeId vectorJacobianProduct(Graph &G, NodeId id, int k, NodeId g) {
     NodeId phi = mul(c(kInvSqrt2Pi), G.unary(Op::Exp, mul(c(-0.5), G.make(Op::Pow, {x}, 2.0))));
     return mul(g, G.binary(Op::Add, Phi, mul(x, phi)));
   }
-  // elu'(x) = 1 for x > 0, exp(x) = y + 1 otherwise: step(x) + (1 - step(x)) (y + 1); elu'(0) = 1
-  case Op::Elu: {
-    NodeId s = G.unary(Op::Step, x);
-    return mul(g, G.binary(Op::Add, s, mul(sub(c(1), s), G.binary(Op::Add, y, c(1)))));
-  }
+  // elu'(x) = 1 for x > 0, exp(x) otherwise (= y + 1, but y + 1 loses exp(x)'s digits once y is
+  // near -1, and step(x) + (1 - step(x)) exp(x) is 0 * inf = NaN for large x): exp(min(x, 0)),
+  // which is both at once; elu'(0) = 1
+  case Op::Elu: return mul(g, G.unary(Op::Exp, G.binary(Op::Minimum, x, c(0))));
   // erf'(x) = 2 / sqrt(pi) exp(-x^2)
   case Op::Erf: return mul(g, mul(c(kTwoInvSqrtPi), G.unary(Op::Exp, neg(G.make(Op::Pow, {x}, 2.0)))));
   // sin' = cos, cos' = -sin

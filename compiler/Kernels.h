@@ -31,8 +31,10 @@ template <class T> T applyUnary(Op op, T x, double fattr) {
   case Op::Abs: return std::abs(x);
   case Op::Step: return x > 0 ? T(1) : T(0);
   case Op::Sign: return x > 0 ? T(1) : x < 0 ? T(-1) : T(0);
-  // gelu(x) = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2: the exact form (PyTorch's default)
-  case Op::Gelu: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  // gelu(x) = x Phi(x), Phi the exact normal CDF (PyTorch's default gelu). Phi(x) =
+  // erfc(-x / sqrt 2) / 2 rather than (1 + erf(x / sqrt 2)) / 2: the same number, without the
+  // cancellation that makes 1 + erf(-7) exactly 0 (gelu(-10) is -7.6e-23, not 0)
+  case Op::Gelu: return T(0.5) * x * std::erfc(-x * T(0.70710678118654752440));
   // elu(x) = x for x > 0, exp(x) - 1 otherwise (alpha = 1); expm1 keeps the digits near 0
   case Op::Elu: return x > 0 ? x : std::expm1(x);
   case Op::Erf: return std::erf(x);

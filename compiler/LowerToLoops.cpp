@@ -4,6 +4,7 @@
 #include "LowerToLoops.h"
 
 #include "GradPrinter.h"
+#include "Sema.h"
 
 #include <fmt/format.h>
 
@@ -82,6 +83,14 @@ public:
   }
 
   loops::Program run(const std::vector<NodeId> &outputs) {
+    {
+      std::vector<NodeId> roots = outputs;
+      if (D) {
+        roots.push_back(D->loss);
+        roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
+      }
+      checkSizes(roots);
+    }
     // Forward: every output into the outputs array, example after example.
     {
       beginFunction(L.forward, "forward", outputs);
@@ -109,6 +118,48 @@ public:
   }
 
 private:
+  // --- sizes ---------------------------------------------------------------------------------
+  // The one size rule: every value that lowering may lay out, forward or gradient, has at most
+  // kMaxElements elements (sema's rule for declarations and broadcasting; a matrix product or an
+  // outer product of admitted operands can exceed it). Counted with checked arithmetic, so that a
+  // shape never overflows on the way.
+  static bool checkedNumel(const Shape &s, int64_t &n) {
+    n = 1;
+    for (int64_t d : s.dims)
+      if (__builtin_mul_overflow(n, d, &n)) return false;
+    return true;
+  }
+
+  void checkSizes(const std::vector<NodeId> &roots) {
+    for (NodeId id : G.reachable(roots)) {
+      int64_t n;
+      if (checkedNumel(G.shape(id), n) && n <= kMaxElements) continue;
+      // The statement that names the value, or the op that makes it (in the gradient, where
+      // d(loss)/d(value) of a named value has the value's shape, that value is named too).
+      std::string where = P.source.name + ": error: ", what;
+      for (size_t i = 0; i < P.values.size(); ++i) {
+        const NamedValue &v = P.values[i];
+        if (v.node == id || (D && i < D->values.size() && D->values[i] == id)) {
+          if (v.loc.valid()) where = fmt::format("{}:{}:{}: error: ", P.source.name, v.loc.line, v.loc.col);
+          what = "'" + v.name + "'";
+          break;
+        }
+      }
+      if (what.empty()) what = fmt::format("a value ({})", opSpelling(G.op(id)));
+      throw SizeLimitError(fmt::format("{}{} has shape {}: more than {} elements, the most a value may have", where,
+                                       what, G.shape(id).str(), kMaxElements));
+    }
+  }
+
+  // a + b, or a SizeLimitError when the workspace outgrows kMaxWorkspace.
+  int64_t workspaceAdd(int64_t a, int64_t b) const {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r) || r > kMaxWorkspace)
+      throw SizeLimitError(fmt::format("{}: error: the program's values need more than {} reals of work space for one "
+                                       "example", P.source.name, kMaxWorkspace));
+    return r;
+  }
+
   // --- buffers ------------------------------------------------------------------------------
   int addBuffer(std::string name, loops::Space space, int64_t offset, int64_t batchStride, int64_t size) {
     loops::Buffer b;
@@ -1082,16 +1133,18 @@ private:
         moved = false;
         for (const Placed &q : arena)
           if (q.begin <= end && begin <= q.end && off < q.off + q.size && q.off < off + B.size) {
-            off = q.off + q.size;
+            off = workspaceAdd(q.off, q.size);
             moved = true;
           }
       }
+      workspaceAdd(off, B.size); // every end below stays within kMaxWorkspace
       arena.push_back({off, B.size, begin, end});
       B.offset = off;
       if (B.batchStride) perExampleBuffers_.push_back(b);
     }
     for (auto &q : fixed) L.workspaceFixed = std::max(L.workspaceFixed, q.off + q.size);
     for (auto &q : perEx) L.workspacePerExample = std::max(L.workspacePerExample, q.off + q.size);
+    workspaceAdd(L.workspaceFixed, L.workspacePerExample);
   }
 
   // Per-example buffers live after the fixed part: at workspaceFixed + offset * n.

@@ -143,21 +143,17 @@ private:
     const Token &kw = take();
     Stmt s{Stmt::Layer, kw.loc, {}, {}, {}, {}, {}, {}, {}};
     auto L = std::make_shared<LayerAst>();
-    const Token &n = expect(Tok::Name, "the layer's name");
-    s.name = L->name = n.text;
-    s.nameRange = L->nameRange = n.range();
-    const Token &open = expect(Tok::LParen, "'(' and the layer's arguments");
-    {
-      Nest nest(*this, open.range());
-      if (peek().kind != Tok::RParen) {
-        do {
-          const Token &a = expect(Tok::Name, "an argument name");
-          L->args.emplace_back(a.text, a.range());
-        } while (accept(Tok::Comma));
-      }
-      expectClose(Tok::RParen, open);
+    try {
+      layerHeader(*L, s);
+    } catch (ParseError &) {
+      // A broken header: skip its body too (up to the '}' before the next layer), so that the
+      // body's lines are not read as top-level statements.
+      size_t p = pos_;
+      while (toks_[p].kind != Tok::Eof && toks_[p].kind != Tok::RBrace && toks_[p].kind != Tok::KwLayer) ++p;
+      if (toks_[p].kind == Tok::RBrace) pos_ = p + 1;
+      throw;
     }
-    const Token &brace = expect(Tok::LBrace, "'{'");
+    const Token &brace = toks_[pos_ - 1];
     // The body, a line at a time; an error skips to the end of its line (or to the '}').
     bool returned = false;
     for (;;) {
@@ -201,6 +197,25 @@ private:
     }
     s.layer = std::move(L);
     return s;
+  }
+
+  // The header `NAME(ARG, ...) {`.
+  void layerHeader(LayerAst &L, Stmt &s) {
+    const Token &n = expect(Tok::Name, "the layer's name");
+    s.name = L.name = n.text;
+    s.nameRange = L.nameRange = n.range();
+    const Token &open = expect(Tok::LParen, "'(' and the layer's arguments");
+    {
+      Nest nest(*this, open.range());
+      if (peek().kind != Tok::RParen) {
+        do {
+          const Token &a = expect(Tok::Name, "an argument name");
+          L.args.emplace_back(a.text, a.range());
+        } while (accept(Tok::Comma));
+      }
+      expectClose(Tok::RParen, open);
+    }
+    expect(Tok::LBrace, "'{'");
   }
 
   Stmt bodyStatement() {

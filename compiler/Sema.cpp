@@ -257,6 +257,15 @@ private:
         }
         return nullptr;
       }
+      // A top-level name defined below: not visible now, whatever it will be.
+      auto later = top_.definitions.find(std::string(name));
+      if (later != top_.definitions.end() && later->second.first > topStmt_) {
+        if (!quiet) {
+          D.report(DiagId::UsedBeforeDefinition, range, name);
+          D.report(DiagId::LaterDefinition, later->second.second, name);
+        }
+        return nullptr;
+      }
     }
     if (!quiet) unknownName(name, range);
     return nullptr;

@@ -482,7 +482,8 @@ TEST_CASE("autodiff: second order: the gradient is a graph of the same ops", "[a
 
 namespace {
 
-// Random expressions over params of shapes [], [2], [3], [2, 3], [3, 2] and the constants that
+// Random expressions over params of shapes [], [2], [3], [2, 3], [3, 2] (with ranks 3 and 4 inside:
+// axis broadcasts, reshapes, softmax) and the constants that
 // trigger the rules; every op of the table appears. Operands of log, sqrt and division are kept
 // positive or away from zero.
 struct ExprGen {
@@ -527,9 +528,10 @@ struct ExprGen {
     switch (pick(10)) {
     case 0: return leaf(s);
     case 1: {
-      const Op ops[] = {Op::Neg, Op::Tanh, Op::Logistic, Op::Relu, Op::Softplus,
-                        Op::Abs, Op::Step, Op::Sign, Op::Exp};
-      return u(ops[pick(9)], gen(s, d - 1));
+      const Op ops[] = {Op::Neg, Op::Tanh, Op::Logistic, Op::Relu, Op::Softplus, Op::Abs, Op::Step,
+                        Op::Sign, Op::Exp, Op::Gelu, Op::Elu, Op::Erf, Op::Sin, Op::Cos, Op::LeakyRelu};
+      const Op op = ops[pick(15)];
+      return u(op, gen(s, d - 1), op == Op::LeakyRelu ? 0.1 : 0.0);
     }
     case 2: {
       const double ints[] = {2, 3, -1, 1, -2};
@@ -543,8 +545,8 @@ struct ExprGen {
     case 3: return u(pick(2) ? Op::Log : Op::Sqrt, positive(s, d - 1));
     case 4:
     case 5: {
-      const Op ops[] = {Op::Add, Op::Sub, Op::Mul};
-      Op op = ops[pick(3)];
+      const Op ops[] = {Op::Add, Op::Sub, Op::Mul, Op::Add, Op::Sub, Op::Mul, Op::Maximum, Op::Minimum, Op::GreaterEq};
+      Op op = ops[pick(9)];
       if (pick(5) == 0) {
         NodeId e = gen(s, d - 1);
         return bin(op, e, e);
@@ -568,7 +570,9 @@ struct ExprGen {
     Graph &G = g();
     const std::vector<int64_t> &dims = s.dims;
     if (dims.empty()) {
-      switch (pick(3)) {
+      switch (pick(5)) {
+      case 3: return G.make(pick(2) ? Op::Max : Op::Min, {gen(Shape{2, 3}, d - 1)}, 0, -1);
+      case 4: return G.make(pick(2) ? Op::Max : Op::Min, {gen(Shape{3}, d - 1)}, 0, 0);
       case 0: {
         const Shape from[] = {Shape{3}, Shape{2, 3}, Shape{3, 2}, kScalar};
         return u(Op::Sum, gen(from[pick(4)], d - 1));
@@ -579,7 +583,14 @@ struct ExprGen {
     }
     if (dims.size() == 1) {
       const int64_t n = dims[0], other = n == 2 ? 3 : 2;
-      switch (pick(6)) {
+      switch (pick(10)) {
+      case 6: return G.make(pick(2) ? Op::Max : Op::Min, {gen(Shape{n, other}, d - 1)}, 0, 1);
+      case 7: // x[k] of a [other, n] value: a slice and a reshape that drops the axis
+        return G.reshape(G.slice(gen(Shape{other, n}, d - 1), {other - 1, 0}, Shape{1, n}), s);
+      case 8: return n == 2 ? G.slice(gen(Shape{3}, d - 1), {1}, s) : G.pad(gen(Shape{2}, d - 1), {1}, s);
+      case 9: // rank 3 inside: softmax along the last axis of [1, other, n], summed over axis 1
+        return G.make(Op::SumAxis, {G.reshape(u(Op::Softmax, G.reshape(gen(Shape{other, n}, d - 1),
+                                                                         Shape{1, other, n})), Shape{other, n})}, 0, 0);
       case 0: return G.make(Op::SumAxis, {gen(Shape{n, other}, d - 1)}, 0, 1);
       case 1: return G.make(Op::SumAxis, {gen(Shape{other, n}, d - 1)}, 0, 0);
       case 2: return bin(Op::MatMul, gen(Shape{n, other}, d - 1), gen(Shape{other}, d - 1));
@@ -589,7 +600,17 @@ struct ExprGen {
       }
     }
     const int64_t m = dims[0], n = dims[1];
-    switch (pick(7)) {
+    switch (pick(12)) {
+    case 7: return G.reshape(gen(Shape{n, m}, d - 1), s);
+    case 8: { // two column slices joined again
+      NodeId e = gen(s, d - 1);
+      return G.make(Op::Concat, {G.slice(e, {0, 0}, Shape{m, 1}), G.slice(gen(s, d - 1), {0, 1}, Shape{m, n - 1})}, 0, 1);
+    }
+    case 9: // rank 3 and 4 inside: an axis broadcast, then reductions
+      return G.make(Op::SumAxis, {G.make(Op::SumAxis, {G.broadcast(G.broadcast(gen(s, d - 1), Shape{m, 2, n}, 1),
+                                                                    Shape{m, 2, n, 2}, 3)}, 0, 3)}, 0, 1);
+    case 10: return G.make(pick(2) ? Op::Max : Op::Min, {G.reshape(gen(Shape{n, m}, d - 1), Shape{m, n, 1})}, 0, 2);
+    case 11: return G.pad(G.slice(gen(s, d - 1), {1, 0}, Shape{m - 1, n}), {0, 0}, s);
     case 0: return G.broadcast(gen(Shape{n}, d - 1), s);
     case 1: return G.broadcast(gen(Shape{n}, d - 1), s, 0);
     case 2: return G.broadcast(gen(Shape{m}, d - 1), s, 1);
@@ -604,7 +625,12 @@ struct ExprGen {
     Graph &G = g();
     NodeId e = gen(s, d - 1);
     auto zero = [&] { return s.isScalar() ? G.constant(0) : G.broadcast(G.constant(0), s); };
-    switch (pick(s.rank() ? 20 : 17)) {
+    switch (pick(s.rank() ? 24 : 17)) {
+    case 20: return G.reshape(G.reshape(e, Shape{s.numel()}), s);        // reshape of a reshape
+    case 21: return G.slice(e, std::vector<int64_t>(static_cast<size_t>(s.rank()), 0), s); // whole
+    case 22: return G.pad(G.broadcast(G.constant(0), s), std::vector<int64_t>(static_cast<size_t>(s.rank()), 0), s);
+    case 23: // the first part of e joined to zeros
+      return G.slice(G.make(Op::Concat, {e, zero()}, 0, 0), std::vector<int64_t>(static_cast<size_t>(s.rank()), 0), s);
     case 0: return bin(Op::Mul, G.constant(1), e);
     case 1: return bin(Op::Mul, e, G.constant(1));
     case 2: return bin(Op::Add, e, zero());

@@ -1034,7 +1034,7 @@ TEST_CASE("sema: conv2d, pools and the conv sugar", "[sema]") {
                           "k = avgpool2d(img, 0)\nm = conv(img, 4, 3, relu) + 1\n");
   CHECK(lines == std::vector<std::string>{
                      "t.nn:6:17: error: the kernel of shape [4, 2, 3, 3] expects 2 input channels, but the image of shape [3, 8, 8] has 3",
-                     "t.nn:7:21: error: the bias of conv2d must have shape [4] (one a filter), but it has shape [3]",
+                     "t.nn:7:21: error: the bias of conv2d must have shape [4] (one per filter), but it has shape [3]",
                      "t.nn:8:12: error: 'conv2d' needs an image [C, H, W], but the argument has shape [8]",
                      "t.nn:9:20: error: the maxpool2d window (9 × 9) is larger than the image (8 × 8)",
                      "t.nn:10:21: error: option 'stride' must be a positive integer, found 0",

@@ -1326,6 +1326,7 @@ TEST_CASE("jit: matrix products of sizes around the backend's tiles and chunks",
 // table's comments (independent of the interpreter: a second oracle).
 #include "EmitCpp.h"
 #include "LowerToLoops.h"
+#include "../fuzz/LoopCheck.h"
 #include "llvm/JitSession.h"
 
 #include <unistd.h>
@@ -1842,4 +1843,33 @@ TEST_CASE("emit-cpp: the hand-built graphs of the new ops compute what the JIT c
     CHECK(compareArrays(got, want[i], 1e-12, "outputs") == "");
   }
   fs::remove_all(dir);
+}
+
+TEST_CASE("jit: the Loop IR of the new ops stays inside its buffers (the fuzzers' oracle)", "[jit-ops]") {
+  for (const BuiltCase &c : builtCases()) {
+    INFO(c.name);
+    Built b = buildProgram(c.inputs, c.params, c.build);
+    loops::Program L = lowerToLoops(b.p, b.outs, nullptr);
+    std::string why = fuzz::checkLoops(L, {b.p.paramCount(), b.p.inputCount(), b.p.targetCount(), b.p.outputCount()});
+    INFO(why);
+    CHECK(why.empty());
+  }
+}
+
+TEST_CASE("jit: a value beyond the element limit is the program's error, not an overflow", "[jit]") {
+  // Issue 16 item 6: a matrix product of admitted operands, [65536, 1] @ [1, 65536], has 2^32
+  // elements; chained, the workspace sum wrapped. Every value of the forward and gradient graphs
+  // now obeys the one element limit, and the workspace is summed with checked arithmetic.
+  const std::string src = "param a[1, 65536]\nparam b[65536, 1]\nm0 = b @ a\nm1 = m0 @ m0\noutput m1\n";
+  auto m = Model::compileString(src, "big.nn");
+  REQUIRE_FALSE(m);
+  INFO(m.error().message);
+  CHECK(m.error().message.find("big.nn:3:1: error: 'm0' has shape [65536, 65536]") == 0);
+  CHECK(m.error().message.find("268435456") != std::string::npos);
+  // With a loss: the gradient's values are checked too (d/dm0 has m0's shape).
+  auto g = Model::compileString("input x\nparam a[1, 65536]\nparam b[65536, 1]\nloss E = sum(b @ a) * x\n", "big2.nn");
+  REQUIRE_FALSE(g);
+  CHECK(g.error().message.find("big2.nn") == 0);
+  CHECK(g.error().message.find("[65536, 65536]") != std::string::npos);
+  CHECK(g.error().message.find("internal") == std::string::npos);
 }
