@@ -75,6 +75,7 @@ bool isSugarName(std::string_view name) {
 
 const char *reservedKind(std::string_view name) {
   if (name == "dense" || name == "conv") return "the layer sugar";
+  if (name == "true" || name == "false") return "an option value";
   if (isSugarName(name)) return "a recurrence";
   if (findFunction(name)) return "a function";
   for (auto a : kActivations)
@@ -963,6 +964,14 @@ private:
       D.report(DiagId::LayersTooDeep, call.opRange, kMaxLayerDepth);
       return std::nullopt;
     }
+    // Calls that call layers twice, nested, double at each level: bound the whole expansion so
+    // that no program makes sema run (or allocate) without end.
+    instantiated_ += A.body.size() + 1;
+    if (instantiated_ > kMaxInstantiated) {
+      if (!expansionReported_) D.report(DiagId::LayersTooLarge, call.opRange, kMaxInstantiated);
+      expansionReported_ = true;
+      return std::nullopt;
+    }
     // The arguments, in the caller's scope.
     Scope body;
     body.prefix = cur_->prefix + std::string(s.name) + ".";
@@ -1090,6 +1099,14 @@ private:
     const int errors = D.errorCount();
     auto cell = [&](NodeId state, NodeId x, int64_t t) -> NodeId {
       if (failed) return state;
+      // Every step instantiates the cell's body: it counts toward the bound on expansion.
+      instantiated_ += A.body.size() + 1;
+      if (instantiated_ > kMaxInstantiated) {
+        if (!expansionReported_) D.report(DiagId::LayersTooLarge, call.opRange, kMaxInstantiated);
+        expansionReported_ = true;
+        failed = true;
+        return state;
+      }
       Scope body;
       body.prefix = cur_->prefix + name + ".";
       body.layer = &L;
@@ -1606,6 +1623,7 @@ private:
 
   static constexpr size_t kMaxRank = 4;
   static constexpr int kMaxLayerDepth = 64;
+  static constexpr size_t kMaxInstantiated = 20000; // body statements over all layer calls
 
   Program &P;
   Graph &G;
@@ -1615,6 +1633,8 @@ private:
   std::unordered_map<std::string, LayerDef> layers_;
   int topStmt_ = 0;
   int depth_ = 0;
+  size_t instantiated_ = 0;
+  bool expansionReported_ = false;
   // The scan step whose cell body is being instantiated (innermost), or null.
   struct ScanStep {
     std::string prefix; // "hs."

@@ -9,7 +9,11 @@
 #include "Lexer.h"
 #include "Parser.h"
 #include "Program.h"
+#include "Random.h"
 #include "Sema.h"
+
+#include <cmath>
+#include <set>
 
 #include <memory>
 #include <string>
@@ -1133,7 +1137,8 @@ TEST_CASE("sema: layer errors, with a note at the call", "[sema]") {
     CHECK(lines.empty());
     auto late = errorLines("layer f(x) {\n  return x * P\n}\ninput v[3]\na = f(v)\nparam P[3]\nb = f(v)\n");
     CHECK(late == std::vector<std::string>{
-                      "t.nn:2:14: error: unknown name 'P'", "t.nn:5:5: note: in layer 'f' called here",
+                      "t.nn:2:14: error: 'P' is used before its definition; every name must be defined above its uses",
+                      "t.nn:6:7: note: 'P' is defined here", "t.nn:5:5: note: in layer 'f' called here",
                       "t.nn:2:14: error: 'P' is a top-level param declared after the layer's first call; the body of layer 'f' sees its arguments, its own names and the top-level params declared before its first call (pass it as an argument)",
                       "t.nn:7:5: note: in layer 'f' called here"});
   }
@@ -1169,6 +1174,16 @@ TEST_CASE("sema: programs without input or target (a function to minimize)", "[s
   CHECK(p.params[0].init.a == -1.2);
 }
 
+TEST_CASE("sema: true, false and the new functions are reserved", "[sema]") {
+  auto lines = errorLines("input true\nparam false[2]\nconcat = 1\nlayer dim(x) {\n  return x\n}\ngru = 2\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:1:7: error: 'true' is a reserved name (an option value) and cannot be declared",
+                     "t.nn:2:7: error: 'false' is a reserved name (an option value) and cannot be declared",
+                     "t.nn:3:1: error: 'concat' is a reserved name (a function) and cannot be declared",
+                     "t.nn:4:7: error: 'dim' is a reserved name (a function) and cannot be declared",
+                     "t.nn:7:1: error: 'gru' is a reserved name (a recurrence) and cannot be declared"});
+}
+
 TEST_CASE("sema: did you mean, for names and functions", "[sema]") {
   auto lines = errorLines("input x[3]\nparam weight[3]\na = tahn(x)\nb = wieght * x\nc = sofmax(x)\n"
                           "d = q * x\ne = maxpool(x, 2)\n");
@@ -1195,4 +1210,38 @@ TEST_CASE("sema: no user error reaches Graph::make", "[sema]") {
     CHECK_FALSE(p.has_value());
     CHECK(diags.find(": error: ") != std::string::npos);
   }
+}
+
+TEST_CASE("params: glorot of rank 3 and 4 uses fan_in = in·Πk and fan_out = out·Πk", "[sema]") {
+  Program p = compiled("param K[4, 2, 3, 3]\nparam W[5, 7]\nparam D ~ normal(0, 1)\n");
+  CHECK(p.params[0].init.kind == Init::Glorot); // the default for rank 2 or more
+  std::vector<double> flat = initParams(p, 3);
+  const double limitK = std::sqrt(6.0 / ((4 + 2) * 9.0)), limitW = std::sqrt(6.0 / 12.0);
+  double maxK = 0, maxW = 0;
+  for (int64_t i = 0; i < 72; ++i) maxK = std::max(maxK, std::abs(flat[static_cast<size_t>(i)]));
+  for (int64_t i = 72; i < 72 + 35; ++i) maxW = std::max(maxW, std::abs(flat[static_cast<size_t>(i)]));
+  CHECK(maxK <= limitK);
+  CHECK(maxK > 0.8 * limitK); // 72 uniform draws reach near the bound
+  CHECK(maxW <= limitW);
+  CHECK(maxW > 0.8 * limitW);
+}
+
+TEST_CASE("sema: layer calls that double at every level are bounded", "[sema]") {
+  // L_k calls L_(k-1) twice: 2^40 instantiations if unbounded.
+  std::string text = "input x[2]\nlayer L0(x) {\n  return x * 2\n}\n";
+  for (int i = 1; i < 40; ++i)
+    text += fmt::format("layer L{}(x) {{\n  a = L{}(x)\n  b = L{}(a)\n  return b\n}}\n", i, i - 1, i - 1);
+  text += "y = L39(x)\nloss E = sum(y)\n";
+  Checked c(text);
+  CHECK(c.errors() == std::vector<DiagId>{DiagId::LayersTooLarge});
+  // 2^11 calls of 3 statements are fine, and their names are distinct.
+  std::string ok = "input x[2]\nlayer L0(x) {\n  return x * 2\n}\n";
+  for (int i = 1; i < 12; ++i)
+    ok += fmt::format("layer L{}(x) {{\n  a = L{}(x)\n  b = L{}(a)\n  return b\n}}\n", i, i - 1, i - 1);
+  ok += "y = L11(x)\n";
+  Program p = compiled(ok);
+  std::set<std::string> names;
+  for (auto &v : p.values) names.insert(v.name);
+  CHECK(names.size() == p.values.size());
+  CHECK(names.count("y.b.a.b.a.b.a.b.a.b.a"));
 }
