@@ -9,7 +9,10 @@
 #include "Lexer.h"
 #include "Parser.h"
 #include "Program.h"
+#include "Random.h"
 #include "Sema.h"
+
+#include <cmath>
 
 #include <memory>
 #include <string>
@@ -1133,7 +1136,8 @@ TEST_CASE("sema: layer errors, with a note at the call", "[sema]") {
     CHECK(lines.empty());
     auto late = errorLines("layer f(x) {\n  return x * P\n}\ninput v[3]\na = f(v)\nparam P[3]\nb = f(v)\n");
     CHECK(late == std::vector<std::string>{
-                      "t.nn:2:14: error: unknown name 'P'", "t.nn:5:5: note: in layer 'f' called here",
+                      "t.nn:2:14: error: 'P' is used before its definition; every name must be defined above its uses",
+                      "t.nn:6:7: note: 'P' is defined here", "t.nn:5:5: note: in layer 'f' called here",
                       "t.nn:2:14: error: 'P' is a top-level param declared after the layer's first call; the body of layer 'f' sees its arguments, its own names and the top-level params declared before its first call (pass it as an argument)",
                       "t.nn:7:5: note: in layer 'f' called here"});
   }
@@ -1195,4 +1199,18 @@ TEST_CASE("sema: no user error reaches Graph::make", "[sema]") {
     CHECK_FALSE(p.has_value());
     CHECK(diags.find(": error: ") != std::string::npos);
   }
+}
+
+TEST_CASE("params: glorot of rank 3 and 4 uses fan_in = in·Πk and fan_out = out·Πk", "[sema]") {
+  Program p = compiled("param K[4, 2, 3, 3]\nparam W[5, 7]\nparam D ~ normal(0, 1)\n");
+  CHECK(p.params[0].init.kind == Init::Glorot); // the default for rank 2 or more
+  std::vector<double> flat = initParams(p, 3);
+  const double limitK = std::sqrt(6.0 / ((4 + 2) * 9.0)), limitW = std::sqrt(6.0 / 12.0);
+  double maxK = 0, maxW = 0;
+  for (int64_t i = 0; i < 72; ++i) maxK = std::max(maxK, std::abs(flat[static_cast<size_t>(i)]));
+  for (int64_t i = 72; i < 72 + 35; ++i) maxW = std::max(maxW, std::abs(flat[static_cast<size_t>(i)]));
+  CHECK(maxK <= limitK);
+  CHECK(maxK > 0.8 * limitK); // 72 uniform draws reach near the bound
+  CHECK(maxW <= limitW);
+  CHECK(maxW > 0.8 * limitW);
 }
