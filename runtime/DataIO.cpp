@@ -10,12 +10,15 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 namespace nabla {
 
@@ -111,6 +114,28 @@ Num scanNumber(std::string_view f, double &out, std::string &why) {
   return Num::Ok;
 }
 
+// "nan", "-inf", "Infinity" and the like: not numbers in a data file, but not a header's name
+// either (a first row `nan,1,2` is a row with an error, not a header to skip).
+bool isNanOrInfSpelling(std::string_view f) {
+  if (!f.empty() && (f[0] == '+' || f[0] == '-')) f.remove_prefix(1);
+  if (f.size() > 8) return false;
+  std::string lower;
+  for (char c : f) lower += static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+  return lower == "nan" || lower == "inf" || lower == "infinity";
+}
+
+// A line without a ',' whose fields are separated by tabs or ';' instead (splitting there gives at
+// least two fields): that separator, else 0.
+char wrongSeparator(std::string_view line) {
+  if (line.find(',') != line.npos) return 0;
+  std::string_view t = trim(line);
+  for (char sep : {'\t', ';'}) {
+    size_t at = t.find(sep);
+    if (at != t.npos && at > 0 && at + 1 < t.size()) return sep;
+  }
+  return 0;
+}
+
 // "x[4]", or "s" for a scalar.
 std::string declName(const Decl &d) { return d.shape.isScalar() ? d.name : d.name + d.shape.str(); }
 
@@ -202,13 +227,23 @@ Expected<std::string> readFile(const std::string &path, size_t maxBytes, const s
   return text;
 }
 
-Expected<std::string> readDataFile(const std::string &path) {
+namespace {
+
+// What a data file may take: a quarter of the memory budget, and the reason for messages.
+std::pair<size_t, std::string> dataFileLimit() {
   MemoryBudget b = memoryBudget();
   double limit = b.bytes / 4;
-  if (!(limit < static_cast<double>(SIZE_MAX))) return readFile(path);
-  return readFile(path, static_cast<size_t>(limit),
-                  fmt::format("a quarter of the {} {}", formatBytes(b.bytes),
-                              b.from == "available now" ? "of memory available now" : "allowed by " + b.from));
+  if (!(limit < static_cast<double>(SIZE_MAX))) return {SIZE_MAX, {}};
+  return {static_cast<size_t>(limit),
+          fmt::format("a quarter of the {} {}", formatBytes(b.bytes),
+                      b.from == "available now" ? "of memory available now" : "allowed by " + b.from)};
+}
+
+} // namespace
+
+Expected<std::string> readDataFile(const std::string &path) {
+  auto [limit, reason] = dataFileLimit();
+  return readFile(path, limit, reason);
 }
 
 Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
@@ -240,13 +275,36 @@ Expected<Dataset> parseCsv(std::string_view text, const std::string &fileName,
       start = comma + 1;
     }
 
-    if (firstLine) { // a header has a field that is neither empty nor (syntactically) a number
+    if (char sep = wrongSeparator(line); sep && (firstLine || fields.size() == 1)) {
+      // One field that holds several: the file is not comma-separated. The first line is refused
+      // when its parts are numbers (else it may be a header of one column named "a;b"); a later
+      // row, which the column count would refuse anyway, always.
+      bool numbers = true;
+      std::string_view rest = trim(line);
+      for (size_t start = 0;;) {
+        size_t at = std::min(rest.find(sep, start), rest.size());
+        std::string_view f = trim(rest.substr(start, at - start));
+        double v;
+        std::string why;
+        numbers &= f.empty() || scanNumber(f, v, why) == Num::Ok || isNanOrInfSpelling(f);
+        if (at == rest.size()) break;
+        start = at + 1;
+      }
+      if (numbers || !firstLine)
+        return error(fmt::format("the fields are separated by {}; a data file separates them "
+                                 "with ',' (CSV)", sep == '\t' ? "tabs" : "semicolons"));
+    }
+
+    if (firstLine) {
+      // A header has a field that is neither empty nor a number nor a spelling of NaN or
+      // infinity (those are errors in a data row, reported below, not a reason to skip it).
       firstLine = false;
       bool header = false;
       for (std::string_view f : fields) {
         double v;
         std::string why;
-        if (!f.empty() && scanNumber(f, v, why) == Num::NotNumber) header = true;
+        if (!f.empty() && scanNumber(f, v, why) == Num::NotNumber && !isNanOrInfSpelling(f))
+          header = true;
       }
       if (header) {
         headerLine = lineNo;
@@ -318,6 +376,272 @@ Expected<Dataset> loadCsv(const std::string &path, const Program &program, bool 
   return parseCsv(*text, path, program, targetsOptional, float32);
 }
 
+void Dataset::expandInputBytes() {
+  if (inputBytes.empty()) return;
+  inputs.assign(inputBytes.begin(), inputBytes.end());
+  std::vector<uint8_t>().swap(inputBytes);
+}
+
+// --- IDX ----------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr unsigned char kGzipMagic[2] = {0x1f, 0x8b};
+
+bool isGzip(std::string_view b) {
+  return b.size() >= 2 && static_cast<unsigned char>(b[0]) == kGzipMagic[0] &&
+         static_cast<unsigned char>(b[1]) == kGzipMagic[1];
+}
+
+uint32_t bigEndian32(std::string_view b, size_t at) {
+  auto u = [&](size_t i) { return static_cast<uint32_t>(static_cast<unsigned char>(b[at + i])); };
+  return u(0) << 24 | u(1) << 16 | u(2) << 8 | u(3);
+}
+
+std::string hexBytes(std::string_view b, size_t at, size_t n) {
+  std::string out;
+  for (size_t i = at; i < at + n && i < b.size(); ++i)
+    out += fmt::format("{}{:02x}", out.empty() ? "" : " ", static_cast<unsigned char>(b[i]));
+  return out;
+}
+
+const char *idxTypeName(unsigned char t) {
+  switch (t) {
+  case 0x08: return "unsigned byte";
+  case 0x09: return "signed byte";
+  case 0x0B: return "16-bit integer";
+  case 0x0C: return "32-bit integer";
+  case 0x0D: return "float";
+  case 0x0E: return "double";
+  default: return nullptr;
+  }
+}
+
+// The shared checks of an IDX header: the magic (00 00 08 DIMS), the whole header present.
+// `kind` names the file type for messages ("idx3-ubyte images").
+std::string checkIdxHeader(std::string_view b, unsigned char dims, const char *kind, const std::string &at0) {
+  const size_t header = 4 + 4 * size_t(dims);
+  if (b.size() < 4 || b[0] != 0 || b[1] != 0 || static_cast<unsigned char>(b[2]) != 0x08 ||
+      static_cast<unsigned char>(b[3]) != dims) {
+    if (b.size() < 4)
+      return fmt::format("at byte {}{}: the file ends inside the magic number ({} byte{}); an "
+                         "{} file starts with 00 00 08 {:02x}",
+                         b.size(), at0, b.size(), b.size() == 1 ? "" : "s", kind, dims);
+    std::string what;
+    const auto type = static_cast<unsigned char>(b[2]);
+    const auto d = static_cast<unsigned char>(b[3]);
+    if (b[0] == 0 && b[1] == 0 && d == 1 && dims == 3 && type == 0x08) what = " (idx1-ubyte labels: are the images and the labels swapped?)";
+    else if (b[0] == 0 && b[1] == 0 && d == 3 && dims == 1 && type == 0x08) what = " (idx3-ubyte images: are the images and the labels swapped?)";
+    else if (b[0] == 0 && b[1] == 0 && type != 0x08 && idxTypeName(type))
+      what = fmt::format(" (elements of type {}; only unsigned bytes are read)", idxTypeName(type));
+    else if (b[0] == 0 && b[1] == 0 && type == 0x08 && d != dims)
+      what = fmt::format(" ({} dimensions)", d);
+    return fmt::format("at byte 0{}: wrong magic number {}{}; expected 00 00 08 {:02x} ({})", at0,
+                       hexBytes(b, 0, 4), what, dims, kind);
+  }
+  if (b.size() < header)
+    return fmt::format("at byte {}{}: the file ends inside the {}-byte header of {}", b.size(), at0,
+                       header, kind);
+  return {};
+}
+
+} // namespace
+
+bool looksLikeIdx(std::string_view b) {
+  return isGzip(b) || (b.size() >= 3 && b[0] == 0 && b[1] == 0 && static_cast<unsigned char>(b[2]) == 0x08);
+}
+
+Expected<std::string> gunzipIfGzip(std::string bytes, const std::string &fileName, size_t maxBytes,
+                                   bool *compressed) {
+  if (compressed) *compressed = isGzip(bytes);
+  if (!isGzip(bytes)) {
+    if (bytes.size() > maxBytes)
+      return Error{fmt::format("{}: error: file is {}; at most {} can be read", fileName,
+                               formatBytes(static_cast<double>(bytes.size())),
+                               formatBytes(static_cast<double>(maxBytes)))};
+    return bytes;
+  }
+  z_stream z{};
+  if (inflateInit2(&z, 15 + 16) != Z_OK) // 15: the largest window; + 16: gzip, not zlib, framing
+    return Error{fmt::format("{}: error: cannot start decompressing: {}", fileName,
+                             z.msg ? z.msg : "zlib failed")};
+  std::string out;
+  size_t inAt = 0; // bytes of `bytes` consumed
+  auto error = [&](const std::string &msg) {
+    inflateEnd(&z);
+    return Error{fmt::format("{}: error: at byte {} of the compressed file: {}", fileName, inAt, msg)};
+  };
+  constexpr size_t kChunk = size_t(1) << 20;
+  for (;;) {
+    if (z.avail_in == 0) {
+      const size_t n = std::min<size_t>(bytes.size() - inAt, size_t(1) << 30);
+      z.next_in = reinterpret_cast<Bytef *>(bytes.data() + inAt);
+      z.avail_in = static_cast<uInt>(n);
+    }
+    if (out.size() == maxBytes)
+      return error(fmt::format("the data decompresses to more than {}, the most that can be read",
+                               formatBytes(static_cast<double>(maxBytes))));
+    const size_t room = std::min(kChunk, maxBytes - out.size());
+    const size_t before = out.size();
+    out.resize(before + room);
+    z.next_out = reinterpret_cast<Bytef *>(out.data() + before);
+    z.avail_out = static_cast<uInt>(room);
+    const uInt availIn = z.avail_in;
+    const int rc = inflate(&z, Z_NO_FLUSH);
+    inAt += availIn - z.avail_in;
+    out.resize(before + (room - z.avail_out));
+    if (rc == Z_STREAM_END) {
+      // Several gzip members one after the other are one file (as gzip -d reads them).
+      if (inAt == bytes.size()) break;
+      if (!isGzip(std::string_view(bytes).substr(inAt)))
+        return error(fmt::format("{} bytes after the end of the gzip data",
+                                 bytes.size() - inAt));
+      inflateReset(&z);
+      z.avail_in = 0;
+      continue;
+    }
+    if (rc == Z_OK) continue; // progress; the next call says whether more is possible
+    if (rc == Z_BUF_ERROR && inAt == bytes.size()) return error("the gzip data ends early (a truncated file)");
+    if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT)
+      return error(fmt::format("corrupt gzip data ({})", z.msg ? z.msg : "invalid data"));
+    if (rc == Z_MEM_ERROR) return error("out of memory");
+    return error(fmt::format("cannot decompress (zlib error {})", rc));
+  }
+  inflateEnd(&z);
+  std::string().swap(bytes);
+  return out;
+}
+
+Expected<std::string> readMaybeGzip(const std::string &path, size_t maxBytes, bool *compressed) {
+  auto [limit, reason] = dataFileLimit();
+  limit = std::min(limit, maxBytes);
+  Expected<std::string> raw = readFile(path, limit, reason);
+  if (!raw) return raw.error();
+  Expected<std::string> out = gunzipIfGzip(std::move(*raw), path, limit, compressed);
+  if (!out && !reason.empty() && out.error().message.find("the most that can be read") != std::string::npos)
+    return Error{out.error().message + " (" + reason + ")"};
+  return out;
+}
+
+Expected<IdxImages> parseIdxImages(std::string_view b, const std::string &fileName, bool compressed) {
+  const std::string at0 = compressed ? " of the decompressed data" : "";
+  auto error = [&](const std::string &msg) { return Error{fmt::format("{}: error: {}", fileName, msg)}; };
+  if (std::string bad = checkIdxHeader(b, 3, "idx3-ubyte images", at0); !bad.empty()) return error(bad);
+  IdxImages im;
+  im.count = bigEndian32(b, 4), im.rows = bigEndian32(b, 8), im.cols = bigEndian32(b, 12);
+  if (im.count == 0) return error(fmt::format("at byte 4{}: the file holds no images (count 0)", at0));
+  if (im.rows == 0 || im.cols == 0)
+    return error(fmt::format("at byte {}{}: images of {} x {} pixels are empty", im.rows == 0 ? 8 : 12,
+                             at0, im.rows, im.cols));
+  // Each size is below 2^32: the image size fits, the total may not (in 128 bits it does).
+  const uint64_t image = static_cast<uint64_t>(im.rows) * static_cast<uint64_t>(im.cols);
+  __extension__ typedef unsigned __int128 U128;
+  const U128 need = static_cast<U128>(image) * static_cast<uint64_t>(im.count) + 16;
+  const uint64_t have = b.size();
+  if (need > have) {
+    const uint64_t complete = (have - 16) / image;
+    return error(fmt::format("at byte {}{}: the file ends in image {} of {} ({} images of {} x {} "
+                             "take {} bytes after the 16-byte header; the file has {} in all)",
+                             have, at0, complete + 1, im.count, im.count, im.rows, im.cols,
+                             static_cast<double>(need - 16) < 1e19 ? fmt::format("{}", static_cast<uint64_t>(need - 16))
+                                                                   : std::string("more than 2^64"),
+                             have));
+  }
+  if (need < have)
+    return error(fmt::format("at byte {}{}: {} byte{} after the last of the {} images of {} x {}",
+                             static_cast<uint64_t>(need), at0, have - static_cast<uint64_t>(need),
+                             have - static_cast<uint64_t>(need) == 1 ? "" : "s", im.count, im.rows, im.cols));
+  im.pixels.assign(reinterpret_cast<const uint8_t *>(b.data()) + 16,
+                   reinterpret_cast<const uint8_t *>(b.data()) + b.size());
+  return im;
+}
+
+Expected<std::vector<uint8_t>> parseIdxLabels(std::string_view b, const std::string &fileName,
+                                              bool compressed) {
+  const std::string at0 = compressed ? " of the decompressed data" : "";
+  auto error = [&](const std::string &msg) { return Error{fmt::format("{}: error: {}", fileName, msg)}; };
+  if (std::string bad = checkIdxHeader(b, 1, "idx1-ubyte labels", at0); !bad.empty()) return error(bad);
+  const uint64_t count = bigEndian32(b, 4), have = b.size() - 8;
+  if (count == 0) return error(fmt::format("at byte 4{}: the file holds no labels (count 0)", at0));
+  if (count > have)
+    return error(fmt::format("at byte {}{}: the file ends after {} of its {} labels", b.size(), at0,
+                             have, count));
+  if (count < have)
+    return error(fmt::format("at byte {}{}: {} byte{} after the last of the {} labels", count + 8,
+                             at0, have - count, have - count == 1 ? "" : "s", count));
+  return std::vector<uint8_t>(reinterpret_cast<const uint8_t *>(b.data()) + 8,
+                              reinterpret_cast<const uint8_t *>(b.data()) + b.size());
+}
+
+Expected<Dataset> makeIdxDataset(IdxImages images, const std::vector<uint8_t> *labels,
+                                 const std::string &imagesName, const std::string &labelsName,
+                                 const Program &p) {
+  const std::string &prog = p.source.name;
+  auto names = [](const std::vector<Decl> &ds) {
+    std::string out;
+    for (const Decl &d : ds) out += (out.empty() ? "" : ", ") + declName(d);
+    return out;
+  };
+  if (p.inputs.size() != 1)
+    return Error{fmt::format("{}: error: IDX images are the one input of a program; this one has {} "
+                             "inputs{}", prog, p.inputs.size(),
+                             p.inputs.empty() ? "" : " (" + names(p.inputs) + ")")};
+  const Decl &in = p.inputs[0];
+  const int64_t size = images.rows * images.cols;
+  if (in.shape.numel() != size)
+    return Error{fmt::format("{}: error: at byte 8: the images are {} x {} = {} pixels; input {} has "
+                             "{} element{}", imagesName, images.rows, images.cols, size,
+                             declName(in), in.shape.numel(), in.shape.numel() == 1 ? "" : "s")};
+  Dataset d;
+  d.rows = images.count;
+  if (labels) {
+    if (p.targets.size() != 1 || p.targets[0].shape.rank() != 1 || p.targets[0].shape[0] < 2)
+      return Error{fmt::format("{}: error: --labels gives a class index for one target [K] with "
+                               "K > 1; {}", prog,
+                               p.targets.empty() ? std::string("the program has no target")
+                               : p.targets.size() == 1 ? "the program's target is " + names(p.targets)
+                                                       : "the program's targets are " + names(p.targets))};
+    const Decl &t = p.targets[0];
+    const int64_t K = t.shape[0];
+    if (static_cast<int64_t>(labels->size()) != images.count)
+      return Error{fmt::format("{}: error: at byte 4: {} label{} for the {} image{} of {}", labelsName,
+                               labels->size(), labels->size() == 1 ? "" : "s", images.count,
+                               images.count == 1 ? "" : "s", imagesName)};
+    d.targets.assign(static_cast<size_t>(images.count * K), 0.0);
+    for (int64_t i = 0; i < images.count; ++i) {
+      const int64_t v = (*labels)[static_cast<size_t>(i)];
+      if (v >= K)
+        return Error{fmt::format("{}: error: at byte {}: label {} of image {} is not a class index "
+                                 "0..{} of target {}", labelsName, 8 + i, v, i, K - 1, declName(t))};
+      d.targets[static_cast<size_t>(i * K + v)] = 1.0;
+    }
+    d.classTargets = true;
+  } else {
+    d.hasTargets = p.targets.empty();
+  }
+  d.inputBytes = std::move(images.pixels);
+  return d;
+}
+
+Expected<Dataset> loadIdx(const std::string &imagesPath, const std::string &labelsPath,
+                          const Program &program) {
+  bool gz = false;
+  Expected<std::string> raw = readMaybeGzip(imagesPath, SIZE_MAX, &gz);
+  if (!raw) return raw.error();
+  Expected<IdxImages> images = parseIdxImages(*raw, imagesPath, gz);
+  std::string().swap(*raw); // the pixels are in `images` now
+  if (!images) return images.error();
+  std::optional<std::vector<uint8_t>> labels;
+  if (!labelsPath.empty()) {
+    Expected<std::string> lraw = readMaybeGzip(labelsPath, SIZE_MAX, &gz);
+    if (!lraw) return lraw.error();
+    Expected<std::vector<uint8_t>> l = parseIdxLabels(*lraw, labelsPath, gz);
+    if (!l) return l.error();
+    labels = std::move(*l);
+  }
+  return makeIdxDataset(std::move(*images), labels ? &*labels : nullptr, imagesPath, labelsPath, program);
+}
+
 namespace {
 
 // Writes all of `contents` to fd, retrying short writes and EINTR; errno is set on failure.
@@ -333,57 +657,196 @@ bool writeAll(int fd, std::string_view contents) {
 
 } // namespace
 
-Expected<bool> writeFileAtomically(const std::string &requested, std::string_view contents) {
-  auto error = [&](int e) {
-    return Error{fmt::format("{}: error: cannot write: {}", requested, std::strerror(e))};
-  };
-  // A symbolic link: the file it points to is replaced, not the link.
-  std::string path = requested;
+namespace {
+
+// Where a write to `requested` goes. A symbolic link: the file it points to is replaced, not the
+// link. A device, a FIFO or a socket (/dev/stdout, /dev/null, a pipe) is written in place:
+// renaming a file over it would replace the device node itself.
+struct Target {
+  std::string requested, path;
+  bool exists = false, inPlace = false;
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
-    if (char *real = ::realpath(path.c_str(), nullptr)) {
-      path = real;
+};
+
+Error writeError(const std::string &requested, int e) {
+  return Error{fmt::format("{}: error: cannot write: {}", requested, std::strerror(e))};
+}
+
+Expected<Target> resolveTarget(const std::string &requested) {
+  Target t;
+  t.requested = t.path = requested;
+  if (::lstat(t.path.c_str(), &t.st) == 0 && S_ISLNK(t.st.st_mode))
+    if (char *real = ::realpath(t.path.c_str(), nullptr)) {
+      t.path = real;
       std::free(real);
     }
-  const bool exists = ::stat(path.c_str(), &st) == 0;
-  if (exists && S_ISDIR(st.st_mode)) return error(EISDIR);
-  if (exists && !S_ISREG(st.st_mode)) {
-    // A device, a FIFO or a socket (/dev/stdout, /dev/null, a pipe): written in place. Renaming a
-    // file over it would replace the device node itself.
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return error(errno);
-    if (!writeAll(fd, contents)) {
-      int e = errno;
-      ::close(fd);
-      return error(e);
-    }
-    if (::close(fd) != 0) return error(errno);
-    return true;
-  }
+  t.exists = ::stat(t.path.c_str(), &t.st) == 0;
+  if (t.exists && S_ISDIR(t.st.st_mode)) return writeError(requested, EISDIR);
+  t.inPlace = t.exists && !S_ISREG(t.st.st_mode);
+  return t;
+}
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  auto fail = [&](bool created) {
+// Opens a target that is written in place. A FIFO is opened without blocking: with no process
+// reading it, open fails with ENXIO at once (instead of waiting for a reader forever).
+Expected<int> openInPlace(const Target &t) {
+  int fd = ::open(t.path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0 && errno == ENXIO && S_ISFIFO(t.st.st_mode))
+    return Error{fmt::format("{}: error: cannot write: it is a FIFO that no process is reading",
+                             t.requested)};
+  if (fd < 0) return writeError(t.requested, errno);
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK); // then write as usual, blocking
+  return fd;
+}
+
+// Creates a new temporary file next to `path`, exclusively (O_EXCL | O_NOFOLLOW, as mkstemp
+// does): a file or a symbolic link planted at the name is never opened, truncated or followed;
+// another name is tried instead. PATH.tmp.<pid> first, then PATH.tmp.<pid>.<random>.
+int createTemp(const std::string &path, std::string &tmp) {
+  static uint64_t counter = 0;
+  uint64_t mix = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull ^
+                 static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&tmp));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    tmp = path + ".tmp." + std::to_string(::getpid());
+    if (attempt > 0) {
+      mix = (mix ^ ++counter ^ static_cast<uint64_t>(::time(nullptr))) * 0xbf58476d1ce4e5b9ull;
+      tmp += fmt::format(".{:08x}", static_cast<uint32_t>(mix >> 32));
+    }
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+// One file of a write: its contents in place, or in a complete, synced temporary file that
+// commit() renames over the target.
+struct Pending {
+  Target target;
+  std::string_view contents;
+  std::string tmp; // empty: written in place (or nothing created yet)
+};
+
+Expected<bool> writeInPlace(const Target &t, std::string_view contents) {
+  Expected<int> fd = openInPlace(t);
+  if (!fd) return fd.error();
+  if (!writeAll(*fd, contents)) {
     int e = errno;
-    if (fd >= 0) ::close(fd);
-    if (created) ::unlink(tmp.c_str());
-    return error(e);
+    ::close(*fd);
+    return writeError(t.requested, e);
+  }
+  if (::close(*fd) != 0) return writeError(t.requested, errno);
+  return true;
+}
+
+Expected<bool> prepare(Pending &p) {
+  const Target &t = p.target;
+  int fd = createTemp(t.path, p.tmp);
+  if (fd < 0) {
+    int e = errno;
+    p.tmp.clear();
+    return writeError(t.requested, e);
+  }
+  auto fail = [&] {
+    int e = errno;
+    ::close(fd);
+    ::unlink(p.tmp.c_str());
+    p.tmp.clear();
+    return writeError(t.requested, e);
   };
-  if (fd < 0) return fail(false);
   // The replaced file's permissions stay (params kept private stay private).
-  if (exists && ::fchmod(fd, st.st_mode & 07777) != 0) return fail(true);
-  if (!writeAll(fd, contents)) return fail(true);
-  if (::fsync(fd) != 0) return fail(true);
-  int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) return fail(true);
-  // Best effort: make the rename itself durable.
+  if (t.exists && ::fchmod(fd, t.st.st_mode & 07777) != 0) return fail();
+  if (!writeAll(fd, p.contents)) return fail();
+  if (::fsync(fd) != 0) return fail();
+  if (::close(fd) != 0) {
+    int e = errno;
+    ::unlink(p.tmp.c_str());
+    p.tmp.clear();
+    return writeError(t.requested, e);
+  }
+  return true;
+}
+
+void syncDirectoryOf(const std::string &path) { // best effort: make a rename durable
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+// All of `files` or none: every temporary file is written and synced before the first rename; a
+// failure before then removes them all and leaves every target as it was. Targets written in place
+// (devices, FIFOs) are written last, after the renames.
+Expected<bool> writeAllOrNone(std::vector<Pending> &files) {
+  auto cleanup = [&] {
+    for (Pending &p : files)
+      if (!p.tmp.empty()) ::unlink(p.tmp.c_str());
+  };
+  for (Pending &p : files) {
+    if (p.target.inPlace) continue;
+    Expected<bool> ok = prepare(p);
+    if (!ok) {
+      cleanup();
+      return ok.error();
+    }
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    Pending &p = files[i];
+    if (p.target.inPlace) continue;
+    if (::rename(p.tmp.c_str(), p.target.path.c_str()) != 0) {
+      int e = errno;
+      cleanup();
+      return writeError(p.target.requested, e);
+    }
+    p.tmp.clear();
+    syncDirectoryOf(p.target.path);
+  }
+  for (Pending &p : files)
+    if (p.target.inPlace)
+      if (Expected<bool> ok = writeInPlace(p.target, p.contents); !ok) return ok.error();
+  return true;
+}
+
+} // namespace
+
+Expected<bool> writeFileAtomically(const std::string &requested, std::string_view contents) {
+  return writeFilesAtomically({{requested, contents}});
+}
+
+Expected<bool> writeFilesAtomically(const std::vector<std::pair<std::string, std::string_view>> &files) {
+  std::vector<Pending> pending;
+  for (const auto &[path, contents] : files) {
+    Expected<Target> t = resolveTarget(path);
+    if (!t) return t.error();
+    pending.push_back(Pending{std::move(*t), contents, {}});
+  }
+  return writeAllOrNone(pending);
+}
+
+Expected<bool> checkOutputFile(const std::string &path, const std::string &option) {
+  auto error = [&](const std::string &why) {
+    return Error{fmt::format("{}: error: cannot write the {} file: {}", path, option, why)};
+  };
+  Expected<Target> t = resolveTarget(path);
+  if (!t) return error(std::strerror(EISDIR));
+  if (t->inPlace) {
+    // A FIFO is not opened now: opening and closing it would end its reader's input. A device
+    // must be one that can be opened for writing.
+    if (S_ISFIFO(t->st.st_mode) || S_ISSOCK(t->st.st_mode)) return true;
+    int fd = ::open(t->path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return error(std::strerror(errno));
+    ::close(fd);
+    return true;
+  }
+  // A regular file or none yet: a temporary file must be possible beside it (the directory exists
+  // and is writable, the name is not too long).
+  std::string tmp;
+  int fd = createTemp(t->path, tmp);
+  if (fd < 0) return error(std::strerror(errno));
+  ::close(fd);
+  ::unlink(tmp.c_str());
   return true;
 }
 

@@ -1,5 +1,6 @@
 // ParamIO: reads parameter files with a SAX handler over nlohmann's iterative parser, so that the
-// nesting it accepts is bounded (an object, then at most two levels of arrays) whatever the input.
+// nesting it accepts is bounded (an object, then at most four levels of arrays, no deeper than
+// the param's rank) whatever the input.
 #include "ParamIO.h"
 
 #include "DataIO.h"
@@ -21,11 +22,18 @@ using Json = nlohmann::json;
 std::string expectedShape(const Shape &s) {
   if (s.rank() == 0) return "a number";
   if (s.rank() == 1) return fmt::format("an array of {} numbers", s[0]);
-  return fmt::format("{} rows of {} numbers (shape {})", s[0], s[1], s.str());
+  if (s.rank() == 2) return fmt::format("{} rows of {} numbers (shape {})", s[0], s[1], s.str());
+  return fmt::format("nested arrays of shape {}", s.str());
 }
 
-// Builds the flat array from SAX events. depth_: 0 outside the top object, 1 inside it, 2 inside a
-// param's array, 3 inside a row of a matrix. Anything deeper is refused before it is entered.
+// The shape of the dims from axis k on: "[3, 4]".
+Shape tailShape(const Shape &s, int k) {
+  return Shape(std::vector<int64_t>(s.dims.begin() + k, s.dims.end()));
+}
+
+// Builds the flat array from SAX events. depth_: 0 outside the top object, 1 inside it, 2 + k
+// inside an array of axis k of a param (k < rank, at most 4). Anything deeper than the param's
+// rank is refused before it is entered, so the nesting is bounded by 1 + 4 whatever the input.
 class ParamReader final : public nlohmann::json_sax<Json> {
 public:
   // `store` false: only validate (a text too short to hold every number cannot be complete, and
@@ -71,22 +79,31 @@ public:
     return true;
   }
   bool start_array(size_t) override {
-    if (depth_ == 0 || depth_ == 3 || (depth_ == 1 && cur_->shape.rank() == 0) ||
-        (depth_ == 2 && cur_->shape.rank() == 1))
-      return mismatch("an array");
-    if (depth_ == 2) row_ = count_[0]++, count_[1] = 0;
-    else count_[0] = 0;
+    // An array of axis k = depth_ - 1 may open while k < rank.
+    if (depth_ == 0 || depth_ - 1 >= cur_->shape.rank()) return mismatch("an array");
+    const int k = depth_ - 1;
+    if (k > 0) index_[k - 1] = count_[k - 1]++;
+    count_[k] = 0;
     ++depth_;
     return true;
   }
   bool end_array() override {
     const Shape &s = cur_->shape;
-    if (depth_ == 3 && count_[1] != s[1])
-      return fail(fmt::format("param \"{}\": row {} has {} numbers; expected {}", cur_->name, row_,
-                              count_[1], s[1]));
-    if (depth_ == 2 && count_[0] != s[0])
-      return fail(fmt::format("param \"{}\": expected {} {}, found {}", cur_->name, s[0],
-                              s.rank() == 1 ? "numbers" : "rows", count_[0]));
+    const int k = depth_ - 2, rank = s.rank();
+    if (count_[k] != s[k]) {
+      const std::string name = fmt::format("param \"{}\"", cur_->name);
+      if (k == 0 && rank <= 2)
+        return fail(fmt::format("{}: expected {} {}, found {}", name, s[0],
+                                rank == 1 ? "numbers" : "rows", count_[0]));
+      if (k == 1 && rank == 2)
+        return fail(fmt::format("{}: row {} has {} numbers; expected {}", name, index_[0],
+                                count_[1], s[1]));
+      if (k == 0)
+        return fail(fmt::format("{}: expected {} arrays of shape {}, found {} (shape {})", name,
+                                s[0], tailShape(s, 1).str(), count_[0], s.str()));
+      return fail(fmt::format("{}: {} has {} {}; expected {} (shape {})", name, position(k),
+                              count_[k], k + 1 == rank ? "numbers" : "arrays", s[k], s.str()));
+    }
     --depth_;
     return true;
   }
@@ -115,21 +132,32 @@ private:
     error = std::move(message);
     return false;
   }
+  // "[1][0]": the indices of the enclosing arrays of axis 0 .. k-1 (the array of axis k).
+  std::string position(int k) const {
+    std::string out;
+    for (int a = 0; a < k; ++a) out += fmt::format("[{}]", index_[a]);
+    return out;
+  }
   bool number(double v) {
     const Shape *s = cur_ ? &cur_->shape : nullptr;
     const bool store = !flat.empty();
     if (depth_ == 1 && s->rank() == 0) {
       if (store) flat[static_cast<size_t>(cur_->offset)] = v;
-    } else if (depth_ == 2 && s->rank() == 1) {
-      if (store && count_[0] < (*s)[0]) flat[static_cast<size_t>(cur_->offset + count_[0])] = v;
-      ++count_[0];
-    } else if (depth_ == 3) {
-      if (store && row_ < (*s)[0] && count_[1] < (*s)[1])
-        flat[static_cast<size_t>(cur_->offset + row_ * (*s)[1] + count_[1])] = v;
-      ++count_[1];
-    } else {
-      return mismatch("a number");
+      return true;
     }
+    const int k = depth_ - 2;
+    if (depth_ < 2 || k + 1 != s->rank()) return mismatch("a number");
+    // Row-major: the enclosing indices, then this one; out-of-range ones are reported at the
+    // array's end and never stored.
+    bool inRange = count_[k] < (*s)[k];
+    int64_t at = 0;
+    for (int a = 0; a < k; ++a) {
+      inRange &= index_[a] < (*s)[a];
+      at = at * (*s)[a] + index_[a];
+    }
+    at = at * (*s)[k] + count_[k];
+    if (store && inRange) flat[static_cast<size_t>(cur_->offset + at)] = v;
+    ++count_[k];
     return true;
   }
   // The value about to be read is `found`, which does not fit where it stands.
@@ -138,13 +166,18 @@ private:
       return fail(fmt::format("expected an object {{\"NAME\": value, ...}} at the top, found {}",
                               found));
     const std::string name = fmt::format("param \"{}\"", cur_->name);
+    const Shape &s = cur_->shape;
     if (depth_ == 1)
-      return fail(fmt::format("{} is {}; expected {}", name, found, expectedShape(cur_->shape)));
-    if (depth_ == 2 && cur_->shape.rank() == 2)
-      return fail(fmt::format("{}: row {} is {}; expected an array of {} numbers", name, count_[0],
-                              found, cur_->shape[1]));
-    std::string at = depth_ == 2 ? fmt::format("[{}]", count_[0])
-                                 : fmt::format("[{}][{}]", row_, count_[1]);
+      return fail(fmt::format("{} is {}; expected {}", name, found, expectedShape(s)));
+    const int k = depth_ - 2; // the value is element count_[k] of an array of axis k
+    const std::string at = position(k) + fmt::format("[{}]", count_[k]);
+    if (k + 1 < s.rank()) {
+      if (s.rank() == 2)
+        return fail(fmt::format("{}: row {} is {}; expected an array of {} numbers", name,
+                                count_[0], found, s[1]));
+      return fail(fmt::format("{}: {} is {}; expected {}", name, at, found,
+                              expectedShape(tailShape(s, k + 1))));
+    }
     return fail(fmt::format("{}: element {} is {}; expected a number", name, at, found));
   }
 
@@ -152,8 +185,8 @@ private:
   std::vector<bool> seen_;
   const Decl *cur_ = nullptr;
   int depth_ = 0;
-  int64_t count_[2] = {0, 0}; // elements read so far at depth 2 and 3
-  int64_t row_ = 0;           // the row being read at depth 3
+  int64_t count_[4] = {0, 0, 0, 0}; // elements read so far in the open array of each axis
+  int64_t index_[4] = {0, 0, 0, 0}; // the index, within axis k, of the open array of axis k + 1
 };
 
 } // namespace
@@ -201,9 +234,13 @@ Expected<bool> checkParamsFitFloat32(const std::vector<double> &params, const st
     for (int64_t i = 0; i < d.shape.numel(); ++i) {
       const double v = params.at(static_cast<size_t>(d.offset + i));
       if (!(std::fabs(v) > max)) continue;
-      std::string at = d.shape.rank() == 0 ? "" :
-                       d.shape.rank() == 1 ? fmt::format(" element [{}]", i)
-                                           : fmt::format(" element [{}][{}]", i / d.shape[1], i % d.shape[1]);
+      // " element [1][0][2]": i's row-major indices.
+      std::string at;
+      for (int64_t a = d.shape.rank() - 1, rest = i; a >= 0; --a) {
+        at = fmt::format("[{}]", rest % d.shape[static_cast<int>(a)]) + at;
+        rest /= d.shape[static_cast<int>(a)];
+      }
+      if (!at.empty()) at = " element " + at;
       return Error{fmt::format("{}: error: param \"{}\"{} is {}, out of the f32 range (at most "
                                "about 3.4e38 in magnitude); --dtype f64 reads it",
                                fileName, d.name, at, v)};
@@ -236,20 +273,20 @@ std::string quoteJson(std::string_view s) {
 }
 
 void appendNested(std::string &out, const double *data, const Shape &shape, int indent) {
-  auto row = [&](const double *p, int64_t n) {
-    out += '[';
-    for (int64_t i = 0; i < n; ++i) out += (i ? ", " : "") + formatNumberJson(p[i]);
-    out += ']';
-  };
   if (shape.rank() == 0) {
     out += formatNumberJson(*data);
   } else if (shape.rank() == 1) {
-    row(data, shape[0]);
+    out += '[';
+    for (int64_t i = 0; i < shape[0]; ++i) out += (i ? ", " : "") + formatNumberJson(data[i]);
+    out += ']';
   } else {
+    // One sub-array a line, each indented two more; the recursion is as deep as the rank (<= 4).
+    const Shape sub = Shape(std::vector<int64_t>(shape.dims.begin() + 1, shape.dims.end()));
+    const int64_t step = sub.numel();
     out += "[\n";
     for (int64_t r = 0; r < shape[0]; ++r) {
       out.append(static_cast<size_t>(indent + 2), ' ');
-      row(data + r * shape[1], shape[1]);
+      appendNested(out, data + r * step, sub, indent + 2);
       out += r + 1 < shape[0] ? ",\n" : "\n";
     }
     out.append(static_cast<size_t>(indent), ' ');

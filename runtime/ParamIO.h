@@ -14,8 +14,8 @@ struct Program;
 
 // `{"W_i": [[...], ...], "b_i": [...], "h.W": [[...]], "s": 0.5}`: an object with exactly one key
 // per param, each value nested arrays in the declared shape (rank 0: a number; rank 1: an array of
-// numbers; rank 2: an array of rows). Returns the flat array (Program::paramCount(), each param at
-// its Decl::offset, row-major). Errors: "FILE:LINE:COL: error: ..." for JSON syntax (and numbers
+// numbers; rank 2: an array of rows; rank 3 and 4: arrays of those). Returns the flat array
+// (Program::paramCount(), each param at its Decl::offset, row-major). Errors: "FILE:LINE:COL: error: ..." for JSON syntax (and numbers
 // that overflow), "FILE: error: param "W_i": expected 3 rows, found 2" and the like for content:
 // a missing, unknown or repeated param, a wrong shape, a non-number element (null included).
 Expected<std::vector<double>> parseParams(std::string_view text, const std::string &fileName,
@@ -39,8 +39,9 @@ std::string formatNumberJson(double v);
 std::string quoteJson(std::string_view s);
 
 // Appends the value at `data` (shape.numel() doubles, row-major) as a number (rank 0), an array on
-// one line (rank 1) or an array of rows, one a line (rank 2); `indent` is the indentation of the
-// line the value starts on, closing bracket of a matrix included.
+// one line (rank 1) or an array of sub-arrays, one a line, each indented two more (rank 2 to 4: a
+// matrix is one row a line); `indent` is the indentation of the line the value starts on, closing
+// bracket included.
 void appendNested(std::string &out, const double *data, const Shape &shape, int indent);
 
 } // namespace nabla

@@ -52,6 +52,8 @@ std::string formatEpochLine(const EpochStats &s) {
   std::string line = fmt::format("{}  loss {}", epochField(s.epoch, s.epochs), lossText(s.trainLoss));
   if (std::isfinite(s.validLoss)) line += "  valid loss " + lossText(s.validLoss);
   if (std::isfinite(s.validAccuracy)) line += fmt::format("  valid accuracy {:.2f}%", 100 * s.validAccuracy);
+  if (std::isfinite(s.testLoss)) line += "  test loss " + lossText(s.testLoss);
+  if (std::isfinite(s.testAccuracy)) line += fmt::format("  test accuracy {:.2f}%", 100 * s.testAccuracy);
   line += fmt::format("  {} ex/s", formatRate(s.examplesPerSecond));
   line += s.epoch < s.epochs ? "  " + formatDuration(s.secondsLeft) + " left"
                              : "  " + formatDuration(s.elapsed) + " in all";

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace nabla {
@@ -66,10 +67,16 @@ Dataset selectRows(const Dataset &d, const std::vector<int64_t> &rows, int64_t n
   r.rows = static_cast<int64_t>(rows.size());
   r.classTargets = d.classTargets;
   r.hasTargets = d.hasTargets;
-  r.inputs.reserve(rows.size() * static_cast<size_t>(ni));
+  // IDX pixels stay bytes (Dataset::inputBytes), the other data doubles.
+  const bool bytes = !d.inputBytes.empty();
+  (bytes ? r.inputBytes.reserve(rows.size() * static_cast<size_t>(ni))
+         : r.inputs.reserve(rows.size() * static_cast<size_t>(ni)));
   if (d.hasTargets) r.targets.reserve(rows.size() * static_cast<size_t>(nt));
   for (int64_t i : rows) {
-    r.inputs.insert(r.inputs.end(), d.inputs.begin() + i * ni, d.inputs.begin() + (i + 1) * ni);
+    if (bytes)
+      r.inputBytes.insert(r.inputBytes.end(), d.inputBytes.begin() + i * ni, d.inputBytes.begin() + (i + 1) * ni);
+    else
+      r.inputs.insert(r.inputs.end(), d.inputs.begin() + i * ni, d.inputs.begin() + (i + 1) * ni);
     if (d.hasTargets)
       r.targets.insert(r.targets.end(), d.targets.begin() + i * nt, d.targets.begin() + (i + 1) * nt);
   }
@@ -123,11 +130,21 @@ double secondsSince(Clock::time_point t) {
 }
 
 // A fixed set of worker threads that run parts 1..N of a job while the caller runs part 0.
+// A thread the system refuses (a process limit, `ulimit -u`; a pids cgroup; address space for its
+// stack) is not an error: the pool keeps the threads that did start, threads() says how many, and
+// the caller splits its work among that many parts (possibly just its own).
 class PartPool {
 public:
   PartPool(int workers, std::function<void(int)> job) : job_(std::move(job)) {
-    for (int k = 1; k <= workers; ++k) threads_.emplace_back([this, k] { loop(k); });
+    for (int k = 1; k <= workers; ++k) {
+      try {
+        threads_.emplace_back([this, k] { loop(k); });
+      } catch (const std::system_error &) {
+        break; // the threads started so far wait for run() or for the destructor, as usual
+      }
+    }
   }
+  int threads() const { return static_cast<int>(threads_.size()); }
   ~PartPool() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -183,34 +200,44 @@ std::string describeNumber(double v) {
 
 template <class T> class Run {
 public:
-  Run(const Model &m, const Dataset &train, const Dataset &valid, const std::vector<double> &init,
-      const TrainOptions &o, const AccuracyRule &acc)
-      : m_(m), o_(o), acc_(acc), jit_(m.engine() == Engine::Jit), ni_(m.inputCount()),
+  Run(const Model &m, const Dataset &train, const Dataset &valid, const Dataset *test,
+      const std::vector<double> &init, const TrainOptions &o, const AccuracyRule &acc,
+      const AccuracyRule &testAcc)
+      : m_(m), o_(o), acc_(acc), testAcc_(testAcc), jit_(m.engine() == Engine::Jit), ni_(m.inputCount()),
         nt_(m.targetCount()), no_(m.outputCount()), np_(m.paramCount()), nTrain_(train.rows),
-        nValid_(valid.rows), opt_(o.optimizer, np_) {
-    auto conv = [](const std::vector<double> &v) { return std::vector<T>(v.begin(), v.end()); };
+        nValid_(valid.rows), nTest_(test ? test->rows : 0), opt_(o.optimizer, np_) {
+    auto conv = [](const auto &v) { return std::vector<T>(v.begin(), v.end()); };
+    // The data in the model's dtype, converted once (IDX pixels straight from their bytes).
+    auto convInputs = [&](const Dataset &d) { return d.inputBytes.empty() ? conv(d.inputs) : conv(d.inputBytes); };
     P_ = conv(init);
     G_.assign(static_cast<size_t>(np_), T(0));
-    Xtr_ = conv(train.inputs), Ytr_ = conv(train.targets);
-    Xva_ = conv(valid.inputs), Yva_ = conv(valid.targets);
+    Xtr_ = convInputs(train), Ytr_ = conv(train.targets);
+    Xva_ = convInputs(valid), Yva_ = conv(valid.targets);
+    if (test) Xte_ = convInputs(*test), Yte_ = conv(test->targets);
+    const int64_t nEval = std::max({nTrain_, nValid_, nTest_});
     const int64_t batch = std::min<int64_t>(o.batch, nTrain_);
     bx_.assign(static_cast<size_t>(batch * ni_), T(0));
     by_.assign(static_cast<size_t>(batch * nt_), T(0));
     parts_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(o.threads, batch)));
     evalChunk_ = std::max<int64_t>(batch, 8192);
+    if (jit_ && parts_ > 1) {
+      // The threads first: the parts are as many as the threads that could be started, and each
+      // part's work space is sized for its share of the batch.
+      pool_ = std::make_unique<PartPool>(parts_ - 1, [this](int k) { part(k); });
+      parts_ = pool_->threads() + 1;
+      if (parts_ == 1) pool_.reset();
+    }
     if (jit_) {
       const int64_t partRows = (batch + parts_ - 1) / parts_;
       for (int k = 0; k < parts_; ++k) {
-        int64_t rows = k == 0 ? std::max(partRows, std::min(evalChunk_, std::max(nTrain_, nValid_))) : partRows;
+        int64_t rows = k == 0 ? std::max(partRows, std::min(evalChunk_, nEval)) : partRows;
         W_.emplace_back(static_cast<size_t>(m.workspaceSize(rows)), T(0));
         if (parts_ > 1) Gk_.emplace_back(static_cast<size_t>(np_), T(0));
       }
       L_.assign(static_cast<size_t>(parts_), T(0));
-      if (parts_ > 1)
-        pool_ = std::make_unique<PartPool>(parts_ - 1, [this](int k) { part(k); });
     }
-    if (acc_.kind != AccuracyKind::None)
-      out_.assign(static_cast<size_t>(std::min(evalChunk_, std::max(nTrain_, nValid_)) * no_), T(0));
+    if (acc_.kind != AccuracyKind::None || testAcc_.kind != AccuracyKind::None)
+      out_.assign(static_cast<size_t>(std::min(evalChunk_, nEval) * no_), T(0));
     order_.resize(static_cast<size_t>(nTrain_));
     for (int64_t i = 0; i < nTrain_; ++i) order_[static_cast<size_t>(i)] = i;
   }
@@ -254,6 +281,11 @@ public:
           o_.onBatch(p);
         }
       }
+      // An update that made a param non-finite shows in the next batch's loss, except the last
+      // update of all: the params are checked after each epoch's last update, so that no epoch
+      // reports on, and no run returns, params that cannot be used (or saved: JSON has no inf).
+      if (std::string bad = nonFiniteParam(); !bad.empty())
+        return Error{divergenceAfterUpdate(epoch, batches, bad)};
       const double stepSeconds = secondsSince(epochStart);
       trainSeconds += stepSeconds;
       trained += nTrain_;
@@ -262,7 +294,12 @@ public:
       s.trainLoss = lossSum / static_cast<double>(nTrain_);
       if (nValid_ > 0) {
         s.validLoss = evalLoss(Xva_.data(), Yva_.data(), nValid_);
-        if (acc_.kind != AccuracyKind::None) s.validAccuracy = evalAccuracy(Xva_.data(), Yva_.data(), nValid_);
+        if (acc_.kind != AccuracyKind::None) s.validAccuracy = evalAccuracy(acc_, Xva_.data(), Yva_.data(), nValid_);
+      }
+      if (nTest_ > 0) {
+        s.testLoss = evalLoss(Xte_.data(), Yte_.data(), nTest_);
+        if (testAcc_.kind != AccuracyKind::None)
+          s.testAccuracy = evalAccuracy(testAcc_, Xte_.data(), Yte_.data(), nTest_);
       }
       s.seconds = secondsSince(epochStart);
       s.elapsed = secondsSince(start);
@@ -274,11 +311,14 @@ public:
     r.seconds = secondsSince(start);
     r.examplesPerSecond = trainSeconds > 0 ? static_cast<double>(trained) / trainSeconds : 0;
     r.trainLoss = evalLoss(Xtr_.data(), Ytr_.data(), nTrain_);
-    if (acc_.kind != AccuracyKind::None) r.trainAccuracy = evalAccuracy(Xtr_.data(), Ytr_.data(), nTrain_);
+    if (acc_.kind != AccuracyKind::None) r.trainAccuracy = evalAccuracy(acc_, Xtr_.data(), Ytr_.data(), nTrain_);
     if (!r.history.empty()) {
       r.validLoss = r.history.back().validLoss;
       r.validAccuracy = r.history.back().validAccuracy;
+      r.testLoss = r.history.back().testLoss;
+      r.testAccuracy = r.history.back().testAccuracy;
     }
+    r.testRows = nTest_;
     r.params.assign(P_.begin(), P_.end());
     return r;
   }
@@ -287,8 +327,9 @@ private:
   void gather(int64_t first, int64_t n) {
     for (int64_t e = 0; e < n; ++e) {
       const int64_t row = order_[static_cast<size_t>(first + e)];
-      std::memcpy(bx_.data() + e * ni_, Xtr_.data() + row * ni_, static_cast<size_t>(ni_) * sizeof(T));
-      std::memcpy(by_.data() + e * nt_, Ytr_.data() + row * nt_, static_cast<size_t>(nt_) * sizeof(T));
+      // (A program without inputs or targets has empty, null, arrays: no memcpy from null.)
+      if (ni_) std::memcpy(bx_.data() + e * ni_, Xtr_.data() + row * ni_, static_cast<size_t>(ni_) * sizeof(T));
+      if (nt_) std::memcpy(by_.data() + e * nt_, Ytr_.data() + row * nt_, static_cast<size_t>(nt_) * sizeof(T));
     }
   }
 
@@ -351,7 +392,7 @@ private:
     return sum / static_cast<double>(n);
   }
 
-  double evalAccuracy(const T *X, const T *Y, int64_t n) {
+  double evalAccuracy(const AccuracyRule &rule, const T *X, const T *Y, int64_t n) {
     int64_t hits = 0;
     for (int64_t first = 0; first < n; first += evalChunk_) {
       const int64_t c = std::min(evalChunk_, n - first);
@@ -363,7 +404,7 @@ private:
         std::vector<double> y = m_.forward(Pd_, Xd_.data(), c);
         std::copy(y.begin(), y.end(), out_.begin());
       }
-      hits += countCorrect<T>(acc_, out_.data(), no_, Y + first * nt_, nt_, c);
+      hits += countCorrect<T>(rule, out_.data(), no_, Y + first * nt_, nt_, c);
     }
     return static_cast<double>(hits) / static_cast<double>(n);
   }
@@ -388,13 +429,32 @@ private:
                        p.source.name, epoch, batch, batches, what);
   }
 
+  // "w is inf (element 3)" for the first param element that is not finite, else "".
+  std::string nonFiniteParam() const {
+    for (const Decl &d : m_.program().params) {
+      const T *p = P_.data() + d.offset;
+      for (int64_t i = 0; i < d.shape.numel(); ++i)
+        if (!std::isfinite(p[i]))
+          return fmt::format("{} is {}{}", d.name, describeNumber(static_cast<double>(p[i])),
+                             d.shape.numel() == 1 ? "" : fmt::format(" (element {})", i));
+    }
+    return "";
+  }
+
+  std::string divergenceAfterUpdate(int epoch, int64_t batches, const std::string &what) const {
+    return fmt::format("{}: error: training stopped at epoch {}, batch {} of {}: after the update, "
+                       "param {}; the params diverged or the data has extreme values (try a smaller "
+                       "learning rate)",
+                       m_.program().source.name, epoch, batches, batches, what);
+  }
+
   const Model &m_;
   const TrainOptions &o_;
-  AccuracyRule acc_;
+  AccuracyRule acc_, testAcc_;
   bool jit_;
-  int64_t ni_, nt_, no_, np_, nTrain_, nValid_;
+  int64_t ni_, nt_, no_, np_, nTrain_, nValid_, nTest_;
   Optimizer<T> opt_;
-  std::vector<T> P_, G_, Xtr_, Ytr_, Xva_, Yva_, bx_, by_, out_, L_;
+  std::vector<T> P_, G_, Xtr_, Ytr_, Xva_, Yva_, Xte_, Yte_, bx_, by_, out_, L_;
   std::vector<std::vector<T>> W_, Gk_;
   std::vector<int64_t> order_;
   int parts_ = 1;
@@ -450,10 +510,16 @@ Expected<TrainResult> train(const Model &m, const Dataset &data, const std::vect
   if (!split.valid.empty()) selected = selectRows(data, split.train, ni, nt);
   const Dataset &tr = split.valid.empty() ? data : selected;
   AccuracyRule acc = accuracyRule(m, data);
+  AccuracyRule testAcc;
+  if (o.test) {
+    if (!o.test->hasTargets)
+      return Error{fmt::format("{}: error: the test data has no targets", name)};
+    testAcc = accuracyRule(m, *o.test);
+  }
   try {
     if (m.engine() == Engine::Interp || m.dtype() == DType::F64)
-      return Run<double>(m, tr, va, init, o, acc).run();
-    return Run<float>(m, tr, va, init, o, acc).run();
+      return Run<double>(m, tr, va, o.test, init, o, acc, testAcc).run();
+    return Run<float>(m, tr, va, o.test, init, o, acc, testAcc).run();
   } catch (const std::bad_alloc &) {
     return Error{fmt::format("{}: error: out of memory for {} examples", name, data.rows)};
   }

@@ -84,6 +84,8 @@ struct EpochStats {
   double trainLoss = 0;               // mean over the epoch's examples, as they were trained on
   double validLoss = kNoValue;        // with the epoch's final params; NaN without a split
   double validAccuracy = kNoValue;    // NaN without a split or without an accuracy rule
+  double testLoss = kNoValue;         // on TrainOptions::test, with the epoch's final params
+  double testAccuracy = kNoValue;     // NaN without test data or without an accuracy rule
   double seconds = 0;                 // this epoch, validation included
   double elapsed = 0;                 // since training started
   double examplesPerSecond = 0;       // training steps only
@@ -97,6 +99,9 @@ struct TrainOptions {
   uint64_t seed = 0;
   int threads = 1;
   double validFraction = 0; // in [0, 1)
+  // A separate test set (`train --test-data`), evaluated after every epoch (loss and, where the
+  // accuracy rule applies to it, accuracy) and never trained on; it must have targets.
+  const Dataset *test = nullptr;
   std::function<void(const BatchProgress &)> onBatch;
   std::function<void(const EpochStats &)> onEpoch;
 };
@@ -109,6 +114,8 @@ struct TrainResult {
   double trainLoss = kNoValue;      // final params, over the training rows (evaluated at the end)
   double trainAccuracy = kNoValue;  // final params, over the training rows
   double validLoss = kNoValue, validAccuracy = kNoValue; // final params, held-out rows
+  int64_t testRows = 0;
+  double testLoss = kNoValue, testAccuracy = kNoValue;   // final params, TrainOptions::test
   double seconds = 0;               // training and per-epoch validation
   double examplesPerSecond = 0;     // training steps only, over the whole run
 };

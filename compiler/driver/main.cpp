@@ -23,14 +23,21 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <climits>
+#include <csignal>
+#include <cstdint>
 #include <chrono>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <system_error>
 #include <thread>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace nabla;
@@ -97,6 +104,51 @@ std::vector<double> loadParamsFor(const Program &p, const std::string &paramsPat
 std::vector<double> paramsFor(const Program &p, const std::string &paramsPath, uint64_t seed, bool f32) {
   if (!paramsPath.empty()) return loadParamsFor(p, paramsPath, f32);
   return initParams(p, seed);
+}
+
+// --- data -----------------------------------------------------------------------------------
+
+// A program without inputs and targets (params and a loss alone: a function to minimize) is one
+// example with nothing to read (LANGUAGE.md, "Options, indexing and more functions").
+bool takesNoData(const Program &p) { return p.inputs.empty() && p.targets.empty(); }
+
+// The first bytes of a file say whether it is IDX (or gzip): such a --data file is read as images.
+bool fileLooksLikeIdx(const std::string &path) {
+  char head[4] = {};
+  std::FILE *f = std::fopen(path.c_str(), "rb");
+  if (!f) return false; // the reader that follows reports it
+  size_t n = std::fread(head, 1, sizeof head, f);
+  std::fclose(f);
+  return looksLikeIdx(std::string_view(head, n));
+}
+
+// The data of a command: one empty example for a program without inputs and targets (where
+// --data is an error), IDX images when --labels is given or the file is IDX, else CSV. The
+// names of the options are those of the command line (--data/--labels, --test-data/--test-labels).
+Dataset loadData(const Program &p, const std::string &command, const std::string &data,
+                 const std::string &labels, bool targetsOptional, bool f32,
+                 const char *dataOption = "--data", const char *labelsOption = "--labels") {
+  if (takesNoData(p)) {
+    const std::string &given = !data.empty() ? data : labels;
+    if (!given.empty())
+      fail(fmt::format("{}: error: '{}' takes no {}: the program has no inputs and no targets, so it "
+                       "is evaluated as one example with nothing to read",
+                       p.source.name, command, data.empty() ? labelsOption : dataOption));
+    Dataset one;
+    one.rows = 1;
+    return one;
+  }
+  if (data.empty())
+    fail(fmt::format("{}: error: '{}' needs {} (a CSV file, or IDX images with {})", p.source.name,
+                     command, dataOption, labelsOption));
+  if (!labels.empty()) return unwrap(loadIdx(data, labels, p));
+  if (fileLooksLikeIdx(data)) {
+    if (!targetsOptional && !p.targets.empty())
+      fail(fmt::format("{}: error: this is an IDX image file (or gzip): give the labels of its images "
+                       "with {} LABELS", data, labelsOption));
+    return unwrap(loadIdx(data, "", p));
+  }
+  return unwrap(loadCsv(data, p, targetsOptional, f32));
 }
 
 // --- commands -------------------------------------------------------------------------------
@@ -171,13 +223,16 @@ std::string evalJson(const Program &p, const LossAndGradient &r) {
   return out;
 }
 
-int cmdEval(const std::string &file, const std::string &data, const std::string &params,
-            uint64_t seed, const std::string &engine, const std::string &dtype, bool json, int threads) {
+int cmdEval(const std::string &file, const std::string &data, const std::string &labels,
+            const std::string &params, uint64_t seed, const std::string &engine,
+            const std::string &dtype, bool json, int threads) {
   Model m = compileModel(file, engine, parseDType(dtype));
   const Program &p = m.program();
   requireLoss(p, "eval");
   const bool f32 = dtype == "f32";
-  Dataset ds = unwrap(loadCsv(data, p, false, f32));
+  Dataset ds = loadData(p, "eval", data, labels, false, f32);
+  if (!ds.hasTargets) fail(fmt::format("{}: error: 'eval' needs targets: give the labels with --labels", data));
+  ds.expandInputBytes(); // the f64 interface
   unwrap(checkMemory(m, "eval", Workload::Eval, ds.rows, ds.rows, threads));
   std::vector<double> P = paramsFor(p, params, seed, f32);
   LossAndGradient r;
@@ -220,12 +275,16 @@ Dataset randomData(const Program &p, uint64_t seed, int64_t rows) {
   return ds;
 }
 
-int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed,
-                 const std::string &engine, int64_t maxChecks) {
+int cmdGradcheck(const std::string &file, const std::string &data, const std::string &labels,
+                 uint64_t seed, const std::string &engine, int64_t maxChecks) {
   Model m = compileModel(file, engine, DType::F64);
   const Program &p = m.program();
   requireLoss(p, "gradcheck");
-  Dataset ds = data.empty() ? randomData(p, seed, 4) : unwrap(loadCsv(data, p));
+  Dataset ds = data.empty() && labels.empty() && !takesNoData(p)
+                   ? randomData(p, seed, 4)
+                   : loadData(p, "gradcheck", data, labels, false, false);
+  if (!ds.hasTargets) fail(fmt::format("{}: error: 'gradcheck' needs targets: give the labels with --labels", data));
+  ds.expandInputBytes(); // the f64 interface
   unwrap(checkMemory(m, "gradcheck", Workload::Gradcheck, ds.rows, ds.rows, 1));
   std::vector<double> P = initParams(p, seed);
   std::vector<double> grads, scratch;
@@ -233,8 +292,9 @@ int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed
   auto loss = [&](const std::vector<double> &q) {
     return m.lossAndGradient(q, ds.inputs.data(), ds.targets.data(), ds.rows, scratch);
   };
-  std::printf("gradcheck %s: loss %s over %lld examples, %s engine, central differences in f64\n",
-              file.c_str(), formatNumber(loss0).c_str(), static_cast<long long>(ds.rows), engine.c_str());
+  std::printf("gradcheck %s: loss %s over %lld example%s, %s engine, central differences in f64\n",
+              file.c_str(), formatNumber(loss0).c_str(), static_cast<long long>(ds.rows),
+              ds.rows == 1 ? "" : "s", engine.c_str());
   bool ok = true;
   constexpr double kTolerance = 1e-6;
   Rng pick(seed ^ 0xc0ffeeull);
@@ -277,7 +337,7 @@ int cmdGradcheck(const std::string &file, const std::string &data, uint64_t seed
 }
 
 int cmdPredict(const std::string &file, const std::string &paramsPath, const std::string &data,
-               const std::string &engine, const std::string &dtype) {
+               const std::string &labels, const std::string &engine, const std::string &dtype) {
   Model m = compileModel(file, engine, parseDType(dtype));
   const Program &p = m.program();
   if (p.outputs.empty())
@@ -286,8 +346,9 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
   unwrap(checkMemory(m, "predict", Workload::Predict, 1, 1, 1));
   const bool f32 = dtype == "f32";
   std::vector<double> P = loadParamsFor(p, paramsPath, f32);
-  Dataset ds = unwrap(loadCsv(data, p, /*targetsOptional=*/true, f32));
+  Dataset ds = loadData(p, "predict", data, labels, /*targetsOptional=*/true, f32);
   unwrap(checkMemory(m, "predict", Workload::Predict, ds.rows, ds.rows, 1));
+  ds.expandInputBytes(); // the f64 interface
   DType dt = parseDType(dtype);
   std::vector<double> y = m.forward(P, ds.inputs.data(), ds.rows);
   const size_t width = static_cast<size_t>(p.outputCount());
@@ -329,7 +390,8 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
 // --- train ----------------------------------------------------------------------------------
 
 struct TrainCommand {
-  std::string file, data, save, init, plot, log, optimizer = "sgd", engine = "jit", dtype = "f32";
+  std::string file, data, labels, testData, testLabels, save, init, plot, log, optimizer = "sgd",
+      engine = "jit", dtype = "f32";
   int epochs = 10, threads = 1;
   int64_t batch = 32;
   double lr = 0, valid = 0; // lr 0: the optimizer's default
@@ -347,6 +409,46 @@ void requireWritableDir(const std::string &path, const char *option) {
                      std::strerror(errno)));
 }
 
+// Whether two names are one file: by device and inode where both exist, else by their absolute,
+// normalized paths (symbolic links in the existing part resolved).
+bool sameFile(const std::string &a, const std::string &b) {
+  struct stat sa {}, sb {};
+  const bool ea = ::stat(a.c_str(), &sa) == 0, eb = ::stat(b.c_str(), &sb) == 0;
+  if (ea || eb) return ea && eb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  std::error_code e1, e2;
+  auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a, e1), e1);
+  auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b, e2), e2);
+  return !e1 && !e2 && ca == cb;
+}
+
+// Every output of a training run is checked before the run, not after it is lost: an output may
+// not be one of the inputs (the source, the data, the initial params) or another output, and each
+// must be a place a file can be written (not a directory, a writable directory, a name the file
+// system takes). Devices and FIFOs (/dev/stdout, a pipe) are written in place and may be shared.
+void checkTrainFiles(const TrainCommand &c) {
+  const std::vector<std::pair<const char *, const std::string *>> inputs = {
+      {"source", &c.file}, {"--data", &c.data}, {"--params", &c.init}};
+  const std::vector<std::pair<const char *, const std::string *>> outputs = {
+      {"--save", &c.save}, {"--log", &c.log}, {"--plot", &c.plot}};
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const auto &[option, path] = outputs[k];
+    if (path->empty()) continue;
+    struct stat st {};
+    const bool replaced = ::stat(path->c_str(), &st) != 0 || S_ISREG(st.st_mode);
+    if (replaced) {
+      for (const auto &[input, in] : inputs)
+        if (!in->empty() && sameFile(*path, *in))
+          fail(fmt::format("{}: error: the {} file would overwrite the {} file '{}'; choose another name",
+                           *path, option, input, *in));
+      for (size_t j = 0; j < k; ++j)
+        if (!outputs[j].second->empty() && sameFile(*path, *outputs[j].second))
+          fail(fmt::format("{}: error: the {} file and the {} file are the same file; choose another name",
+                           *path, option, outputs[j].first));
+    }
+    unwrap(checkOutputFile(*path, option));
+  }
+}
+
 int cmdTrain(const TrainCommand &c) {
   TrainOptions o;
   std::optional<OptimizerKind> kind = parseOptimizer(c.optimizer);
@@ -359,6 +461,7 @@ int cmdTrain(const TrainCommand &c) {
   requireWritableDir(c.save, "--save");
   requireWritableDir(c.plot, "--plot");
   requireWritableDir(c.log, "--log");
+  checkTrainFiles(c);
 
   const auto t0 = std::chrono::steady_clock::now();
   Model m = compileModel(c.file, c.engine, parseDType(c.dtype));
@@ -366,21 +469,44 @@ int cmdTrain(const TrainCommand &c) {
   const Program &p = m.program();
   requireLoss(p, "train");
   const bool f32 = c.dtype == "f32";
-  Dataset ds = unwrap(loadCsv(c.data, p, false, f32));
-  unwrap(checkMemory(m, "train", Workload::Train, ds.rows, c.batch, c.threads));
+  if (!c.testLabels.empty() && c.testData.empty())
+    fail("nabla: error: --test-labels needs --test-data (the test images)");
+  Dataset ds = loadData(p, "train", c.data, c.labels, false, f32);
+  if (!ds.hasTargets) fail(fmt::format("{}: error: 'train' needs targets: give the labels with --labels", c.data));
+  std::optional<Dataset> test;
+  if (!c.testData.empty()) {
+    if (takesNoData(p))
+      fail(fmt::format("{}: error: 'train' takes no --test-data: the program has no inputs and no "
+                       "targets", p.source.name));
+    test = loadData(p, "train", c.testData, c.testLabels, false, f32, "--test-data", "--test-labels");
+    if (!test->hasTargets)
+      fail(fmt::format("{}: error: the test data needs targets: give the labels with --test-labels", c.testData));
+    o.test = &*test;
+  }
+  unwrap(checkMemory(m, "train", Workload::Train, ds.rows + (test ? test->rows : 0), c.batch, c.threads));
   std::vector<double> init = paramsFor(p, c.init, c.seed, f32);
 
+  // Progress: an epoch line for every epoch up to 100 of them; beyond (a program without inputs
+  // trains one example an epoch, thousands of them) for the first, the last and every k-th, k
+  // 1, 2 or 5 times a power of ten, so that about 100 lines at most are printed, the same
+  // whatever the speed. --log keeps every epoch.
+  int64_t stride = 1;
+  for (int64_t power = 1; c.epochs / stride > 100; power *= 10)
+    for (int64_t k : {1, 2, 5})
+      if (c.epochs / stride > 100) stride = k * power;
+  const bool manyEpochs = stride > 1;
   const bool tty = ::isatty(::fileno(stderr)) != 0;
   auto lastDraw = std::chrono::steady_clock::time_point{};
   if (tty)
     o.onBatch = [&](const BatchProgress &b) {
       auto now = std::chrono::steady_clock::now();
-      if (b.batch != 1 && now - lastDraw < std::chrono::milliseconds(100)) return;
+      if ((b.batch != 1 || manyEpochs) && now - lastDraw < std::chrono::milliseconds(100)) return;
       lastDraw = now;
       std::fprintf(stderr, "\r\033[K%s", formatBatchLine(b).c_str());
       std::fflush(stderr);
     };
   o.onEpoch = [&](const EpochStats &s) {
+    if (s.epoch != 1 && s.epoch != s.epochs && s.epoch % stride != 0) return;
     std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", formatEpochLine(s).c_str());
     std::fflush(stderr);
   };
@@ -406,11 +532,32 @@ int cmdTrain(const TrainCommand &c) {
                          std::llround(r.validAccuracy * static_cast<double>(r.validRows)), r.validRows);
     out += "\n";
   }
+  if (r.testRows > 0) {
+    out += fmt::format("test loss {:.4f}", r.testLoss);
+    if (std::isfinite(r.testAccuracy))
+      out += fmt::format(", test accuracy: {:.4f} ({} of {})", r.testAccuracy,
+                         std::llround(r.testAccuracy * static_cast<double>(r.testRows)), r.testRows);
+    out += "\n";
+  }
   out += fmt::format("training loss {:.4f}", r.trainLoss);
   if (acc)
     out += fmt::format(", training accuracy: {:.4f} ({} of {})", r.trainAccuracy,
                        std::llround(r.trainAccuracy * static_cast<double>(r.trainRows)), r.trainRows);
   out += "\n";
+  // A function to minimize: where it ended is the answer (a few params are shown; --save has all).
+  // (Shortest text of the dtype's value: "0.9124394" in f32; a tensor flat, row-major.)
+  if (takesNoData(p) && p.paramCount() <= 16) {
+    auto num = [&](double v) { return f32 ? fmt::format("{}", static_cast<float>(v)) : formatNumber(v); };
+    std::string at;
+    for (const Decl &d : p.params) {
+      std::string v;
+      for (int64_t i = 0; i < d.shape.numel(); ++i)
+        v += (i ? ", " : "") + num(r.params[static_cast<size_t>(d.offset + i)]);
+      at += fmt::format("{}{} = {}", at.empty() ? "" : ", ", d.shape.isScalar() ? d.name : d.name + d.shape.str(),
+                        d.shape.isScalar() ? v : "[" + v + "]");
+    }
+    if (!at.empty()) out += "params: " + at + "\n";
+  }
   if (!c.save.empty()) {
     unwrap(writeFileAtomically(c.save, formatParams(p, r.params)));
     out += fmt::format("saved the params to {}\n", c.save);
@@ -469,19 +616,103 @@ int cmdEmitCpp(const std::string &file, const std::string &dir, const std::strin
   return 0;
 }
 
+// An integer option read exactly: decimal digits, a '-' only where min < 0, within [min, max].
+// (CLI11 alone turns "-1" into the seed 2^64 - 1 and a number beyond the type into its largest.)
+template <class T> CLI::Validator integerIn(T min, T max) {
+  return CLI::Validator(
+      [=](std::string &v) -> std::string {
+        T x{};
+        const bool negative = !v.empty() && v[0] == '-';
+        if (negative && min >= 0)
+          return fmt::format("{} is negative; expected an integer in {}..{}", v, min, max);
+        auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
+        const bool whole = end == v.data() + v.size();
+        if (ec == std::errc() && whole && x >= min && x <= max) return {};
+        if (ec == std::errc::result_out_of_range || (ec == std::errc() && whole))
+          return negative ? fmt::format("{} is too small (at least {})", v, min)
+                          : fmt::format("{} is too large (at most {})", v, max);
+        return fmt::format("'{}' is not an integer", v);
+      },
+      "INT", "integer");
+}
+
+// The optimal string alignment distance (Levenshtein plus a swap of two neighbours: "trian" is one
+// edit from "train").
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i)
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// The candidate closest to `word`, if it is close enough to be a slip (at most 2 edits, and fewer
+// than half the word), else "".
+std::string closest(std::string_view word, const std::vector<std::string> &candidates) {
+  std::string best;
+  size_t bestDistance = SIZE_MAX;
+  for (const std::string &c : candidates) {
+    size_t dd = editDistance(word, c);
+    if (dd < bestDistance) bestDistance = dd, best = c;
+  }
+  if (word.size() > 64 || bestDistance > 2 || 2 * bestDistance >= word.size()) return "";
+  return best;
+}
+
+// After a parse error: a misspelt command or option gets its own message with a suggestion
+// ("unknown command 'trian'; did you mean 'train'?"), or "" when the error is another one.
+std::string misspelling(CLI::App &app, int argc, char **argv) {
+  std::vector<std::string> commands;
+  CLI::App *sub = nullptr;
+  for (CLI::App *c : app.get_subcommands([](CLI::App *) { return true; })) {
+    commands.push_back(c->get_name());
+    if (argc >= 2 && c->get_name() == argv[1]) sub = c;
+  }
+  if (argc < 2)
+    return fmt::format("nabla: error: no command given; the commands are {}", fmt::join(commands, ", "));
+  if (argv[1][0] == '-') return {};
+  const std::string command = argv[1];
+  if (!sub) {
+    std::string near = closest(command, commands);
+    return fmt::format("nabla: error: unknown command '{}'{}", command,
+                       near.empty() ? "; the commands are " + fmt::format("{}", fmt::join(commands, ", "))
+                                    : "; did you mean '" + near + "'?");
+  }
+  std::vector<std::string> names = {"--help"};
+  for (const CLI::Option *o : sub->get_options())
+    for (const std::string &n : o->get_lnames()) names.push_back("--" + n);
+  for (int i = 2; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (arg.size() < 3 || arg.substr(0, 2) != "--") continue;
+    std::string name(arg.substr(0, arg.find('=')));
+    if (sub->get_option_no_throw(name) || name == "--help") continue;
+    std::string near = closest(name, names);
+    return fmt::format("nabla: error: unknown option '{}' for '{}'{}", name, command,
+                       near.empty() ? "" : "; did you mean '" + near + "'?");
+  }
+  return {};
+}
+
 } // namespace
 
-int main(int argc, char **argv) {
+int runCommand(int argc, char **argv) {
   CLI::App app{"nabla: a compiler for neural networks: parse, differentiate symbolically, "
                "evaluate, train."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "nabla 0.1");
-  std::string file, emit, data, params, engine = "jit", dtype = "f32", save, out, optimizer = "sgd";
+  std::string file, emit, data, labels, params, engine = "jit", dtype = "f32", save, out, optimizer = "sgd";
   uint64_t seed = 0;
   bool json = false, ascii = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int64_t maxChecks = 200;
 
+  const CLI::Validator kSeed = integerIn<uint64_t>(0, UINT64_MAX);
   // Every file and directory name: '' is an error, not a file that is silently not written.
   const CLI::Validator named(
       [](std::string &v) { return v.empty() ? std::string("an empty name is not a file") : std::string(); },
@@ -496,31 +727,36 @@ int main(int argc, char **argv) {
   grad->add_flag("--ascii", ascii, "ASCII notation only (no ᵀ, ⊗, Σ)");
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
-  eval->add_option("--data", data, "CSV data")->required()->check(named);
+  eval->add_option("--data", data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
+  eval->add_option("--labels", labels, "IDX labels (idx1-ubyte, or .gz) of the --data images")->check(named);
   eval->add_option("--params", params, "JSON params (default: initialized from --seed)")->check(named);
-  eval->add_option("--seed", seed, "initialization seed (default 0)");
+  eval->add_option("--seed", seed, "initialization seed (default 0)")->check(kSeed);
   eval->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   eval->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   eval->add_flag("--json", json, "print {\"loss\": X, \"grads\": {...}}");
   eval->add_option("--threads", threads, "split the batch across N threads (default: all cores)")->check(CLI::Range(1, 1024));
   auto *gradcheck = app.add_subcommand("gradcheck", "compare the gradient with central finite differences");
   addFile(gradcheck);
-  gradcheck->add_option("--data", data, "CSV data (default: random inputs and targets)")->check(named);
-  gradcheck->add_option("--seed", seed, "seed of params and random data (default 0)");
+  gradcheck->add_option("--data", data, "CSV data, or IDX images with --labels (default: random inputs and targets)")->check(named);
+  gradcheck->add_option("--labels", labels, "IDX labels of the --data images")->check(named);
+  gradcheck->add_option("--seed", seed, "seed of params and random data (default 0)")->check(kSeed);
   gradcheck->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   gradcheck->add_option("--max-checks", maxChecks, "check at most this many elements of each param, chosen by the seed (default 200; 0: all)")->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   TrainCommand tc;
   auto *train = app.add_subcommand("train", "train with the JIT-compiled gradient (see README.md, \"Training\")");
   train->add_option("FILE", tc.file, "the .nn program")->required()->check(named);
-  train->add_option("--data", tc.data, "CSV data")->required()->check(named);
-  train->add_option("--epochs", tc.epochs, "passes over the training rows (default 10)");
-  train->add_option("--batch", tc.batch, "examples a step (default 32)");
+  train->add_option("--data", tc.data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
+  train->add_option("--labels", tc.labels, "IDX labels (idx1-ubyte, or .gz) of the --data images")->check(named);
+  train->add_option("--test-data", tc.testData, "test data (CSV, or IDX images with --test-labels), never trained on: its loss and accuracy are reported each epoch")->check(named);
+  train->add_option("--test-labels", tc.testLabels, "IDX labels of the --test-data images")->check(named);
+  train->add_option("--epochs", tc.epochs, "passes over the training rows (default 10)")->check(integerIn<int>(INT_MIN, INT_MAX));
+  train->add_option("--batch", tc.batch, "examples a step (default 32)")->check(integerIn<int64_t>(INT64_MIN, INT64_MAX));
   auto *lrOption = train->add_option("--lr", tc.lr, "learning rate (default: sgd 0.1, momentum 0.01, adam 0.001)");
   train->add_option("--optimizer", tc.optimizer, "sgd, momentum (0.9) or adam (0.9, 0.999, 1e-8); default sgd");
-  train->add_option("--seed", tc.seed, "seed of the initial params, the held-out split and the shuffles (default 0)");
+  train->add_option("--seed", tc.seed, "seed of the initial params, the held-out split and the shuffles (default 0)")->check(kSeed);
   train->add_option("--save", tc.save, "write the trained params here (JSON, atomically)")->check(named);
   train->add_option("--params,--init", tc.init, "start from these params (JSON) instead of the seed's")->check(named);
-  train->add_option("--threads", tc.threads, "split each batch across N threads (default 1)");
+  train->add_option("--threads", tc.threads, "split each batch across N threads (default 1)")->check(integerIn<int>(INT_MIN, INT_MAX));
   train->add_option("--valid", tc.valid, "hold out this fraction of the rows, chosen by the seed, and report on it each epoch (default 0)");
   train->add_option("--plot", tc.plot, "write the loss and accuracy curves here (SVG)")->check(named);
   train->add_option("--log", tc.log, "write the per-epoch numbers here (CSV)")->check(named);
@@ -529,7 +765,8 @@ int main(int argc, char **argv) {
   auto *predict = app.add_subcommand("predict", "print the outputs for every example");
   addFile(predict);
   predict->add_option("--params", params)->required()->check(named);
-  predict->add_option("--data", data)->required()->check(named);
+  predict->add_option("--data", data, "CSV data, or IDX images (with --labels for the accuracy)")->check(named);
+  predict->add_option("--labels", labels, "IDX labels of the --data images: prints the accuracy too")->check(named);
   predict->add_option("--engine", engine, "interp or jit (default jit)")->check(CLI::IsMember({"interp", "jit"}));
   predict->add_option("--dtype", dtype, "f32 or f64 (default f32)")->check(CLI::IsMember({"f32", "f64"}));
   auto *ir = app.add_subcommand("ir", "print the LLVM IR of forward and gradient");
@@ -549,17 +786,20 @@ int main(int argc, char **argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError &e) {
     if (e.get_exit_code() == 0) return app.exit(e); // --help, --version
-    std::fprintf(stderr, "nabla: error: %s\n", e.what());
+    if (std::string m = misspelling(app, argc, argv); !m.empty())
+      std::fprintf(stderr, "%s\n", m.c_str());
+    else
+      std::fprintf(stderr, "nabla: error: %s\n", e.what());
     std::fprintf(stderr, "run 'nabla --help' or 'nabla COMMAND --help' for usage\n");
     return 1;
   }
   try {
     if (check->parsed()) return cmdCheck(file, emit);
     if (grad->parsed()) return cmdGrad(file, ascii);
-    if (eval->parsed()) return cmdEval(file, data, params, seed, engine, dtype, json, threads);
-    if (gradcheck->parsed()) return cmdGradcheck(file, data, seed, engine, maxChecks);
+    if (eval->parsed()) return cmdEval(file, data, labels, params, seed, engine, dtype, json, threads);
+    if (gradcheck->parsed()) return cmdGradcheck(file, data, labels, seed, engine, maxChecks);
     if (train->parsed()) return tc.lrGiven = lrOption->count() > 0, cmdTrain(tc);
-    if (predict->parsed()) return cmdPredict(file, params, data, engine, dtype);
+    if (predict->parsed()) return cmdPredict(file, params, data, labels, engine, dtype);
     if (ir->parsed()) return cmdIr(file, optLevel, dtype);
     if (emitCpp->parsed()) return cmdEmitCpp(file, out, dtype, params, withMain);
   } catch (const Failure &f) {
@@ -584,4 +824,35 @@ int main(int argc, char **argv) {
     return 1;
   }
   return 1;
+}
+
+namespace {
+
+// Standard output is a result like a file: a write that failed (a full disk, /dev/full, a closed
+// descriptor) is an error, exit status 1 with a message, never a silent exit 0. A reader that went
+// away (`nabla predict ... | head -1`) is no error of ours: status 1, quietly. SIGPIPE is ignored so
+// that such a write returns EPIPE instead of killing nabla with status 141 mid-message.
+int finishStandardOutput(int status) {
+  errno = 0;
+  int e = std::fflush(stdout) != 0 ? errno : 0;
+  if (e == 0 && !std::ferror(stdout)) return status;
+  // A write that failed earlier left only the stream's error flag (its errno is long gone): ask
+  // the descriptor again. An empty write reports a closed descriptor (EBADF) or a full device
+  // (ENOSPC); a pipe whose reader is gone polls as POLLERR.
+  if (e == 0 && ::write(STDOUT_FILENO, "", 0) < 0) e = errno;
+  if (e == 0) {
+    struct pollfd p {STDOUT_FILENO, POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLERR)) e = EPIPE;
+  }
+  if (e == EPIPE) return status == 0 ? 1 : status;
+  std::fprintf(stderr, "nabla: error: cannot write the standard output: %s\n", std::strerror(e ? e : EIO));
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  int status = runCommand(argc, argv);
+  return finishStandardOutput(status);
 }

@@ -8,6 +8,8 @@
 # interrupted save (the process killed by SIGXFSZ in the middle of writing, or the write failing
 # with EFBIG) leaves the old file intact, and so does SIGKILL at random moments. --log, --plot, --init, progress lines without a
 # terminal, the interpreter engine, and the samples' documented commands reaching their targets.
+# Integer options read exactly, "did you mean" for commands and options, a program without inputs
+# (Rosenbrock), IDX images and labels (--labels, --test-data/--test-labels) from files written here.
 set -u
 export LC_ALL=C
 
@@ -61,7 +63,7 @@ expect_error "columns that do not match the program" \
   "samples/data/iris.csv:2: error: row has 5 fields; expected 74 (64 for input x[64], 10 for target t[10]) or 65" \
   samples/digits.nn --data samples/data/iris.csv
 expect_error "missing data file" "nope.csv: error: cannot open" samples/digits.nn --data "$TMP/nope.csv"
-expect_error "no --data" "--data is required" samples/digits.nn
+expect_error "no --data" "samples/digits.nn: error: 'train' needs --data (a CSV file, or IDX images with --labels)" samples/digits.nn
 expect_error "save into a missing directory" "cannot write the --save file: directory" "${DIGITS[@]}" --save "$TMP/no/such/dir/p.json"
 "$NABLA" train samples/iris.nn --data samples/data/iris.csv --epochs 1 --save "$TMP/iris.json" >/dev/null 2>&1
 expect_error "init params of another program" "error: param \"h.W\"" "${DIGITS[@]}" --init "$TMP/iris.json"
@@ -274,6 +276,151 @@ check_sample() { # NAME WHICH MINIMUM ARGS...
 check_sample digits held-out 0.96 "${DIGITS[@]}" --valid 0.2 --optimizer adam --lr 0.01 --epochs 15
 check_sample iris held-out 0.95 samples/iris.nn --data samples/data/iris.csv --valid 0.2 --optimizer adam --lr 0.01 --epochs 100 --batch 16
 check_sample xor training 1.0 samples/xor.nn --data samples/data/xor.csv --optimizer adam --lr 0.1 --epochs 200
+
+# --- option errors: integers read exactly (issue 11, item 7) ---------------------------------------
+expect_error "negative seed" "--seed: -1 is negative; expected an integer in 0..18446744073709551615" "${DIGITS[@]}" --seed -1
+expect_error "seed beyond 2^64" "--seed: 18446744073709551616 is too large (at most 18446744073709551615)" "${DIGITS[@]}" --seed 18446744073709551616
+expect_error "fractional seed" "--seed: '1.5' is not an integer" "${DIGITS[@]}" --seed 1.5
+expect_error "batch beyond int64" "--batch: 9223372036854775808 is too large (at most 9223372036854775807)" "${DIGITS[@]}" --batch 9223372036854775808
+expect_error "epochs beyond int" "--epochs: 99999999999 is too large (at most 2147483647)" "${DIGITS[@]}" --epochs 99999999999
+"$NABLA" eval samples/digits.nn --data samples/data/digits.csv --seed=-7 >"$TMP/out" 2>"$TMP/err"
+[[ $? == 1 ]] && grep -qF -- "--seed: -7 is negative" "$TMP/err" && pass "eval --seed=-7 is an error" || fail "eval --seed=-7: $(cat "$TMP/err")"
+
+# --- "did you mean" for commands and options (issue 11, item 6) ----------------------------------
+expect_cli() { # DESCRIPTION EXPECTED-LINE ARGS...
+  local what=$1 text=$2
+  shift 2
+  "$NABLA" "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [[ $rc == 1 && "$(head -1 "$TMP/err")" == "$text" && ! -s "$TMP/out" ]]; then pass "$what"
+  else fail "$what: exit $rc, stderr: $(head -c 300 "$TMP/err")"
+  fi
+}
+expect_cli "misspelt command" "nabla: error: unknown command 'trian'; did you mean 'train'?" trian x.nn
+expect_cli "misspelt command (emit-cpp)" "nabla: error: unknown command 'emit-ccp'; did you mean 'emit-cpp'?" emit-ccp x.nn -o d
+expect_cli "unknown command" "nabla: error: unknown command 'frobnicate'; the commands are check, grad, eval, gradcheck, train, predict, ir, emit-cpp" frobnicate x.nn
+expect_cli "no command" "nabla: error: no command given; the commands are check, grad, eval, gradcheck, train, predict, ir, emit-cpp"
+expect_cli "misspelt option" "nabla: error: unknown option '--epoch' for 'train'; did you mean '--epochs'?" train "${DIGITS[@]}" --epoch 5
+expect_cli "misspelt option with =" "nabla: error: unknown option '--optimiser' for 'train'; did you mean '--optimizer'?" train "${DIGITS[@]}" --optimiser=adam
+expect_cli "option of another command" "nabla: error: unknown option '--epochs' for 'eval'" eval "${DIGITS[@]}" --epochs 3
+
+# --- a program without inputs: a function to minimize (issue 11, item 4) ------------------------
+cat >"$TMP/rosen.nn" <<'NN'
+# Rosenbrock's function: its minimum is f = 0 at (1, 1).
+param x = -1.5
+param y = 2
+loss f = (1 - x)^2 + 100 * (y - x^2)^2
+NN
+ROSEN=$TMP/rosen.nn
+"$NABLA" eval "$ROSEN" --json >"$TMP/out" 2>"$TMP/err"
+# f(-1.5, 2) = 2.5^2 + 100 (2 - 2.25)^2 = 12.5; df/dx = -2 (1 - x) - 400 x (y - x^2) = -5 - 150 = -155;
+# df/dy = 200 (y - x^2) = -50.
+if [[ $(tr -d ' \n' <"$TMP/out") == '{"loss":12.5,"grads":{"x":-155,"y":-50}}' ]]; then
+  pass "eval without --data: one example, the hand-derived loss and gradient"
+else
+  fail "eval of rosen.nn: $(cat "$TMP/out" "$TMP/err")"
+fi
+"$NABLA" gradcheck "$ROSEN" >"$TMP/out" 2>&1 && grep -q "over 1 example," "$TMP/out" && grep -q "all gradients agree" "$TMP/out" &&
+  pass "gradcheck without --data" || fail "gradcheck of rosen.nn: $(cat "$TMP/out")"
+for cmd in eval gradcheck train; do
+  "$NABLA" $cmd "$ROSEN" --data samples/data/xor.csv >"$TMP/out" 2>"$TMP/err"
+  if [[ $? == 1 ]] && grep -qF "error: '$cmd' takes no --data: the program has no inputs and no targets" "$TMP/err"; then
+    pass "$cmd of a program without inputs: --data is an error"
+  else
+    fail "$cmd --data of rosen.nn: $(cat "$TMP/err")"
+  fi
+done
+"$NABLA" eval samples/xor.nn >"$TMP/out" 2>"$TMP/err"
+[[ $? == 1 ]] && grep -qF "error: 'eval' needs --data" "$TMP/err" && pass "eval of a program with inputs needs --data" ||
+  fail "eval without --data: $(cat "$TMP/err")"
+# Adam (lr 0.05) reaches the minimum in 2000 steps, one example an epoch; the progress stays at
+# about 100 lines (every 20th epoch, the first and the last). (lr 0.01 needs about 5000 steps:
+# after 2000 it is at (0.912, 0.832), as any Adam gives.)
+"$NABLA" train "$ROSEN" --optimizer adam --lr 0.05 --epochs 2000 --dtype f64 --save "$TMP/rosen.json" >"$TMP/out" 2>"$TMP/err"
+xy=$(grep -o '^params: x = [-0-9.e]*, y = [-0-9.e]*$' "$TMP/out" | awk '{print $4, $7}' | tr -d ,)
+if [[ -n "$xy" ]] && awk -v x="${xy% *}" -v y="${xy#* }" 'BEGIN { exit !((x-1)^2 < 1e-6 && (y-1)^2 < 1e-6) }'; then
+  pass "train of rosen.nn with adam reaches (1, 1): $xy"
+else
+  fail "train of rosen.nn: '$xy': $(cat "$TMP/out")"
+fi
+lines=$(grep -c '^epoch ' "$TMP/err")
+if [[ $lines == 101 ]] && grep -q '^epoch    1/2000 ' "$TMP/err" && grep -q '^epoch   20/2000 ' "$TMP/err" &&
+   grep -q '^epoch 2000/2000 ' "$TMP/err" && ! grep -q '^epoch    2/2000 ' "$TMP/err"; then
+  pass "2000 tiny epochs: 101 progress lines"
+else
+  fail "progress of 2000 epochs: $lines lines: $(head -5 "$TMP/err")"
+fi
+grep -q '"x": 0.99999' "$TMP/rosen.json" && pass "--save of rosen.nn" || fail "rosen.json: $(cat "$TMP/rosen.json")"
+
+# --- IDX images and labels (issue 12, item 3), from small files written here ---------------------
+# 40 images of 2 x 2: class 0 is bright on the left column, class 1 on the right (the pixel
+# values vary with the index); raw images and gzip-compressed labels; a test pair of 10.
+be32() { printf "\\x$(printf %02x $(($1 >> 24 & 255)))\\x$(printf %02x $(($1 >> 16 & 255)))\\x$(printf %02x $(($1 >> 8 & 255)))\\x$(printf %02x $(($1 & 255)))"; }
+write_idx() { # IMAGES LABELS COUNT
+  { printf '\x00\x00\x08\x03'; be32 "$3"; be32 2; be32 2; } >"$1"
+  { printf '\x00\x00\x08\x01'; be32 "$3"; } >"$2.raw"
+  for ((i = 0; i < $3; i++)); do
+    local hi=$((200 + i % 50)) lo=$((10 + i % 30))
+    if ((i % 2 == 0)); then printf "\\x$(printf %02x $hi)\\x$(printf %02x $lo)\\x$(printf %02x $hi)\\x$(printf %02x $lo)" >>"$1"
+    else printf "\\x$(printf %02x $lo)\\x$(printf %02x $hi)\\x$(printf %02x $lo)\\x$(printf %02x $hi)" >>"$1"; fi
+    printf "\\x$(printf %02x $((i % 2)))" >>"$2.raw"
+  done
+  gzip -n -c "$2.raw" >"$2"
+}
+write_idx "$TMP/tr-img" "$TMP/tr-lab.gz" 40
+write_idx "$TMP/te-img" "$TMP/te-lab.gz" 10
+cat >"$TMP/img.nn" <<'NN'
+input  img[1, 2, 2]
+target label[2]
+y = dense(flatten(img) / 255, 2, softmax)
+output y
+loss E = cross_entropy(y, label)
+NN
+cat >"$TMP/img-flat.nn" <<'NN'
+input  img[4]
+target label[2]
+y = dense(img / 255, 2, softmax)
+output y
+loss E = cross_entropy(y, label)
+NN
+IMG=$TMP/img-flat.nn
+"$NABLA" check "$TMP/img.nn" >/dev/null 2>&1 && IMG=$TMP/img.nn # rank 3 once sema takes it
+"$NABLA" train "$IMG" --data "$TMP/tr-img" --labels "$TMP/tr-lab.gz" --test-data "$TMP/te-img" --test-labels "$TMP/te-lab.gz" \
+  --optimizer adam --lr 0.1 --epochs 5 --batch 8 --save "$TMP/img.json" >"$TMP/out" 2>"$TMP/err"
+if [[ $(grep -c '^epoch [1-5]/5  loss [0-9.]*  test loss [0-9.]*  test accuracy [0-9.]*%' "$TMP/err") == 5 ]] &&
+   grep -q '^test loss [0-9.]*, test accuracy: 1.0000 (10 of 10)$' "$TMP/out" &&
+   grep -q 'training accuracy: 1.0000 (40 of 40)' "$TMP/out"; then
+  pass "train on IDX data: test accuracy each epoch and in the summary ($(basename "$IMG"))"
+else
+  fail "train on IDX: $(cat "$TMP/err" "$TMP/out")"
+fi
+"$NABLA" predict "$IMG" --params "$TMP/img.json" --data "$TMP/te-img" --labels "$TMP/te-lab.gz" >"$TMP/out" 2>"$TMP/err"
+[[ $(wc -l <"$TMP/out") == 10 && "$(cat "$TMP/err")" == "accuracy: 1.0000" ]] && pass "predict with --labels: the accuracy" ||
+  fail "predict IDX with labels: $(cat "$TMP/err")"
+"$NABLA" predict "$IMG" --params "$TMP/img.json" --data "$TMP/te-img" >"$TMP/out" 2>"$TMP/err"
+[[ $(wc -l <"$TMP/out") == 10 && ! -s "$TMP/err" ]] && pass "predict of an idx3 file alone: outputs, no accuracy" ||
+  fail "predict IDX alone: $(cat "$TMP/err")"
+"$NABLA" eval "$IMG" --params "$TMP/img.json" --data "$TMP/te-img" --labels "$TMP/te-lab.gz" >"$TMP/out" 2>&1 &&
+  grep -q "mean over 10 examples" "$TMP/out" && pass "eval on IDX data" || fail "eval IDX: $(cat "$TMP/out")"
+"$NABLA" gradcheck "$IMG" --data "$TMP/te-img" --labels "$TMP/te-lab.gz" >"$TMP/out" 2>&1 &&
+  grep -q "over 10 examples" "$TMP/out" && pass "gradcheck on IDX data" || fail "gradcheck IDX: $(cat "$TMP/out")"
+expect_error "IDX images without labels" "this is an IDX image file (or gzip): give the labels of its images with --labels LABELS" \
+  "$IMG" --data "$TMP/tr-img"
+expect_error "IDX count mismatch" "$TMP/te-lab.gz: error: at byte 4: 10 labels for the 40 images of $TMP/tr-img" \
+  "$IMG" --data "$TMP/tr-img" --labels "$TMP/te-lab.gz"
+expect_error "IDX images and labels swapped" "$TMP/tr-lab.gz: error: at byte 0 of the decompressed data: wrong magic number 00 00 08 01 (idx1-ubyte labels: are the images and the labels swapped?)" \
+  "$IMG" --data "$TMP/tr-lab.gz" --labels "$TMP/tr-img"
+head -c 30 "$TMP/tr-img" >"$TMP/short-img"
+expect_error "IDX truncated" "$TMP/short-img: error: at byte 30: the file ends in image 4 of 40" "$IMG" --data "$TMP/short-img" --labels "$TMP/tr-lab.gz"
+expect_error "test labels without test data" "--test-labels needs --test-data" "$IMG" --data "$TMP/tr-img" --labels "$TMP/tr-lab.gz" --test-labels "$TMP/te-lab.gz"
+cat >"$TMP/img9.nn" <<'NN'
+input  img[9]
+target label[2]
+y = dense(img, 2, softmax)
+loss E = cross_entropy(y, label)
+NN
+expect_error "IDX image size" "$TMP/tr-img: error: at byte 8: the images are 2 x 2 = 4 pixels; input img[9] has 9 elements" \
+  "$TMP/img9.nn" --data "$TMP/tr-img" --labels "$TMP/tr-lab.gz"
 
 if [[ $failures -gt 0 ]]; then
   echo "train: $failures failure(s)" >&2

@@ -202,3 +202,89 @@ TEST_CASE("params: files", "[params][file]") {
   REQUIRE_FALSE(r);
   CHECK(r.error().message == missing + ": error: cannot open: No such file or directory");
 }
+
+TEST_CASE("params: rank 3 and 4 are nested arrays, row-major, both ways", "[params][rank]") {
+  // K[2, 3, 2] and C[1, 2, 1, 2] beside a matrix and a scalar.
+  Program p = withParams({{"K", {2, 3, 2}}, {"C", {1, 2, 1, 2}}, {"W", {2, 2}}, {"s", {}}});
+  const std::string text = R"({"K": [[[0, 1], [2, 3], [4, 5]], [[6, 7], [8, 9], [10, 11]]],
+                               "C": [[[[12, 13]], [[14, 15]]]], "W": [[16, 17], [18, 19]], "s": 20})";
+  Expected<std::vector<double>> r = parseParams(text, "P.json", p);
+  REQUIRE(r);
+  std::vector<double> expect(21);
+  for (size_t i = 0; i < expect.size(); ++i) expect[i] = static_cast<double>(i);
+  CHECK(*r == expect);
+
+  // The writer nests one sub-array a line, and reads back to the same bits.
+  std::string out = formatParams(p, expect);
+  CHECK(out.starts_with("{\n"
+                        "  \"K\": [\n"
+                        "    [\n"
+                        "      [0, 1],\n"
+                        "      [2, 3],\n"
+                        "      [4, 5]\n"
+                        "    ],\n"
+                        "    [\n"
+                        "      [6, 7],\n"));
+  CHECK(out.find("  \"C\": [\n"
+                 "    [\n"
+                 "      [\n"
+                 "        [12, 13]\n"
+                 "      ],\n"
+                 "      [\n"
+                 "        [14, 15]\n"
+                 "      ]\n"
+                 "    ]\n"
+                 "  ],\n") != std::string::npos);
+  Expected<std::vector<double>> back = parseParams(out, "P.json", p);
+  REQUIRE(back);
+  CHECK(sameBits(*back, expect));
+  std::mt19937_64 gen(5);
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<double> flat(21);
+    for (double &v : flat) {
+      do v = std::bit_cast<double>(gen());
+      while (!std::isfinite(v));
+    }
+    Expected<std::vector<double>> again = parseParams(formatParams(p, flat), "P.json", p);
+    REQUIRE(again);
+    REQUIRE(sameBits(*again, flat));
+  }
+}
+
+TEST_CASE("params: rank 3 and 4 shape errors name the param, the place and the shape", "[params][rank]") {
+  Program p = withParams({{"K", {2, 3, 2}}});
+  auto err = [&](std::string_view value) { return errorOf(std::string(R"({"K": )") + std::string(value) + "}", p); };
+  const std::string row = "[0, 1]", mat = "[" + row + ", " + row + ", " + row + "]";
+  CHECK(err("[" + mat + ", " + mat + "]") == "OK");
+  CHECK(err("[" + mat + "]") ==
+        "P.json: error: param \"K\": expected 2 arrays of shape [3, 2], found 1 (shape [2, 3, 2])");
+  CHECK(err("[" + mat + ", [" + row + ", " + row + "]]") ==
+        "P.json: error: param \"K\": [1] has 2 arrays; expected 3 (shape [2, 3, 2])");
+  CHECK(err("[" + mat + ", [" + row + ", [0, 1, 2], " + row + "]]") ==
+        "P.json: error: param \"K\": [1][1] has 3 numbers; expected 2 (shape [2, 3, 2])");
+  CHECK(err("3") == "P.json: error: param \"K\" is a number; expected nested arrays of shape [2, 3, 2]");
+  CHECK(err("[" + mat + ", 7]") ==
+        "P.json: error: param \"K\": [1] is a number; expected 3 rows of 2 numbers (shape [3, 2])");
+  CHECK(err("[" + mat + ", [" + row + ", 7]]") ==
+        "P.json: error: param \"K\": [1][1] is a number; expected an array of 2 numbers");
+  CHECK(err("[" + mat + ", [" + row + ", [0, [1]]]]") ==
+        "P.json: error: param \"K\": element [1][1][1] is an array; expected a number");
+  CHECK(err("[[[0, null]]]") == "P.json: error: param \"K\": element [0][0][1] is null; expected a number");
+  // Rank 4: the innermost rows are named by all three enclosing indices.
+  Program q = withParams({{"C", {1, 1, 2, 2}}});
+  CHECK(errorOf(R"({"C": [[[[1, 2], [3]]]]})", q) ==
+        "P.json: error: param \"C\": [0][0][1] has 1 numbers; expected 2 (shape [1, 1, 2, 2])");
+  CHECK(errorOf(R"({"C": [[[[1, 2], [3, 4]]]]})", q) == "OK");
+  // Nesting deeper than the rank is refused where it starts, whatever follows.
+  CHECK(errorOf(R"({"C": [[[[[[[[[[1]]]]]]]]]]})", q) ==
+        "P.json: error: param \"C\": element [0][0][0][0] is an array; expected a number");
+}
+
+TEST_CASE("params: the f32 range check names a rank-3 element by its indices", "[params][rank]") {
+  Program p = withParams({{"K", {2, 3, 2}}});
+  std::vector<double> flat(12, 0.0);
+  flat[9] = 1e300; // [1][1][1]
+  Expected<bool> r = checkParamsFitFloat32(flat, "P.json", p);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.starts_with("P.json: error: param \"K\" element [1][1][1] is 1e+300, out of the f32 range"));
+}
