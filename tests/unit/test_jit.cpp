@@ -1166,6 +1166,17 @@ TEST_CASE("jit: the generator is deterministic and its programs compile", "[jit]
   CHECK(f1 == f2);
 }
 
+// Not run by default: writes generated programs as snapshots for the emit-cpp tests
+// (NABLA_SNAPSHOT_DIR, seeds NABLA_FUZZ_SEED .. + NABLA_FUZZ_COUNT).
+TEST_CASE("jit: write generated programs", "[.snapshot]") {
+  const char *dir = std::getenv("NABLA_SNAPSHOT_DIR");
+  REQUIRE(dir);
+  std::set<std::string> features;
+  const uint64_t base = envOr("NABLA_FUZZ_SEED", 2000), count = envOr("NABLA_FUZZ_COUNT", 6);
+  for (uint64_t seed = base; seed < base + count; ++seed)
+    std::ofstream(std::filesystem::path(dir) / fmt::format("generated_{}.nn", seed)) << generateProgram(seed, false, features);
+}
+
 TEST_CASE("jit: random programs agree with the interpreter (f64 1e-12, f32 1e-4)", "[jit][jit-fuzz]") {
   const uint64_t base = envOr("NABLA_FUZZ_SEED", 1000);
   const uint64_t count = envOr("NABLA_FUZZ_COUNT", 60);
