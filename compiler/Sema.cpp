@@ -956,6 +956,14 @@ private:
       D.report(DiagId::LayersTooDeep, call.opRange, kMaxLayerDepth);
       return std::nullopt;
     }
+    // Calls that call layers twice, nested, double at each level: bound the whole expansion so
+    // that no program makes sema run (or allocate) without end.
+    instantiated_ += A.body.size() + 1;
+    if (instantiated_ > kMaxInstantiated) {
+      if (!expansionReported_) D.report(DiagId::LayersTooLarge, call.opRange, kMaxInstantiated);
+      expansionReported_ = true;
+      return std::nullopt;
+    }
     // The arguments, in the caller's scope.
     Scope body;
     body.prefix = cur_->prefix + std::string(s.name) + ".";
@@ -1598,6 +1606,7 @@ private:
 
   static constexpr size_t kMaxRank = 4;
   static constexpr int kMaxLayerDepth = 64;
+  static constexpr size_t kMaxInstantiated = 20000; // body statements over all layer calls
 
   Program &P;
   Graph &G;
@@ -1615,6 +1624,8 @@ private:
     ScanStep *outer = nullptr;
   };
   ScanStep *scan_ = nullptr;
+  size_t instantiated_ = 0;
+  bool expansionReported_ = false;
   const Stmt *firstLoss_ = nullptr;
 };
 

@@ -13,6 +13,7 @@
 #include "Sema.h"
 
 #include <cmath>
+#include <set>
 
 #include <memory>
 #include <string>
@@ -1213,4 +1214,24 @@ TEST_CASE("params: glorot of rank 3 and 4 uses fan_in = in·Πk and fan_out = ou
   CHECK(maxK > 0.8 * limitK); // 72 uniform draws reach near the bound
   CHECK(maxW <= limitW);
   CHECK(maxW > 0.8 * limitW);
+}
+
+TEST_CASE("sema: layer calls that double at every level are bounded", "[sema]") {
+  // L_k calls L_(k-1) twice: 2^40 instantiations if unbounded.
+  std::string text = "input x[2]\nlayer L0(x) {\n  return x * 2\n}\n";
+  for (int i = 1; i < 40; ++i)
+    text += fmt::format("layer L{}(x) {{\n  a = L{}(x)\n  b = L{}(a)\n  return b\n}}\n", i, i - 1, i - 1);
+  text += "y = L39(x)\nloss E = sum(y)\n";
+  Checked c(text);
+  CHECK(c.errors() == std::vector<DiagId>{DiagId::LayersTooLarge});
+  // 2^11 calls of 3 statements are fine, and their names are distinct.
+  std::string ok = "input x[2]\nlayer L0(x) {\n  return x * 2\n}\n";
+  for (int i = 1; i < 12; ++i)
+    ok += fmt::format("layer L{}(x) {{\n  a = L{}(x)\n  b = L{}(a)\n  return b\n}}\n", i, i - 1, i - 1);
+  ok += "y = L11(x)\n";
+  Program p = compiled(ok);
+  std::set<std::string> names;
+  for (auto &v : p.values) names.insert(v.name);
+  CHECK(names.size() == p.values.size());
+  CHECK(names.count("y.b.a.b.a.b.a.b.a.b.a"));
 }
