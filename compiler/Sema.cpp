@@ -788,7 +788,13 @@ private:
       }
     }
     if (!xs || !ok) return std::nullopt;
-    const int64_t d = G.shape(*xs)[1];
+    const int64_t d = G.shape(*xs)[1], T = G.shape(*xs)[0];
+    // Each step is ~30 nodes and its own kernels: a bound keeps check, grad and the JIT finite.
+    steps_ += T;
+    if (steps_ > kMaxSteps) {
+      D.report(DiagId::TooManySteps, call.args[0]->range, kMaxSteps, T);
+      return std::nullopt;
+    }
     std::array<Shape, 4> shapes = recurrenceParamShapes(kind, d, *H);
     for (const Shape &sh : shapes)
       if (!checkedShape(sh, call.args[1]->range)) return std::nullopt;
@@ -1635,6 +1641,8 @@ private:
   int depth_ = 0;
   size_t instantiated_ = 0;
   bool expansionReported_ = false;
+  static constexpr int64_t kMaxSteps = 20000; // rnn/gru/lstm steps over the whole program
+  int64_t steps_ = 0;
   // The scan step whose cell body is being instantiated (innermost), or null.
   struct ScanStep {
     std::string prefix; // "hs."

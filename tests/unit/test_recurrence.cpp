@@ -670,6 +670,7 @@ TEST_CASE("recurrence: errors name the place and say what is expected", "[recurr
       {"layer c(h) {\n  return h\n}\n" + head + "hs = scan(c, zeros([3]), xs)\n", "t.nn:7:11",
        "two value arguments"},
       {cell + head + "hs = scan(c, zeros([3]), 2)\n", "t.nn:7:26", "first (time) axis"},
+      {"input xs[15000, 2]\nh1 = rnn(xs, 2)\nh2 = gru(xs, 2)\n", "t.nn:3:10", "more than 20000 steps in all"},
   };
   for (const Case &c : cases) {
     std::string diags;
