@@ -368,8 +368,23 @@ private:
   static constexpr int64_t kRows = 8;
 
   void gemm(const Kernel &k) {
-    if (k.loops.size() != 3 || k.loops[2].batch) throw InternalError("C++ backend: a Gemm kernel needs loops m, k, n");
-    const loops::Loop &lm = k.loops[0], &ln = k.loops[2];
+    // With four loops the first is the batch: one product an example (a convolution's).
+    const size_t o = k.loops.size() == 4 && k.loops[0].batch ? 1 : 0;
+    if (k.loops.size() != 3 + o || k.loops[o + 2].batch || (o && k.loops[o].batch))
+      throw InternalError("C++ backend: a Gemm kernel needs loops [batch,] m, k, n");
+    if (o) {
+      line(1, "for (std::size_t {0} = 0; {0} < n; ++{0}) {{", vars_.at(k.loops[0].var));
+      ++shift_;
+    }
+    gemmAt(k, o);
+    if (o) {
+      --shift_;
+      line(1, "}}");
+    }
+  }
+
+  void gemmAt(const Kernel &k, size_t o) {
+    const loops::Loop &lm = k.loops[o], &ln = k.loops[o + 2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     if (mul.kind != LExpr::Binary || mul.op != Op::Mul) throw InternalError("C++ backend: a Gemm body is A * B");
     int a = mul.a, b = mul.b;
@@ -383,7 +398,7 @@ private:
     const int64_t N = ln.extent;
     const std::string mv = vars_.at(lm.var) + "0", nv = vars_.at(ln.var) + "0";
     line(1, "// Register tiles: {} rows by kTile columns of {} at a time, summed over {}{}.", kRows,
-         commentText(L.buffers[static_cast<size_t>(k.out)].name), vars_.at(k.loops[1].var),
+         commentText(L.buffers[static_cast<size_t>(k.out)].name), vars_.at(k.loops[o + 1].var),
          k.divideByBatch ? ", then divided by n" : "");
     if (k.divideByBatch) line(1, "const real inv_n = real(1) / real(n);");
     // Blocks of 4 rows, then the rows left one at a time: loops with constant bounds where the
@@ -406,11 +421,11 @@ private:
       if (!rowLoops(R)) continue;
       line(2, "std::size_t {} = 0;", nv);
       line(2, "for (; {0} + kTile <= {1}; {0} += kTile) {{", nv, N);
-      gemmTile(k, a, b, R, "kTile", 3, mv, nv);
+      gemmTile(k, o, a, b, R, "kTile", 3, mv, nv);
       line(2, "}}");
       line(2, "if ({} < {}) {{", nv, N);
       line(3, "const std::size_t w = {} - {};", N, nv);
-      gemmTile(k, a, b, R, "w", 3, mv, nv);
+      gemmTile(k, o, a, b, R, "w", 3, mv, nv);
       line(2, "}}");
       line(1, "}}");
     }
@@ -419,9 +434,9 @@ private:
   // One tile at `depth`: R rows from row `m0`, `width` columns from column `n0`. One accumulator
   // array a row and the rows written out (not a loop over rows), so that compilers vectorize
   // along the columns, keep the accumulators in registers and load B's values once for all rows.
-  void gemmTile(const Kernel &k, int a, int b, int64_t R, const std::string &width, int d, const std::string &m0,
-                const std::string &n0) {
-    const loops::Loop &lm = k.loops[0], &lk = k.loops[1], &ln = k.loops[2];
+  void gemmTile(const Kernel &k, size_t o, int a, int b, int64_t R, const std::string &width, int d,
+                const std::string &m0, const std::string &n0) {
+    const loops::Loop &lm = k.loops[o], &lk = k.loops[o + 1], &ln = k.loops[o + 2];
     std::map<int, std::string> saved = vars_;
     const std::string kv = vars_.at(lk.var), K = lk.batch ? "n" : std::to_string(lk.extent);
     auto row = [&](int64_t r) { return r == 0 ? m0 : "(" + m0 + " + " + std::to_string(r) + ")"; };
@@ -480,7 +495,7 @@ private:
 
   // --- pieces ---------------------------------------------------------------------------------
   template <class... A> void line(int depth, fmt::format_string<A...> f, A &&...a) {
-    out_ += std::string(static_cast<size_t>(2 * (depth + 1)), ' ');
+    out_ += std::string(static_cast<size_t>(2 * (depth + 1 + shift_)), ' ');
     out_ += fmt::format(f, std::forward<A>(a)...);
     out_ += '\n';
   }
@@ -657,6 +672,8 @@ private:
     }
     throw InternalError("C++ backend: bad expression");
   }
+
+  int shift_ = 0; // extra levels of indentation (inside a Gemm's batch loop)
 
 public:
   bool usesTile_ = false; // a Gemm was printed: the source needs kTile

@@ -1,12 +1,30 @@
 // The derivative printer: renders simplified gradient nodes as readable formulas, substituting
 // source names for forward values and dE/dNAME for the adjoints already printed.
+//
+// Notation (Unicode / --ascii where they differ): the source's own forms where an op has one
+// (x[1:3, :], x[2], flatten(x), reshape(x, [2, 3]), concat(a, b, axis=1), max(x, 1),
+// maximum(a, b), leaky_relu(x, slope=0.2), conv2d(x, K, stride=2, padding=1), maxpool2d(x, 2));
+// A B / A @ B, Aᵀ / transpose(A), a ⊗ b / outer(a, b); and for the ops that only gradients use:
+//   [a ≥ b] / [a >= b]       1 where a >= b, else 0 (Iverson's bracket: maximum's derivative)
+//   argmax_mask(x, k)        1 at the first maximum of each slice along k (max's derivative)
+//   pad(g, [4, 3], at=[1, 0])  zeros of shape [4, 3] with g placed at index [1, 0] (a slice's)
+//   conv_transpose2d(g, K, stride=S, padding=P, output_padding=[a, b])  conv2d's input gradient,
+//                            exactly PyTorch's F.conv_transpose2d
+//   correlate2d(x, g, stride=S, padding=P)  conv2d's kernel gradient, the correlation
+//                            dK[f,c,i,j] = Σ_oh,ow g[f,oh,ow] x[c, oh·S + i − P, ow·S + j − P]
+//   maxunpool2d(g, x, k)     each g at the first maximum of its window of x (overlaps add)
+//   avgunpool2d(g, k, to=[H, W])  g / k² spread over each window
+//   gelu'(u)                 Φ(u) + u φ(u); 1/√2, 1/√(2π), 2/√π by name
+//   Σ_{t=1..T} TERM          the per-step terms of a recurrence (values named FAMILY[t])
 #include "GradPrinter.h"
 
 #include "ProgramPrinter.h"
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numbers>
 #include <unordered_map>
 #include <unordered_set>
@@ -65,11 +83,16 @@ public:
   // would blow up (a formula that long is not readable anyway).
   size_t budget = 20000;
 
+  // A new formula: the budget is per formula, not per printout.
+  // (The whole printout is bounded too, by 256 budgets.)
+  void startFormula() { used_ = 0; }
+
   std::string render(NodeId id, int outer = 0) {
-    if (used_ > budget) return "…";
+    if (used_ > budget || total_ > 256 * budget) return "…";
     int prec;
     std::string s = body(id, prec);
     used_ += s.size();
+    total_ += s.size();
     return prec < outer ? "(" + s + ")" : s;
   }
 
@@ -107,7 +130,10 @@ private:
     }
     case Op::Neg: prec = kUnary; return "-" + render(n.a(), kPower);
     case Op::Pow: prec = kPower; return fmt::format("{}^{}", render(n.a(), kAtom), formatNumber(n.fattr));
-    case Op::Add: prec = kSum; return render(n.a(), kSum) + " + " + render(n.b(), kSum);
+    case Op::Add:
+      if (NodeId u = geluDerivativeOf(n); u != kNoNode) return fmt::format("gelu'({})", render(u));
+      prec = kSum;
+      return render(n.a(), kSum) + " + " + render(n.b(), kSum);
     case Op::Sub: prec = kSum; return render(n.a(), kSum) + " - " + render(n.b(), kProduct);
     case Op::Mul: prec = kProduct; return render(n.a(), kProduct) + " * " + render(n.b(), kUnary);
     case Op::Div: prec = kProduct; return render(n.a(), kProduct) + " / " + render(n.b(), kUnary);
@@ -163,7 +189,10 @@ private:
       for (size_t k = 0; k < n.attrs.size(); ++k) at += fmt::format("{}{}", k ? ", " : "", n.attrs[k]);
       return fmt::format("pad({}, {}, at=[{}])", render(n.a()), n.shape.str(), at);
     }
-    case Op::Reshape: return fmt::format("reshape({}, {})", render(n.a()), n.shape.str());
+    case Op::Reshape:
+      if (std::string idx = indexing(n); !idx.empty()) return idx;
+      if (n.shape.rank() == 1 && g_.shape(n.a()).rank() > 1) return fn("flatten"); // as the source
+      return fmt::format("reshape({}, {})", render(n.a()), n.shape.str());
     case Op::Concat: { // concat(concat(a, b), c) along one axis prints as concat(a, b, c)
       std::string parts;
       std::vector<NodeId> stack{n.b(), n.a()};
@@ -225,10 +254,145 @@ private:
     default: return fn(opSpelling(n.op));
     }
   }
+  // gelu's derivative rule builds Φ(u) + u φ(u) as 0.5 (1 + erf(u / √2)) + (1/√(2π)) u exp(-u²/2),
+  // which simplifies to the Add of 0.5 * (1 + erf(1/√2 * u)) and 1/√(2π) * (u * exp(-0.5 * u^2)):
+  // that sum prints as gelu'(u). Returns u, or kNoNode when `n` is not that sum.
+  NodeId geluDerivativeOf(const Node &n) const {
+    auto constIs = [&](NodeId id, double v) { return g_.op(id) == Op::Const && g_.node(id).fattr == v; };
+    auto mulByConst = [&](NodeId id, double c) -> NodeId { // c * x -> x
+      const Node &m = g_.node(id);
+      return m.op == Op::Mul && constIs(m.a(), c) ? m.b() : kNoNode;
+    };
+    // Φ part: 0.5 * (1 + erf(1/√2 * u))
+    NodeId inner = mulByConst(n.a(), 0.5);
+    if (inner == kNoNode || g_.op(inner) != Op::Add || !constIs(g_.node(inner).a(), 1)) return kNoNode;
+    NodeId e = g_.node(inner).b();
+    if (g_.op(e) != Op::Erf) return kNoNode;
+    NodeId u = mulByConst(g_.node(e).a(), 0.70710678118654752440);
+    if (u == kNoNode) return kNoNode;
+    // u φ(u) part: 1/√(2π) * (u * exp(-0.5 * u^2))
+    NodeId prod = mulByConst(n.b(), std::numbers::inv_sqrtpi * 0.70710678118654752440);
+    if (prod == kNoNode || g_.op(prod) != Op::Mul || g_.node(prod).a() != u) return kNoNode;
+    NodeId ex = g_.node(prod).b();
+    if (g_.op(ex) != Op::Exp) return kNoNode;
+    NodeId sq = mulByConst(g_.node(ex).a(), -0.5);
+    if (sq == kNoNode || g_.op(sq) != Op::Pow || g_.node(sq).fattr != 2 || g_.node(sq).a() != u) return kNoNode;
+    return u;
+  }
+
+  // x[2] or x[1:3, 0], as the source writes an index (a Slice with extent 1 on the axis, then a
+  // Reshape that drops it): for a Reshape of an unnamed Slice that drops exactly such axes ("" for
+  // any other Reshape). Trailing whole axes are left out, as in the source (x[1] for x[1, :]).
+  std::string indexing(const Node &r) {
+    const NodeId sid = r.a();
+    if (g_.op(sid) != Op::Slice || adjoints.count(sid) || names.count(sid) ||
+        (outerNames && outerNames->count(sid)))
+      return "";
+    const Node &sl = g_.node(sid);
+    const Shape &from = g_.shape(sl.a());
+    std::vector<std::string> parts;
+    int kept = 0;
+    bool dropped = false;
+    for (int k = 0; k < sl.shape.rank(); ++k) {
+      const int64_t lo = sl.attrs[static_cast<size_t>(k)], hi = lo + sl.shape[k];
+      // An axis of extent 1 cut out of a longer one is an index, unless the result keeps it.
+      const bool keeps = kept < r.shape.rank() && r.shape[kept] == sl.shape[k] &&
+                         !(sl.shape[k] == 1 && from[k] > 1 && r.shape.rank() - kept < sl.shape.rank() - k);
+      if (keeps) {
+        parts.push_back(lo == 0 && hi == from[k] ? std::string(":") : fmt::format("{}:{}", lo, hi));
+        ++kept;
+      } else if (sl.shape[k] == 1 && from[k] > 1) {
+        parts.push_back(std::to_string(lo));
+        dropped = true;
+      } else {
+        return "";
+      }
+    }
+    if (!dropped || kept != r.shape.rank()) return "";
+    while (!parts.empty() && parts.back() == ":") parts.pop_back();
+    std::string idx;
+    for (size_t k = 0; k < parts.size(); ++k) idx += (k ? ", " : "") + parts[k];
+    return fmt::format("{}[{}]", render(sl.a(), kAtom), idx);
+  }
+
   const Graph &g_;
   const GradPrintOptions &o_;
-  size_t used_ = 0;
+  size_t used_ = 0, total_ = 0;
 };
+
+// Recurrences: an unrolled recurrence names the values of step t FAMILY[t] ("h[3]",
+// "hs.z[3]"; a user's name cannot hold brackets). stepOf splits such a name into its family
+// and step ({"", -1} for every other name).
+std::pair<std::string, int64_t> stepOf(const std::string &name) {
+  if (name.size() < 4 || name.back() != ']') return {"", -1};
+  const size_t open = name.rfind('[');
+  if (open == std::string::npos || open == 0 || open + 2 > name.size() - 1) return {"", -1};
+  int64_t t = 0;
+  for (size_t i = open + 1; i + 1 < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || t > 1000000000) return {"", -1};
+    t = t * 10 + (name[i] - '0');
+  }
+  return {name.substr(0, open), t};
+}
+
+bool isNameChar(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
+}
+
+// A text over step t instead of step `t`: every step index NAME[k] becomes NAME[t], NAME[t-1],
+// NAME[t+2], ... (slices print as x[a:b] and shapes after a space or `=`, so they stay).
+std::string abstractSteps(const std::string &text, int64_t t) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '[' && i > 0 && isNameChar(text[i - 1])) {
+      size_t j = i + 1;
+      int64_t k = 0;
+      while (j < text.size() && text[j] >= '0' && text[j] <= '9' && k < 1000000000) k = k * 10 + (text[j++] - '0');
+      if (j > i + 1 && j < text.size() && text[j] == ']') {
+        const int64_t rel = k - t;
+        out += rel == 0 ? std::string("[t]") : fmt::format("[t{}{}]", rel > 0 ? "+" : "-", rel > 0 ? rel : -rel);
+        i = j;
+        continue;
+      }
+    }
+    out += text[i];
+  }
+  return out;
+}
+
+// The reverse for one step: NAME[t+1] at t = 4 is NAME[5].
+std::string concreteStep(const std::string &text, int64_t t) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text.compare(i, 2, "[t") == 0 && i > 0 && isNameChar(text[i - 1])) {
+      size_t j = i + 2;
+      int64_t rel = 0, sign = 1;
+      if (j < text.size() && (text[j] == '+' || text[j] == '-')) {
+        sign = text[j] == '-' ? -1 : 1;
+        ++j;
+        while (j < text.size() && text[j] >= '0' && text[j] <= '9') rel = rel * 10 + (text[j++] - '0');
+      }
+      if (j < text.size() && text[j] == ']') {
+        out += fmt::format("[{}]", t + sign * rel);
+        i = j;
+        continue;
+      }
+    }
+    out += text[i];
+  }
+  return out;
+}
+
+// "t=1..5" for consecutive steps, else "t ∈ {1, 3, 4}" (the steps in increasing order).
+std::string stepRange(std::vector<int64_t> steps) {
+  std::sort(steps.begin(), steps.end());
+  bool consecutive = true;
+  for (size_t i = 1; i < steps.size(); ++i) consecutive &= steps[i] == steps[i - 1] + 1;
+  if (consecutive) return fmt::format("t={}..{}", steps.front(), steps.back());
+  std::string list;
+  for (size_t i = 0; i < steps.size(); ++i) list += fmt::format("{}{}", i ? ", " : "", steps[i]);
+  return fmt::format("t ∈ {{{}}}", list);
+}
 
 // Which statement each forward node belongs to: the first named value (in source order) whose
 // expression, stopping at other named values, contains it.
@@ -331,7 +495,87 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     if (a != kNoNode && !G.constValue(a, c)) r.adjoints.emplace(a, dname(it.name));
   }
   std::string notes;
-  for (const Item &it : items) {
+  const char *arrow = opts.ascii ? "<-" : "←";
+  // Each item's text, from its pieces (the left side, the terms and the labels of their
+  // consumers); `abstract` turns a piece into its form over a step t (see stepOf).
+  auto block = [&](const Item &it, NodeId a, const std::function<std::string(const std::string &)> &abstract,
+                   const std::string &range) -> std::string {
+    const std::string lhs = abstract(dname(it.name)) + " = ";
+    r.self = dname(it.name);
+    r.startFormula();
+    // Group the contributions by the statement of the consumer.
+    std::vector<std::pair<std::string, NodeId>> groups;
+    for (const Contribution &c : d.gradient.contributions[static_cast<size_t>(it.fwd)]) {
+      auto o = owner.find(c.consumer);
+      std::string label = o != owner.end() ? p.values[o->second].name : "?";
+      NodeId term = S.simplify(c.term);
+      bool merged = false;
+      for (auto &gp : groups)
+        if (gp.first == label) gp.second = S.make(Op::Add, gp.second, term), merged = true;
+      if (!merged) groups.emplace_back(label, term);
+    }
+    const std::string suffix = range.empty() ? "" : "    (" + range + ")";
+    if (groups.size() <= 1) return lhs + abstract(r.render(a)) + suffix + "\n";
+    // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
+    struct Line {
+      std::string term, label;
+      std::vector<int64_t> steps; // the steps it stands for (empty: not a step term)
+    };
+    std::vector<Line> lines;
+    for (auto &gp : groups) {
+      std::string term = r.render(gp.second, kSum);
+      auto [family, step] = stepOf(gp.first);
+      if (step < 0) {
+        lines.push_back({abstract(term), abstract(gp.first), {}});
+        continue;
+      }
+      // Over its own step t: a consumer h[5] of a param gives "... h[t] ... h[t-1] ...".
+      std::string overT = abstractSteps(term, step), label = family + "[t]";
+      bool merged = false;
+      for (Line &l : lines)
+        if (!l.steps.empty() && l.term == overT && l.label == label) l.steps.push_back(step), merged = true;
+      if (!merged) lines.push_back({overT, label, {step}});
+    }
+    // A group of one step is that step's own term.
+    for (Line &l : lines)
+      if (l.steps.size() == 1) {
+        const int64_t t = l.steps[0];
+        l.term = abstract(concreteStep(l.term, t));
+        l.label = abstract(concreteStep(l.label, t));
+        l.steps.clear();
+      }
+    auto sigma = [&](const Line &l) {
+      return l.steps.empty() ? l.term : fmt::format("Σ_{{{}}} {}", stepRange(l.steps), l.term);
+    };
+    if (lines.size() == 1) // every consumer is a step of one recurrence
+      return fmt::format("{}{}   {} from {}, one term per step{}\n", lhs, sigma(lines[0]), arrow,
+                         lines[0].label, suffix);
+    std::string text = fmt::format("{}Σ over the {} consumers of {}:{}\n", lhs, groups.size(),
+                                   abstract(it.name), suffix);
+    std::string pad(lhs.size() - 2, ' ');
+    size_t width = 0;
+    for (const Line &l : lines) width = std::max(width, sigma(l).size());
+    for (size_t k = 0; k < lines.size(); ++k)
+      text += fmt::format("{}{} {:<{}}   {} from {}\n", pad, k ? "+" : " ", sigma(lines[k]), width,
+                          arrow, lines[k].label);
+    return text;
+  };
+  const auto same = [](const std::string &x) { return x; };
+  // The values of one recurrence's steps (FAMILY[t]) whose gradients read the same over t are
+  // printed once, at the first of them, with their range of t.
+  auto overT = [](int64_t t) { return [t](const std::string &x) { return abstractSteps(x, t); }; };
+  std::unordered_map<size_t, std::string> overTText;                      // item -> its text over t
+  std::unordered_map<std::string, std::vector<size_t>> overTByFamily;     // family -> its items
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto [family, step] = stepOf(items[i].name);
+    NodeId a = adjointOf(items[i].fwd);
+    if (items[i].isParam || step < 0 || a == kNoNode) continue;
+    overTText[i] = block(items[i], a, overT(step), "");
+    overTByFamily[family].push_back(i);
+  }
+  std::unordered_set<size_t> printedSteps;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item &it = items[i];
     NodeId a = adjointOf(it.fwd);
     std::string lhs = dname(it.name) + " = ";
     if (a == kNoNode) {
@@ -348,39 +592,26 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       }
       continue;
     }
-    r.self = dname(it.name);
-    // Group the contributions by the statement of the consumer.
-    std::vector<std::pair<std::string, NodeId>> groups;
-    for (const Contribution &c : d.gradient.contributions[static_cast<size_t>(it.fwd)]) {
-      auto o = owner.find(c.consumer);
-      std::string label = o != owner.end() ? p.values[o->second].name : "?";
-      NodeId term = S.simplify(c.term);
-      bool merged = false;
-      for (auto &gp : groups)
-        if (gp.first == label) gp.second = S.make(Op::Add, gp.second, term), merged = true;
-      if (!merged) groups.emplace_back(label, term);
-    }
-    if (groups.size() <= 1) {
-      out += lhs + r.render(a) + "\n";
+    auto [family, step] = stepOf(it.name);
+    if (it.isParam || step < 0) {
+      out += block(it, a, same, "");
       continue;
     }
-    out += fmt::format("{}Σ over the {} consumers of {}:\n", lhs, groups.size(), it.name);
-    std::string pad(lhs.size() - 2, ' ');
-    std::vector<std::string> terms;
-    size_t width = 0;
-    for (auto &gp : groups) {
-      terms.push_back(r.render(gp.second, kSum));
-      width = std::max(width, terms.back().size());
-    }
-    for (size_t k = 0; k < groups.size(); ++k)
-      out += fmt::format("{}{} {:<{}}   {} from {}\n", pad, k ? "+" : " ", terms[k], width,
-                         opts.ascii ? "<-" : "←", groups[k].first);
+    // A step value: printed once over t for every step of its family whose text over t is the
+    // same as its own (each step's text is rendered once: the comparison is of strings).
+    if (printedSteps.count(i)) continue;
+    std::vector<int64_t> steps;
+    for (size_t j : overTByFamily[family])
+      if (overTText[j] == overTText[i]) steps.push_back(stepOf(items[j].name).second), printedSteps.insert(j);
+    out += steps.size() == 1 ? block(it, a, same, "")
+                             : block(it, a, overT(step), "for " + stepRange(steps));
   }
   if (opts.ascii) {
     // Keep ASCII output free of the few Unicode letters above.
     std::string fixed;
     for (size_t i = 0; i < out.size(); ++i) {
       if (out.compare(i, 2, "Σ") == 0) fixed += "sum", ++i;
+      else if (out.compare(i, 3, "∈") == 0) fixed += "in", i += 2;
       else fixed += out[i];
     }
     out = fixed;

@@ -77,7 +77,9 @@ struct Kernel {
   //             `outBounds`, only where every bound holds (a scatter into a padded image).
   // Softmax:    row-wise softmax (log_softmax when `logSoftmax`) of `in` into `out`:
   //             loops give the row; `cols` values from index/inIndex, contiguous.
-  // Gemm:       a matrix product C[m, n] (+)= Σ_k A[m, k] B[k, n]: loops are exactly m, k, n;
+  // Gemm:       a matrix product C[m, n] (+)= Σ_k A[m, k] B[k, n]: loops are exactly m, k, n, or
+  //             batch, m, k, n (one product an example: a convolution's; none of m, k, n is then
+  //             the batch, and each operand's start moves with its batch term);
   //             body is A * B (two loads; A's index has no n, B's and C's have n with
   //             coefficient 1). `accumulate` false means C = the product (no zeroing needed).
   //             Backends tile it: a block of C stays in registers across k (LLVM), or print

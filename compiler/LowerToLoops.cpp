@@ -436,9 +436,9 @@ private:
     case Op::Concat: placeKernels(f, id, buf, comment); return;
     case Op::Conv2d:
     case Op::Conv2dKernelGrad:
+    case Op::Conv2dInputGrad: convKernels(f, id, buf, comment); return;
     case Op::MaxPool2d:
     case Op::AvgPool2d: windowReduceKernel(f, id, buf, comment); return;
-    case Op::Conv2dInputGrad:
     case Op::AvgPool2dGrad:
     case Op::MaxPool2dGrad: windowScatterKernels(f, id, buf, comment); return;
     default: break;
@@ -745,10 +745,95 @@ private:
     }
   }
 
-  // Conv2d, Conv2dKernelGrad, MaxPool2d, AvgPool2d: one reduction over a window per output
-  // element (plain loops; x is zero outside the image where padded).
-  //   conv2d:             y[f, oh, ow]  = Σ_c,i,j K[f, c, i, j] x[c, oh·s + i - p, ow·s + j - p]
-  //   conv2d_kernel_grad: dK[f, c, i, j] = Σ_oh,ow g[f, oh, ow] x[c, oh·s + i - p, ow·s + j - p]
+  // The convolutions as matrix products on the register-tiled Gemm path (DESIGN.md), one product
+  // an example, through an unrolled copy of the image in the workspace (im2col). With Q = C·kh·kw
+  // window elements (q = (c, i, j)) and P = Ho·Wo output positions (p = (oh, ow)), and
+  // x̂[q, p] = x[c, oh·s + i - p, ow·s + j - p] (0 in the padding):
+  //   conv2d:             y[f, p]  = Σ_q K[f, q] x̂[q, p]              (x̂ as [Q, P])
+  //   conv2d_kernel_grad: dK[f, q] = Σ_p g[f, p] x̂ᵀ[p, q]             (x̂ as [P, Q])
+  //   conv2d_input_grad:  d̂[q, p]  = Σ_f Kᵀ[q, f] g[f, p], then dx[c, oh·s + i - p, ow·s + j - p]
+  //                       += d̂[q, p] inside the image (col2im; overlapping windows add)
+  void convKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
+    const Node n = G.node(id);
+    const bool pe = perExample_[static_cast<size_t>(id)];
+    const int64_t st = n.attrs[0], pad = n.attrs[1];
+    const NodeId K = n.op == Op::Conv2dKernelGrad ? kNoNode : n.b();
+    const Shape xs = n.op == Op::Conv2dInputGrad ? n.shape : G.shape(n.a());
+    const Shape ks = n.op == Op::Conv2dKernelGrad ? n.shape : G.shape(K);
+    const Shape ys = n.op == Op::Conv2d ? n.shape : n.op == Op::Conv2dInputGrad ? G.shape(n.a()) : G.shape(n.b());
+    const int64_t F = ks[0], C = ks[1], kh = ks[2], kw = ks[3], Q = C * kh * kw, P = ys[1] * ys[2];
+    const int col = scratch(id, n.op == Op::Conv2dInputGrad ? "dcol" : "col", Q * P, pe);
+    // The unrolled image x̂, as [Q, P] or (transposed) [P, Q].
+    auto im2col = [&](bool transposed) {
+      Kernel k;
+      Coords c;
+      if (pe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
+      std::vector<Affine> v;
+      const std::vector<int64_t> ext = transposed ? std::vector<int64_t>{ys[1], ys[2], C, kh, kw}
+                                                  : std::vector<int64_t>{C, kh, kw, ys[1], ys[2]};
+      for (int64_t e : ext) v.push_back(addLoop(k, e, false));
+      const Affine &ci = v[transposed ? 2 : 0], &i = v[transposed ? 3 : 1], &j = v[transposed ? 4 : 2];
+      const Affine &oh = v[transposed ? 0 : 3], &ow = v[transposed ? 1 : 4];
+      k.body = imageLoad(k, n.a(), Coords{{ci, windowPos(oh, st, i, pad), windowPos(ow, st, j, pad)}, c.batchVar}, pad > 0);
+      c.dims = v;
+      k.out = col;
+      k.outIndex = indexOf(k, col, c, Shape(ext));
+      k.comment = comment + (transposed ? "   (the windows of the image, transposed)" : "   (the windows of the image)");
+      f.kernels.push_back(std::move(k));
+    };
+    // out[m, n] = Σ_k a[m, k] b[k, n] for each example: a, b and out as (buffer, its shape as a
+    // matrix, whether a is read transposed).
+    auto product = [&](int out, bool outPe, int64_t M, int64_t Kd, int64_t N, int a, bool aPe, bool aT, int b, bool bPe,
+                       const char *what) {
+      Kernel k;
+      k.mode = Kernel::Gemm;
+      k.accumulate = false;
+      k.comment = comment + what;
+      const int bv = pe ? 0 : -1;
+      if (pe) k.loops.push_back({0, 1, true, false});
+      Affine m = addLoop(k, M, false), kk = addLoop(k, Kd, false), nn = addLoop(k, N, false);
+      auto at = [&](int buffer, bool bufPe, const Affine &row, const Affine &colv, int64_t cols) {
+        return load(k, buffer, Coords{{row, colv}, bufPe ? bv : -1}, Shape{1, cols}, bufPe);
+      };
+      int la = aT ? at(a, aPe, kk, m, M) : at(a, aPe, m, kk, Kd);
+      int lb = at(b, bPe, kk, nn, N);
+      k.body = binary(k, Op::Mul, la, lb);
+      k.out = out;
+      k.outIndex = indexOf(k, out, Coords{{m, nn}, outPe ? bv : -1}, Shape{M, N});
+      f.kernels.push_back(std::move(k));
+    };
+    auto pe_ = [&](NodeId x) { return static_cast<bool>(perExample_[static_cast<size_t>(x)]); };
+    switch (n.op) {
+    case Op::Conv2d:
+      im2col(false);
+      product(buf, pe, F, Q, P, operandBuffer(K), pe_(K), false, col, pe, "   (a matrix product an example)");
+      return;
+    case Op::Conv2dKernelGrad:
+      im2col(true);
+      product(buf, pe, F, P, Q, operandBuffer(n.b()), pe_(n.b()), false, col, pe, "   (a matrix product an example)");
+      return;
+    default: break;
+    }
+    product(col, pe, Q, F, P, operandBuffer(K), pe_(K), true, operandBuffer(n.a()), pe_(n.a()),
+            "   (the gradient of the windows, a matrix product an example)");
+    zeroKernel(f, buf, n.shape, pe, comment + "   (zeroed, then accumulated window by window)");
+    Kernel k;
+    k.mode = Kernel::Accumulate;
+    k.comment = comment;
+    Coords c;
+    if (pe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
+    Affine ci = addLoop(k, C, false), i = addLoop(k, kh, false), j = addLoop(k, kw, false);
+    Affine oh = addLoop(k, ys[1], false), ow = addLoop(k, ys[2], false);
+    k.body = load(k, col, Coords{{ci, i, j, oh, ow}, c.batchVar}, Shape{C, kh, kw, ys[1], ys[2]}, pe);
+    Coords out{{ci, windowPos(oh, st, i, pad), windowPos(ow, st, j, pad)}, c.batchVar};
+    if (pad > 0)
+      for (int d : {1, 2}) k.outBounds.push_back({out.dims[static_cast<size_t>(d)], n.shape[d]});
+    k.out = buf;
+    k.outIndex = indexOf(k, buf, out, n.shape);
+    f.kernels.push_back(std::move(k));
+  }
+
+  // MaxPool2d, AvgPool2d: one reduction over a window per output element (fused loops).
   //   maxpool2d:          y[c, oh, ow]  = max_i,j x[c, oh·s + i, ow·s + j]
   //   avgpool2d:          y[c, oh, ow]  = Σ_i,j x[c, oh·s + i, ow·s + j] / k²
   void windowReduceKernel(loops::Function &f, NodeId id, int buf, const std::string &comment) {
@@ -758,45 +843,22 @@ private:
     k.mode = Kernel::Reduce;
     k.comment = comment;
     Coords c = loopsOver(k, n.shape, pe);
-    int acc = -1;
-    switch (n.op) {
-    case Op::Conv2d: {
-      const Shape &K = G.shape(n.b());
-      const int64_t s = n.attrs[0], p = n.attrs[1];
-      Affine ci = addLoop(k, K[1], true), i = addLoop(k, K[2], true), j = addLoop(k, K[3], true);
-      int x = imageLoad(k, n.a(), Coords{{ci, windowPos(c.dims[1], s, i, p), windowPos(c.dims[2], s, j, p)}, c.batchVar}, p > 0);
-      int w = expr(k, n.b(), Coords{{c.dims[0], ci, i, j}, c.batchVar});
-      k.body = binary(k, Op::Mul, w, x);
-      break;
+    const int64_t w = n.attrs[0], s = n.attrs[1];
+    Affine i = addLoop(k, w, true), j = addLoop(k, w, true);
+    k.body = imageLoad(k, n.a(), Coords{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar}, false);
+    if (n.op == Op::MaxPool2d) {
+      k.combine = Kernel::Max;
+      k.epilogue = accValue(k);
+    } else {
+      k.epilogue = binary(k, Op::Div, accValue(k), constant(k, static_cast<double>(w * w)));
     }
-    case Op::Conv2dKernelGrad: {
-      const Shape &g = G.shape(n.b());
-      const int64_t s = n.attrs[0], p = n.attrs[1];
-      Affine oh = addLoop(k, g[1], true), ow = addLoop(k, g[2], true);
-      int gl = expr(k, n.b(), Coords{{c.dims[0], oh, ow}, c.batchVar});
-      int x = imageLoad(k, n.a(), Coords{{c.dims[1], windowPos(oh, s, c.dims[2], p), windowPos(ow, s, c.dims[3], p)}, c.batchVar}, p > 0);
-      k.body = binary(k, Op::Mul, gl, x);
-      break;
-    }
-    default: {
-      const int64_t w = n.attrs[0], s = n.attrs[1];
-      Affine i = addLoop(k, w, true), j = addLoop(k, w, true);
-      k.body = imageLoad(k, n.a(), Coords{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar}, false);
-      if (n.op == Op::MaxPool2d) k.combine = Kernel::Max;
-      else acc = binary(k, Op::Div, accValue(k), constant(k, static_cast<double>(w * w)));
-      break;
-    }
-    }
-    k.epilogue = acc >= 0 ? acc : accValue(k);
     k.out = buf;
     k.outIndex = indexOf(k, buf, c, n.shape);
     f.kernels.push_back(std::move(k));
   }
 
-  // Conv2dInputGrad, AvgPool2dGrad, MaxPool2dGrad: each output-gradient element is spread over
-  // its window: the image gradient is zeroed, then accumulated window by window (overlapping
-  // windows add; a padded convolution's window stores only inside the image).
-  //   conv2d_input_grad: dx[c, oh·s + i - p, ow·s + j - p] += g[f, oh, ow] K[f, c, i, j]
+  // AvgPool2dGrad, MaxPool2dGrad: each output-gradient element is spread over its window: the
+  // image gradient is zeroed, then accumulated window by window (overlapping windows add).
   //   avgpool2d_grad:    dx[c, oh·s + i, ow·s + j] += g[c, oh, ow] / k²
   //   maxpool2d_grad:    dx[c, oh·s + i, ow·s + j] += (i·k + j == first[c, oh, ow]) ? g[c, oh, ow] : 0,
   //                      first the position of the window's first maximum (two reductions)
@@ -838,26 +900,13 @@ private:
     k.comment = comment;
     Coords c = loopsOver(k, g, pe);
     int gl = expr(k, gid, c);
-    Coords out{{}, c.batchVar};
-    if (n.op == Op::Conv2dInputGrad) {
-      const Shape &K = G.shape(n.b());
-      const int64_t s = n.attrs[0], p = n.attrs[1];
-      Affine ci = addLoop(k, K[1], false), i = addLoop(k, K[2], false), j = addLoop(k, K[3], false);
-      k.body = binary(k, Op::Mul, gl, expr(k, n.b(), Coords{{c.dims[0], ci, i, j}, c.batchVar}));
-      out.dims = {ci, windowPos(c.dims[1], s, i, p), windowPos(c.dims[2], s, j, p)};
-      if (p > 0)
-        for (int d : {1, 2}) k.outBounds.push_back({out.dims[static_cast<size_t>(d)], n.shape[d]});
-    } else {
-      const int64_t w = n.attrs[0], s = n.attrs[1];
-      Affine i = addLoop(k, w, false), j = addLoop(k, w, false);
-      out.dims = {c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)};
-      if (n.op == Op::AvgPool2dGrad) {
-        k.body = binary(k, Op::Div, gl, constant(k, static_cast<double>(w * w)));
-      } else {
-        k.body = select(k, LExpr::Eq, indexValue(k, i.scaled(w).plus(j)), load(k, first, c, g, pe), gl,
-                        constant(k, 0));
-      }
-    }
+    const int64_t w = n.attrs[0], s = n.attrs[1];
+    Affine i = addLoop(k, w, false), j = addLoop(k, w, false);
+    Coords out{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar};
+    if (n.op == Op::AvgPool2dGrad)
+      k.body = binary(k, Op::Div, gl, constant(k, static_cast<double>(w * w)));
+    else
+      k.body = select(k, LExpr::Eq, indexValue(k, i.scaled(w).plus(j)), load(k, first, c, g, pe), gl, constant(k, 0));
     k.out = buf;
     k.outIndex = indexOf(k, buf, out, n.shape);
     f.kernels.push_back(std::move(k));
@@ -955,7 +1004,7 @@ private:
 
   // Whether k is `C[i] = C[i] / n` over exactly the block that Gemm g wrote from 0.
   static bool isScaleOf(const Kernel &k, const Kernel &g) {
-    if (g.mode != Kernel::Gemm || g.accumulate || g.loops[0].batch || k.mode != Kernel::Assign ||
+    if (g.mode != Kernel::Gemm || g.loops.size() != 3 || g.accumulate || g.loops[0].batch || k.mode != Kernel::Assign ||
         k.out != g.out || k.loops.size() != 2 || k.loops[0].batch)
       return false;
     const LExpr &d = k.pool[static_cast<size_t>(k.body)];

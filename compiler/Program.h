@@ -40,11 +40,12 @@ struct StepValue {
   NodeId node = kNoNode;
 };
 
-// The per-step values of one recurrence statement (`hs = gru(xs, 32)`, `hs = scan(cell, h0, xs)`),
-// for the printers. Per step: `hs.h[t]`; gru's gates `hs.r[t]`, `hs.z[t]`, `hs.n[t]`; lstm's
-// `hs.i[t]`, `hs.f[t]`, `hs.g[t]`, `hs.o[t]` and cell `hs.c[t]`; a scan cell's named values
-// `hs.V[t]`. They are not statements (not in `values`, so `check` does not list T of each): the
-// gradient printer names nodes with them and shows a shared weight's T per-step terms as one Σ.
+// The per-step values of one recurrence statement (`hs = gru(xs, 32)`, `hs = scan(cell, h0, xs)`).
+// Per step: the row `hs.x[t]` (xs[t]) and the state `hs.h[t]` (hs[t]); gru's gates `hs.r[t]`,
+// `hs.z[t]`, `hs.n[t]`; lstm's `hs.i[t]`, `hs.f[t]`, `hs.g[t]`, `hs.o[t]` and cell `hs.c[t]`; a
+// scan cell's named values `hs.V[t]`. Each is also in Program::values under that name
+// (FAMILY[t], before the statement's own value), where the gradient printer finds the steps of
+// one family and shows a shared weight's T per-step terms as one Σ over t.
 struct RecurrenceSteps {
   std::string name;  // the statement's NAME ("hs")
   int statement = 0; // as NamedValue::statement

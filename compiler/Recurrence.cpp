@@ -75,7 +75,7 @@ Unrolled unrollRecurrence(Graph &g, CellKind k, NodeId xs, int64_t H, const Recu
   const NodeId one = g.constant(1);
   NodeId h = kNoNode, c = kNoNode; // kNoNode: the zero initial state
   for (int64_t t = 0; t < T; ++t) {
-    const NodeId x = stepOf(g, xs, t);
+    const NodeId x = named("x", t, stepOf(g, xs, t));
     // The input's and the state's contributions to every gate: W_ih x_t + b_ih and
     // W_hh h_(t-1) + b_hh, the latter only b_hh while the state is zero.
     const NodeId gi = g.binary(Op::Add, g.binary(Op::MatMul, p.W_ih, x), p.b_ih);
@@ -122,7 +122,9 @@ Unrolled unrollScan(Graph &g, NodeId init, NodeId xs,
   Unrolled u;
   NodeId state = init;
   for (int64_t t = 0; t < T; ++t) {
-    state = cell(state, stepOf(g, xs, t), t);
+    const NodeId x = stepOf(g, xs, t);
+    u.values.push_back({"x", t, x});
+    state = cell(state, x, t);
     if (g.shape(state) != g.shape(init)) throw InternalError("a scan's cell changed the state's shape");
     u.h.push_back(state);
     u.values.push_back({"h", t, state});

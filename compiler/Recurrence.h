@@ -46,7 +46,8 @@ struct RecurrenceParams {
 struct Unrolled {
   NodeId states = kNoNode;       // every state stacked, [T, ...]
   std::vector<NodeId> h;         // h[t] = states[t], t = 0 .. T-1
-  std::vector<StepValue> values; // (Program.h) per step, in step order; within a step, in computation order
+  std::vector<StepValue> values; // (Program.h) per step, in step order; within a step, in
+                                 // computation order: x (the row xs[t]), the gates, c, h
 };
 
 // Builds the unrolled forward graph of a built-in recurrence over xs [T, d] with hidden size H

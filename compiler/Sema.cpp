@@ -792,7 +792,13 @@ private:
       }
     }
     if (!xs || !ok) return std::nullopt;
-    const int64_t d = G.shape(*xs)[1];
+    const int64_t d = G.shape(*xs)[1], T = G.shape(*xs)[0];
+    // Each step is ~30 nodes and its own kernels: a bound keeps check, grad and the JIT finite.
+    steps_ += T;
+    if (steps_ > kMaxSteps) {
+      D.report(DiagId::TooManySteps, call.args[0]->range, kMaxSteps, T);
+      return std::nullopt;
+    }
     std::array<Shape, 4> shapes = recurrenceParamShapes(kind, d, *H);
     for (const Shape &sh : shapes)
       if (!checkedShape(sh, call.args[1]->range)) return std::nullopt;
@@ -803,8 +809,15 @@ private:
                      s.nameRange.begin, recurrenceInit(*H));
     Unrolled u = unrollRecurrence(G, kind, *xs, *H, RecurrenceParams{p[0], p[1], p[2], p[3]});
     if (!scan_ || scan_->t == 0) // inside a scan's cell: recorded once, at step 0
-      P.recurrences.push_back({cur_->prefix + name, topStmt_, G.shape(*xs)[0], std::move(u.values)});
+      addSteps({cur_->prefix + name, topStmt_, G.shape(*xs)[0], std::move(u.values)}, s.nameRange.begin);
     return u.states;
+  }
+
+  // A recurrence's per-step values, also as named values FAMILY[t] ("hs.r[3]") for the printers.
+  void addSteps(RecurrenceSteps steps, SourceLoc loc) {
+    for (const StepValue &v : steps.values)
+      P.values.push_back({fmt::format("{}.{}[{}]", steps.name, v.name, v.t), loc, v.node, topStmt_});
+    P.recurrences.push_back(std::move(steps));
   }
 
   // stride (default 1, at least 1) and padding (default 0, not negative).
@@ -1110,6 +1123,7 @@ private:
       body.definitions = definitionsOf(A.body);
       body.syms[std::string(A.args[0].first)] = {Symbol::Value, state, A.args[0].second.begin};
       body.syms[std::string(A.args[1].first)] = {Symbol::Value, x, A.args[1].second.begin};
+      steps.values.push_back({"x", t, x});
       ScanStep step{body.prefix, t, &steps, scan_};
       scan_ = &step;
       Value next = runBody(call, A, body);
@@ -1139,7 +1153,7 @@ private:
         cur_->order.push_back(full);
       }
     }
-    if (!scan_ || scan_->t == 0) P.recurrences.push_back(std::move(steps));
+    if (!scan_ || scan_->t == 0) addSteps(std::move(steps), s.nameRange.begin);
     return u.states;
   }
 
@@ -1631,6 +1645,8 @@ private:
   int depth_ = 0;
   size_t instantiated_ = 0;
   bool expansionReported_ = false;
+  static constexpr int64_t kMaxSteps = 20000; // rnn/gru/lstm steps over the whole program
+  int64_t steps_ = 0;
   // The scan step whose cell body is being instantiated (innermost), or null.
   struct ScanStep {
     std::string prefix; // "hs."

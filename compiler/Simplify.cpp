@@ -220,6 +220,11 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t
     if (sa == shape && std::all_of(attrs.begin(), attrs.end(), [](int64_t v) { return v == 0; }))
       return a;
     if (isZero(a)) return zeros(shape);                                // a part of zeros, zeros padded
+    if (x.op == op) { // a slice of a slice is one slice, a pad of a pad one pad: the starts add
+      std::vector<int64_t> start = attrs;
+      for (size_t k = 0; k < start.size(); ++k) start[k] += x.attrs[k];
+      return make(op, x.a(), kNoNode, 0, 0, shape, start);
+    }
     break;
   case Op::Concat:
   case Op::Conv2d:

@@ -462,8 +462,15 @@ private:
   // stays in registers across the whole k loop; each k step loads two vectors of B's row and
   // broadcasts MR scalars of A (TOOLCHAIN.md: tiles with the batch as a tile dimension, real
   // splats). Rows left over run one at a time; columns left over use masked loads and stores.
+  // With four loops the first is the batch: one product an example (a convolution's), each
+  // operand's start moved by its batch term.
   void gemm(const Kernel &k) {
-    const loops::Loop &lm = k.loops[0], &lk = k.loops[1], &ln = k.loops[2];
+    if (k.loops.size() == 4) loop(k.loops[0], [&] { gemmAt(k, 1); });
+    else gemmAt(k, 0);
+  }
+
+  void gemmAt(const Kernel &k, size_t o) {
+    const loops::Loop &lm = k.loops[o], &lk = k.loops[o + 1], &ln = k.loops[o + 2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     const LExpr *A = &k.pool[static_cast<size_t>(mul.a)], *Bm = &k.pool[static_cast<size_t>(mul.b)];
     if (coef(A->index, ln.var) != 0) std::swap(A, Bm);
@@ -477,6 +484,16 @@ private:
     Value *M = lm.batch ? n_ : static_cast<Value *>(ConstantInt::get(I64, lm.extent));
     Value *K = lk.batch ? n_ : static_cast<Value *>(ConstantInt::get(I64, lk.extent));
     Value *pa = bufferBase(A->buffer), *pb = bufferBase(Bm->buffer), *pc = bufferBase(k.out);
+    if (o) {
+      const int bv = k.loops[0].var;
+      auto shift = [&](Value *p, const loops::Affine &idx) {
+        const int64_t c = coef(idx, bv);
+        return c ? B.CreateInBoundsGEP(T, p, B.CreateMul(vars_.at(bv), ConstantInt::get(I64, c))) : p;
+      };
+      pa = shift(pa, A->index);
+      pb = shift(pb, Bm->index);
+      pc = shift(pc, k.outIndex);
+    }
     VectorType *VT = FixedVectorType::get(T, V);
     Align align(O.f64 ? 8 : 4);
     auto c64 = [&](int64_t v) { return ConstantInt::get(I64, v); };

@@ -290,14 +290,21 @@ private:
     return pick(s);
   }
   Dims randomShape() {
-    switch (pick(6)) {
+    switch (pick(8)) {
     case 0: return {};
     case 1:
     case 2: return {dim()};
     case 3: return {dim(), dim()};
     case 4: return {dim(), 1};
-    default: return {1, dim()};
+    case 5: return {1, dim()};
+    case 6: return {dim(), dim(), dim()};
+    default: return chance(0.5) ? Dims{dim(), 1, dim()} : Dims{2, dim(), dim(), 2};
     }
+  }
+  Dims nonScalarShape() {
+    Dims d = randomShape();
+    while (d.empty()) d = randomShape();
+    return d;
   }
   void feature(const std::string &f) { features_.insert(f); }
   std::string fresh(const char *prefix) { return prefix + std::to_string(id_++); }
@@ -317,6 +324,8 @@ private:
     decls_.push_back("input " + v.text + dimsText(s));
     if (s.empty()) feature("scalar input");
     if (s.size() == 2) feature("rank-2 input");
+    if (s.size() == 3) feature("rank-3 input");
+    if (s.size() == 4) feature("rank-4 input");
     return v;
   }
   Val newTarget(const Dims &s) {
@@ -474,7 +483,13 @@ private:
   }
 
   void statement() {
-    switch (pick(14)) {
+    switch (pick(20)) {
+    case 14: return newFunction();
+    case 15: return extremum();
+    case 16: return indexing();
+    case 17: return joinOrReshape();
+    case 18: return image();
+    case 19: return reduction();
     case 0:
     case 1: return unaryFunction();
     case 2: return power();
@@ -520,6 +535,178 @@ private:
       return define(wrap(p, "", mag, 0, mag), "log(" + p.text + ")");
     }
     return define(wrap(p, "", std::sqrt(p.mag), std::sqrt(p.lo), std::sqrt(p.mag)), "sqrt(" + p.text + ")");
+  }
+
+  // gelu, elu, erf, sin, cos, leaky_relu; maximum, minimum (broadcasting).
+  void newFunction() {
+    static const char *fns[] = {"gelu", "elu", "erf", "sin", "cos", "leaky_relu", "maximum", "minimum"};
+    std::string f = fns[pick(8)];
+    Val a = any();
+    if (f == "maximum" || f == "minimum") {
+      Dims as = a.shape;
+      Val b = operand([&](const Val &v) { Dims o; return v.text != a.text && broadcastDims(as, v.shape, o); },
+                      [&] { return freshLeaf(chance(0.5) ? as : Dims{}); });
+      if (chance(0.5)) std::swap(a, b);
+      Dims out;
+      broadcastDims(a.shape, b.shape, out);
+      feature("fn " + f + (a.shape == b.shape ? "" : " broadcasting"));
+      Val r = wrap(a, "", std::max(a.mag, b.mag), 0, std::max(a.hi, b.hi));
+      if (f == "maximum") r.lo = std::max(a.lo, b.lo);
+      else if (a.lo > 0 && b.lo > 0) r.lo = std::min(a.lo, b.lo);
+      r.shape = out;
+      return define(r, f + "(" + a.text + ", " + b.text + ")");
+    }
+    if (f == "leaky_relu") {
+      const bool slope = chance(0.5);
+      feature(slope ? "fn leaky_relu slope" : "fn leaky_relu");
+      return define(wrap(a, "", a.mag * (slope ? 2 : 1), 0, a.mag * (slope ? 2 : 1)),
+                    slope ? "leaky_relu(" + a.text + ", slope=-2)" : "leaky_relu(" + a.text + ")");
+    }
+    feature("fn " + f);
+    double mag = f == "gelu" ? a.mag : f == "elu" ? std::max(a.mag, 1.0) : 1;
+    define(wrap(a, "", mag, 0, mag), f + "(" + a.text + ")");
+  }
+
+  // max/min of all elements or along an axis (keepdims sometimes), of any rank.
+  void extremum() {
+    const bool mx = chance(0.5);
+    Val a = operand([](const Val &v) { return !v.shape.empty(); }, [&] { return freshLeaf(nonScalarShape()); });
+    const std::string f = mx ? "max" : "min";
+    Val r = wrap(a, "", a.mag, a.lo, a.hi);
+    if (a.shape.empty() || chance(0.3)) {
+      feature(f + " of all");
+      r.shape = {};
+      return define(r, f + "(" + a.text + ")");
+    }
+    const int axis = pick(static_cast<int>(a.shape.size()));
+    const bool keep = chance(0.3);
+    feature(fmt::format("{} axis of rank {}{}", f, a.shape.size(), keep ? " keepdims" : ""));
+    r.shape = a.shape;
+    if (keep) r.shape[static_cast<size_t>(axis)] = 1;
+    else r.shape.erase(r.shape.begin() + axis);
+    define(r, fmt::format("{}({}, {}{})", f, a.text, axis, keep ? ", keepdims=true" : ""));
+  }
+
+  // x[i], x[a:b], x[:, i], negative indices, several axes.
+  void indexing() {
+    Val a = operand([](const Val &v) { return !v.shape.empty(); }, [&] { return freshLeaf(nonScalarShape()); });
+    Val r = wrap(a, "", a.mag, a.lo, a.hi);
+    Dims out;
+    std::string idx;
+    const size_t axes = 1 + static_cast<size_t>(pick(static_cast<int>(std::min<size_t>(a.shape.size(), 2))));
+    for (size_t d = 0; d < a.shape.size(); ++d) {
+      const int64_t n = a.shape[d];
+      std::string part;
+      if (d >= axes) {
+        out.push_back(n);
+        continue;
+      }
+      switch (pick(4)) {
+      case 0: part = std::to_string(pick(static_cast<int>(n))); feature("index"); break;
+      case 1: part = std::to_string(-1 - pick(static_cast<int>(n))); feature("negative index"); break;
+      case 2: {
+        int64_t lo = pick(static_cast<int>(n)), hi = lo + 1 + pick(static_cast<int>(n - lo));
+        part = fmt::format("{}:{}", lo, hi);
+        out.push_back(hi - lo);
+        feature("slice");
+        break;
+      }
+      default:
+        if (d + 1 < axes || chance(0.5)) {
+          part = ":";
+          out.push_back(n);
+        } else {
+          part = fmt::format("-{}:", n);
+          out.push_back(n);
+          feature("negative slice");
+        }
+        break;
+      }
+      idx += (idx.empty() ? "" : ", ") + part;
+    }
+    if (axes > 1) feature("index of two axes");
+    r.shape = out;
+    define(r, a.text + "[" + idx + "]");
+  }
+
+  // concat along an axis; reshape to another factorization; flatten.
+  void joinOrReshape() {
+    Val a = operand([](const Val &v) { return !v.shape.empty(); }, [&] { return freshLeaf(nonScalarShape()); });
+    if (chance(0.5)) {
+      const int axis = pick(static_cast<int>(a.shape.size()));
+      Dims bs = a.shape;
+      bs[static_cast<size_t>(axis)] = dim();
+      Val b = withShape(bs);
+      Val r = wrap(a, "", std::max(a.mag, b.mag), std::min(a.lo, b.lo), std::max(a.hi, b.hi));
+      r.shape = a.shape;
+      r.shape[static_cast<size_t>(axis)] += bs[static_cast<size_t>(axis)];
+      feature(axis == 0 ? "concat" : "concat axis");
+      return define(r, axis == 0 && chance(0.5) ? fmt::format("concat({}, {})", a.text, b.text)
+                                                : fmt::format("concat({}, {}, axis={})", a.text, b.text, axis));
+    }
+    Val r = wrap(a, "", a.mag, a.lo, a.hi);
+    const int64_t n = numel(a.shape);
+    if (chance(0.3) || n == 1) {
+      feature("flatten");
+      r.shape = {n};
+      return define(r, "flatten(" + a.text + ")");
+    }
+    // A factorization of n: its smallest factor first, the rest, sometimes a leading 1.
+    int64_t f = 2;
+    while (n % f != 0) ++f;
+    r.shape = f == n ? Dims{1, n} : Dims{f, n / f};
+    if (chance(0.3)) r.shape.insert(r.shape.begin(), 1);
+    feature(fmt::format("reshape to rank {}", r.shape.size()));
+    define(r, fmt::format("reshape({}, {})", a.text, dimsText(r.shape)));
+  }
+
+  // conv2d (stride, padding, bias, kh != kw), the conv sugar, max and average pools, of an image
+  // [C, H, W].
+  void image() {
+    const int64_t C = 1 + pick(2), H = 4 + pick(4), W = 4 + pick(4);
+    Val x = bounded(withShape({C, H, W}), 1.5);
+    const int kind = pick(4);
+    const int64_t stride = 1 + pick(2);
+    if (kind < 2) {
+      const int64_t F = 1 + pick(3), kh = 1 + pick(3), kw = kind == 0 ? kh : 1 + pick(3), pad = pick(2);
+      const int64_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+      const double mag = static_cast<double>(C * kh * kw) * x.mag * 0.9 + 0.5;
+      Val r = wrap(x, "", mag, 0, mag);
+      r.shape = {F, Ho, Wo};
+      if (kind == 1 && chance(0.5)) {
+        feature("conv sugar");
+        const std::string name = fresh("c");
+        r.mag = r.hi = 1;
+        return defineAs(name, r, fmt::format("conv({}, {}, {}, tanh, stride={}, padding={})", x.text, F, kh, stride, pad));
+      }
+      Val K = newParamWithInit({F, C, kh, kw}, " ~ normal(0, 0.3)");
+      std::string bias;
+      if (chance(0.5)) {
+        bias = ", " + newParamWithInit({F}, " ~ normal(0, 0.3)").text;
+        feature("conv2d bias");
+      }
+      feature(kh == kw ? "conv2d" : "conv2d kh != kw");
+      if (stride > 1) feature("conv2d stride");
+      if (pad > 0) feature("conv2d padding");
+      return define(r, fmt::format("conv2d({}, {}{}, stride={}, padding={})", x.text, K.text, bias, stride, pad));
+    }
+    const int64_t k = 1 + pick(3);
+    Val r = wrap(x, "", x.mag, x.lo, x.hi);
+    r.shape = {C, (H - k) / stride + 1, (W - k) / stride + 1};
+    const bool mx = kind == 2;
+    feature(std::string(mx ? "maxpool2d" : "avgpool2d") + (stride < k ? " overlapping" : ""));
+    define(r, stride == k && chance(0.5) ? fmt::format("{}({}, {})", mx ? "maxpool2d" : "avgpool2d", x.text, k)
+                                         : fmt::format("{}({}, {}, stride={})", mx ? "maxpool2d" : "avgpool2d", x.text, k, stride));
+  }
+  Val newParamWithInit(const Dims &s, const std::string &init) {
+    Val v;
+    v.text = fresh("w");
+    v.shape = s;
+    v.leaf = true;
+    v.mag = 1;
+    decls_.push_back("param " + v.text + dimsText(s) + init);
+    pool_.push_back(v);
+    return use(pool_.size() - 1);
   }
 
   void power() {
@@ -711,8 +898,24 @@ private:
   void reduction() {
     bool mean = chance(0.5);
     std::string f = mean ? "mean" : "sum";
-    // All elements of a vector or a matrix, axis 0 of a vector, axis 0 or 1 of a matrix.
-    const int form = pick(5);
+    // All elements of a vector or a matrix, axis 0 of a vector, axis 0 or 1 of a matrix; any
+    // axis of rank 3 and 4 (keepdims sometimes).
+    const int form = pick(7);
+    if (form >= 5) {
+      Val a = operand([&](const Val &v) { return v.shape.size() >= 3; },
+                      [&] { return freshLeaf(chance(0.5) ? Dims{dim(), dim(), dim()} : Dims{2, dim(), 3, dim()}); });
+      a = notConstantSum(a);
+      const int axis = pick(static_cast<int>(a.shape.size()));
+      const bool keep = chance(0.3);
+      const int64_t count = a.shape[static_cast<size_t>(axis)];
+      Val r = wrap(a, "", a.mag * (mean ? 1 : static_cast<double>(count)), a.lo * (mean ? 1 : static_cast<double>(count)),
+                   a.hi * (mean ? 1 : static_cast<double>(count)));
+      r.shape = a.shape;
+      if (keep) r.shape[static_cast<size_t>(axis)] = 1;
+      else r.shape.erase(r.shape.begin() + axis);
+      feature(fmt::format("{} axis of rank {}{}", f, a.shape.size(), keep ? " keepdims" : ""));
+      return define(r, fmt::format("{}({}, {}{})", f, a.text, axis, keep ? ", keepdims=true" : ""));
+    }
     const size_t rank = form == 0 || form == 2 ? 1 : 2;
     const int axis = form < 2 ? -1 : form == 4 ? 1 : 0;
     Val a = operand([&](const Val &v) { return v.shape.size() == rank; },
@@ -934,7 +1137,16 @@ const std::vector<std::string> &requiredFeatures() {
       "dense weights shared", "cross_entropy of softmax", "cross_entropy of other", "bce of logistic",
       "bce of softmax", "bce of exp(-softplus)", "bce of scaled logistic", "mse", "shared value", "scalar input",
       "rank-2 input", "output of a leaf", "init uniform", "init normal", "init constant", "init default",
-      "init glorot"};
+      "init glorot",
+      // The grown-up language and images.
+      "rank-3 input", "rank-4 input", "fn gelu", "fn elu", "fn erf", "fn sin", "fn cos", "fn leaky_relu",
+      "fn leaky_relu slope", "fn maximum", "fn minimum", "fn maximum broadcasting", "fn minimum broadcasting",
+      "max of all", "min of all", "max axis of rank 2", "min axis of rank 3", "max axis of rank 4",
+      "sum axis of rank 3", "mean axis of rank 4", "sum axis of rank 3 keepdims", "index", "negative index",
+      "slice", "negative slice", "index of two axes", "concat", "concat axis", "flatten", "reshape to rank 2",
+      "reshape to rank 3", "conv2d", "conv2d kh != kw", "conv2d stride", "conv2d padding", "conv2d bias",
+      "conv sugar", "maxpool2d", "maxpool2d overlapping", "avgpool2d", "avgpool2d overlapping",
+      "softmax of rank 3"};
   return f;
 }
 
@@ -952,6 +1164,17 @@ TEST_CASE("jit: the generator is deterministic and its programs compile", "[jit]
     if (!m) FAIL_CHECK(m.error().message);
   }
   CHECK(f1 == f2);
+}
+
+// Not run by default: writes generated programs as snapshots for the emit-cpp tests
+// (NABLA_SNAPSHOT_DIR, seeds NABLA_FUZZ_SEED .. + NABLA_FUZZ_COUNT).
+TEST_CASE("jit: write generated programs", "[.snapshot]") {
+  const char *dir = std::getenv("NABLA_SNAPSHOT_DIR");
+  REQUIRE(dir);
+  std::set<std::string> features;
+  const uint64_t base = envOr("NABLA_FUZZ_SEED", 2000), count = envOr("NABLA_FUZZ_COUNT", 6);
+  for (uint64_t seed = base; seed < base + count; ++seed)
+    std::ofstream(std::filesystem::path(dir) / fmt::format("generated_{}.nn", seed)) << generateProgram(seed, false, features);
 }
 
 TEST_CASE("jit: random programs agree with the interpreter (f64 1e-12, f32 1e-4)", "[jit][jit-fuzz]") {
@@ -980,11 +1203,15 @@ namespace {
 std::vector<std::filesystem::path> corpusPrograms() {
   namespace fs = std::filesystem;
   std::vector<fs::path> files;
-  for (const char *dir : {"samples", "tests/golden/ok"}) {
+  // The emit-cpp tests' programs of one function or form each (op_*.nn) too: the ranks and ops
+  // of the grown-up language and of images are there.
+  for (const char *dir : {"samples", "tests/golden/ok", "tests/golden/front", "tests/emit/programs"}) {
     fs::path d = fs::path(NABLA_SOURCE_DIR) / dir;
     if (!fs::is_directory(d)) continue;
     for (auto &e : fs::directory_iterator(d))
-      if (e.path().extension() == ".nn") files.push_back(e.path());
+      if (e.path().extension() == ".nn" &&
+          (std::string_view(dir) != "tests/emit/programs" || e.path().filename().string().rfind("op_", 0) == 0))
+        files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -1325,6 +1552,7 @@ TEST_CASE("jit: matrix products of sizes around the backend's tiles and chunks",
 // images, forward only, JIT (f64) against a plain reference evaluator written here from the op
 // table's comments (independent of the interpreter: a second oracle).
 #include "EmitCpp.h"
+#include "Evaluate.h"
 #include "LowerToLoops.h"
 #include "../fuzz/LoopCheck.h"
 #include "llvm/JitSession.h"
@@ -1752,6 +1980,15 @@ std::vector<BuiltCase> builtCases() {
          }
          return o;
        }},
+      {"max and average pools, first order (their gradients are pool adjoints)", {Shape{2, 7, 5}}, {},
+       [](Graph &g, Xs x, Xs) {
+         std::vector<NodeId> o;
+         for (auto [k, st] : std::vector<std::pair<int64_t, int64_t>>{{2, 2}, {3, 2}, {2, 1}, {3, 3}}) {
+           o.push_back(g.make(Op::MaxPool2d, {x[0]}, 0, 0, {}, {k, st}));
+           o.push_back(g.make(Op::AvgPool2d, {g.unary(Op::Tanh, x[0])}, 0, 0, {}, {k, st}));
+         }
+         return o;
+       }},
       {"pools and their adjoints: windows that do not divide, overlapping", {Shape{2, 7, 5}}, {},
        [](Graph &g, Xs x, Xs) {
          std::vector<NodeId> o;
@@ -1872,4 +2109,75 @@ TEST_CASE("jit: a value beyond the element limit is the program's error, not an 
   CHECK(g.error().message.find("big2.nn") == 0);
   CHECK(g.error().message.find("[65536, 65536]") != std::string::npos);
   CHECK(g.error().message.find("internal") == std::string::npos);
+}
+
+TEST_CASE("jit: loss and gradient through every new op agree with the interpreter", "[jit][jit-ops]") {
+  // Each hand-built case with every leaf an input times a param of its shape (so that every
+  // value is per example and every gradient flows back through the ops and their adjoints:
+  // conv2d_input_grad, maxpool2d_grad, extreme masks, pads, ...), and the loss Σ_k sum(sin(y_k)).
+  // JIT (f64 and f32) against the interpreter at batches 1, 3 and 8.
+  for (const BuiltCase &c : builtCases()) {
+    INFO(c.name);
+    std::vector<Shape> leaves = c.inputs;
+    leaves.insert(leaves.end(), c.params.begin(), c.params.end());
+    Built b = buildProgram(leaves, leaves, [&](Graph &g, Xs x, Xs w) {
+      std::vector<NodeId> l;
+      for (size_t i = 0; i < x.size(); ++i) l.push_back(g.binary(Op::Mul, x[i], w[i]));
+      return c.build(g, std::vector<NodeId>(l.begin(), l.begin() + static_cast<std::ptrdiff_t>(c.inputs.size())),
+                     std::vector<NodeId>(l.begin() + static_cast<std::ptrdiff_t>(c.inputs.size()), l.end()));
+    });
+    NodeId loss = kNoNode;
+    for (NodeId y : b.outs) {
+      NodeId t = b.p.graph.make(Op::Sum, {b.p.graph.unary(Op::Sin, y)});
+      loss = loss == kNoNode ? t : b.p.graph.binary(Op::Add, loss, t);
+    }
+    NamedValue lv;
+    lv.name = "E";
+    lv.node = loss;
+    b.p.loss = lv;
+    auto d = derive(b.p);
+    if (!d) {
+      // The second derivative through overlapping max pools is undefined: a clear error (the
+      // pool case applies maxpool2d_grad itself). Its first-order gradient is the case below.
+      INFO(d.error().message);
+      CHECK(std::string(c.name).find("pools") == 0);
+      continue;
+    }
+    loops::Program L = lowerToLoops(b.p, d->outputs, &*d);
+    CHECK(fuzz::checkLoops(L, {b.p.paramCount(), b.p.inputCount(), b.p.targetCount(), b.p.outputCount()}) == "");
+    for (bool f64 : {true, false}) {
+      INFO((f64 ? "f64" : "f32"));
+      JitOptions o;
+      o.f64 = f64;
+      auto jit = JitSession::create(L, o);
+      REQUIRE(jit);
+      for (int64_t n : {1, 3, 8}) {
+        INFO("batch " << n);
+        std::vector<double> params, inputs;
+        builtData(b, n, 40 + static_cast<uint64_t>(n), params, inputs);
+        for (double &x : inputs) x = x == 0 ? 0.5 : x; // no zero leaves: ties of 0 * w
+        LossAndGradient want = interpretLossAndGradient(b.p, *d, f64 ? DType::F64 : DType::F32, params, inputs.data(), nullptr, n);
+        std::vector<double> grads(params.size());
+        double loss = 0;
+        const size_t ws = static_cast<size_t>(L.workspaceFixed + L.workspacePerExample * n) + 1;
+        if (f64) {
+          std::vector<double> w(ws);
+          double dummy = 0;
+          using Fn = double (*)(const double *, const double *, const double *, int64_t, double *, double *);
+          loss = reinterpret_cast<Fn>((*jit)->gradient())(params.data(), inputs.data(), &dummy, n, grads.data(), w.data());
+        } else {
+          std::vector<float> w(ws), pf(params.begin(), params.end()), inf(inputs.begin(), inputs.end()), gf(params.size());
+          float dummy = 0;
+          using Fn = float (*)(const float *, const float *, const float *, int64_t, float *, float *);
+          loss = reinterpret_cast<Fn>((*jit)->gradient())(pf.data(), inf.data(), &dummy, n, gf.data(), w.data());
+          grads.assign(gf.begin(), gf.end());
+        }
+        const double tol = f64 ? 1e-12 : 1e-4;
+        CHECK(compareArrays(&loss, &want.loss, 1, tol, "loss") == "");
+        for (const Decl &p : b.p.params)
+          CHECK(compareArrays(grads.data() + p.offset, want.grads.data() + p.offset, static_cast<size_t>(p.shape.numel()), tol,
+                              "d/d" + p.name, std::abs(want.loss) + 1, f64 ? 1e-13 : 1e-5) == "");
+      }
+    }
+  }
 }

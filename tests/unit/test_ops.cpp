@@ -391,6 +391,9 @@ std::vector<std::pair<Op, Printed>> printedForms(Bench &b, std::vector<NodeId> &
   add(tg, "T");
   add(x, "x");
   add(g.constant(2.5), "2.5");
+  // the constants of gelu's and erf's derivatives by name
+  add(g.binary(Op::Mul, g.constant(0.70710678118654752440), x), "1/√2 * x", "1/sqrt(2) * x");
+  add(g.binary(Op::Mul, g.constant(2 / std::sqrt(M_PI)), x), "2/√π * x", "2/sqrt(pi) * x");
   add(g.unary(Op::Neg, x), "-x");
   for (Op op : {Op::Logistic, Op::Tanh, Op::Relu, Op::Softplus, Op::Exp, Op::Log, Op::Sqrt, Op::Abs,
                 Op::Step, Op::Sign, Op::Gelu, Op::Elu, Op::Erf, Op::Sin, Op::Cos})
@@ -416,6 +419,13 @@ std::vector<std::pair<Op, Printed>> printedForms(Bench &b, std::vector<NodeId> &
   add(g.slice(g.binary(Op::Add, x, y), {3, 1}, Shape{1, 2}), "(x + y)[3:4, 1:3]");
   add(g.pad(v, {2}, Shape{6}), "pad(v, [6], at=[2])");
   add(g.reshape(x, Shape{2, 6}), "reshape(x, [2, 6])");
+  add(g.reshape(x, Shape{12}), "flatten(x)");
+  // indexing: a slice of extent 1 and a reshape that drops that axis print as the source's x[i]
+  add(g.reshape(g.slice(x, {1, 0}, Shape{1, 3}), Shape{3}), "x[1]");
+  add(g.reshape(g.slice(x, {0, 2}, Shape{4, 1}), Shape{4}), "x[:, 2]");
+  add(g.reshape(g.slice(x, {3, 2}, Shape{1, 1}), Shape{}), "x[3, 2]");
+  add(g.reshape(g.slice(x, {1, 1}, Shape{2, 1}), Shape{2}), "x[1:3, 1]");
+  add(g.reshape(g.slice(x, {1, 0}, Shape{1, 3}), Shape{1, 3}), "reshape(x[1:2, :], [1, 3])");
   add(g.make(Op::Concat, {x, y}, 0, 1), "concat(x, y, axis=1)");
   add(g.make(Op::Concat, {g.make(Op::Concat, {x, y}, 0, 0), x}, 0, 0), "concat(x, y, x, axis=0)");
   add(g.sumTo(x, Shape{3}), "sum(x, 0)");
@@ -500,6 +510,20 @@ TEST_CASE("ops: simplifier rules for the new ops; none assumes rank <= 2", "[ops
     CHECK(g.node(r).a() == X);
     CHECK(S.simplify(g.reshape(g.reshape(X, Shape{24}), Shape{2, 3, 4})) == X);
     CHECK(S.simplify(g.reshape(X, Shape{2, 3, 4})) == X);
+  }
+  SECTION("a slice of a slice is one slice; a pad of a pad one pad") {
+    NodeId ss = g.slice(g.slice(X, {1, 0, 1}, Shape{1, 3, 3}), {0, 1, 1}, Shape{1, 2, 1});
+    NodeId r = S.simplify(ss);
+    REQUIRE(g.op(r) == Op::Slice);
+    CHECK(g.node(r).a() == X);
+    CHECK(g.node(r).attrs == std::vector<int64_t>{1, 1, 2});
+    CHECK(b.eval(r) == b.eval(ss));
+    NodeId pp = g.pad(g.pad(X, {0, 1, 0}, Shape{2, 5, 4}), {1, 0, 2}, Shape{3, 5, 7});
+    NodeId rp = S.simplify(pp);
+    REQUIRE(g.op(rp) == Op::Pad);
+    CHECK(g.node(rp).a() == X);
+    CHECK(g.node(rp).attrs == std::vector<int64_t>{1, 1, 2});
+    CHECK(b.eval(rp) == b.eval(pp));
   }
   SECTION("a slice or a pad of the whole extent is the operand") {
     CHECK(S.simplify(g.slice(X, {0, 0, 0}, Shape{2, 3, 4})) == X);
@@ -628,7 +652,7 @@ TEST_CASE("ops: grad text of slices, concat, max and gelu", "[ops][print]") {
   NodeId mm = h.value("mm", g.binary(Op::Maximum, m, g.make(Op::LeakyRelu, {m}, 0.2)));
   h.loss("E", g.unary(Op::Sum, g.binary(Op::Mul, mm, mm)));
   // maximum's two terms (a and, through leaky_relu, b); max's mask; concat's two slices; the
-  // slice's pad; gelu' = Phi + x phi with its constants by name
+  // slice's pad; gelu' = Phi + x phi as gelu'(x W)
   CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
 # A param's gradient over a batch is the mean of these.
 dE/dmm = 2 * mm
@@ -636,7 +660,7 @@ dE/dm = 2 * (mm * [m ≥ leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m ≥ leak
 dE/dboth = argmax_mask(both, 1) * dE/dm
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
-dE/dW = xᵀ (dE/dh * (0.5 * (1 + erf(1/√2 * (x W))) + 1/√(2π) * (x W * exp(-0.5 * (x W)^2))))
+dE/dW = xᵀ (dE/dh * gelu'(x W))
 )");
   CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
 # A param's gradient over a batch is the mean of these.
@@ -645,6 +669,73 @@ dE/dm = 2 * (mm * [m >= leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m >= leaky_
 dE/dboth = argmax_mask(both, 1) * dE/dm
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
-dE/dW = transpose(x) @ (dE/dh * (0.5 * (1 + erf(1/sqrt(2) * (x @ W))) + 1/sqrt(2*pi) * (x @ W * exp(-0.5 * (x @ W)^2))))
+dE/dW = transpose(x) @ (dE/dh * gelu'(x @ W))
 )");
+}
+
+TEST_CASE("ops: grad shows a recurrence's per-step terms as one Σ over t (issue 13)", "[ops][print]") {
+  // An RNN unrolled over T = 4 steps as a recurrence would be: the values of step t are named
+  // FAMILY[t] (x[t], h[t]); every state is an output (hs), so each state but the last has two
+  // consumers: the stack at t and the step t + 1.
+  HandProgram h;
+  Graph &g = h.b.g();
+  const int64_t T = 4;
+  NodeId xs = h.input("xs", Shape{T, 2});
+  NodeId Wih = h.param("rnn.W_ih", Shape{3, 2});
+  NodeId Whh = h.param("rnn.W_hh", Shape{3, 3});
+  NodeId bias = h.param("rnn.b", Shape{3});
+  std::vector<NodeId> states;
+  for (int64_t t = 0; t < T; ++t) {
+    NodeId x = h.value(fmt::format("x[{}]", t), g.reshape(g.slice(xs, {t, 0}, Shape{1, 2}), Shape{2}));
+    NodeId pre = g.binary(Op::Add, g.binary(Op::MatMul, Wih, x), bias);
+    if (t > 0) pre = g.binary(Op::Add, pre, g.binary(Op::MatMul, Whh, states.back()));
+    states.push_back(h.value(fmt::format("h[{}]", t), g.unary(Op::Tanh, pre)));
+  }
+  NodeId hs = g.reshape(states[0], Shape{1, 3});
+  for (int64_t t = 1; t < T; ++t) hs = g.make(Op::Concat, {hs, g.reshape(states[static_cast<size_t>(t)], Shape{1, 3})}, 0, 0);
+  hs = h.value("hs", hs);
+  h.loss("E", g.unary(Op::Sum, g.binary(Op::Mul, hs, hs)));
+  // dE/dh[t] for t < 3 is printed once over t; each param's T consumers are one Σ over t
+  CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dhs = 2 * hs
+dE/dh[3] = dE/dhs[3]
+dE/dh[t] = Σ over the 2 consumers of h[t]:    (for t=0..2)
+           dE/dhs[t]                                   ← from hs
+         + rnn.W_hhᵀ (dE/dh[t+1] * (1 - h[t+1]^2))     ← from h[t+1]
+dE/drnn.W_hh = Σ_{t=1..3} (dE/dh[t] * (1 - h[t]^2)) ⊗ h[t-1]   ← from h[t], one term per step
+dE/drnn.b = Σ_{t=0..3} dE/dh[t] * (1 - h[t]^2)   ← from h[t], one term per step
+dE/drnn.W_ih = Σ_{t=0..3} (dE/dh[t] * (1 - h[t]^2)) ⊗ x[t]   ← from h[t], one term per step
+)");
+  CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dhs = 2 * hs
+dE/dh[3] = dE/dhs[3]
+dE/dh[t] = sum over the 2 consumers of h[t]:    (for t=0..2)
+           dE/dhs[t]                                             <- from hs
+         + transpose(rnn.W_hh) @ (dE/dh[t+1] * (1 - h[t+1]^2))   <- from h[t+1]
+dE/drnn.W_hh = sum_{t=1..3} outer(dE/dh[t] * (1 - h[t]^2), h[t-1])   <- from h[t], one term per step
+dE/drnn.b = sum_{t=0..3} dE/dh[t] * (1 - h[t]^2)   <- from h[t], one term per step
+dE/drnn.W_ih = sum_{t=0..3} outer(dE/dh[t] * (1 - h[t]^2), x[t])   <- from h[t], one term per step
+)");
+}
+
+TEST_CASE("ops: grad keeps the per-step terms apart where their formulas differ over t", "[ops][print]") {
+  HandProgram h;
+  Graph &g = h.b.g();
+  NodeId x = h.input("x", Shape{2});
+  NodeId W = h.param("W", Shape{2, 2});
+  NodeId h0 = h.value("h[0]", g.unary(Op::Tanh, g.binary(Op::MatMul, W, x)));
+  NodeId h1 = h.value("h[1]", g.unary(Op::Tanh, g.binary(Op::MatMul, W, h0)));
+  NodeId h2 = h.value("h[2]", g.unary(Op::Sin, g.binary(Op::MatMul, W, h1)));
+  h.loss("E", g.unary(Op::Sum, h2));
+  const std::string text = h.grad(false);
+  INFO(text);
+  // the three terms read differently over t (x at step 0, sin at step 2): none is merged
+  CHECK(text.find("dE/dW = Σ over the 3 consumers of W:") != std::string::npos);
+  CHECK(text.find("Σ_{") == std::string::npos);
+  CHECK(text.find("[t") == std::string::npos);
+  CHECK(text.find("← from h[2]") != std::string::npos);
+  CHECK(text.find("dE/dh[1] = ") != std::string::npos);
+  CHECK(text.find("dE/dh[0] = ") != std::string::npos);
 }

@@ -311,9 +311,10 @@ TEST_CASE("recurrence: rnn, gru and lstm states match PyTorch's cell equations",
     // h[t] is row t of the stacked states, and the per-step values are named in step order.
     auto last = b.eval(u.h.back());
     CHECK(std::equal(last.begin(), last.end(), got.end() - H));
-    const size_t perStep = k == CellKind::Gru ? 4 : k == CellKind::Lstm ? 6 : 1;
+    const size_t perStep = k == CellKind::Gru ? 5 : k == CellKind::Lstm ? 7 : 2; // x, gates, c, h
     REQUIRE(u.values.size() == perStep * T);
     for (size_t i = 0; i < u.values.size(); ++i) CHECK(u.values[i].t == static_cast<int64_t>(i / perStep));
+    CHECK(u.values.front().name == "x");
     CHECK(u.values.back().name == "h");
     CHECK(u.values.back().node == u.h.back());
   }
@@ -529,7 +530,7 @@ TEST_CASE("recurrence: rnn, gru and lstm in the language equal the recurrence wr
       CHECK(builtin.params[i].init.b == Approx(1 / std::sqrt(double(H))));
       CHECK(builtin.params[i].shape == hand.params[i].shape);
     }
-    CHECK(builtin.graph.shape(builtin.values[0].node) == Shape{T, H});
+    CHECK(builtin.graph.shape(builtin.values[builtin.values.size() - 2].node) == Shape{T, H});
     // One recurrence with its per-step values; the state is named h, the last value of a step.
     REQUIRE(builtin.recurrences.size() == 1);
     const RecurrenceSteps &rs = builtin.recurrences[0];
@@ -537,6 +538,10 @@ TEST_CASE("recurrence: rnn, gru and lstm in the language equal the recurrence wr
     CHECK(rs.steps == T);
     CHECK(rs.values.back().name == "h");
     CHECK(rs.values.back().t == T - 1);
+    // ... and the same as named values FAMILY[t] before the statement's value.
+    CHECK(builtin.values[0].name == "hs.x[0]");
+    CHECK(builtin.values[rs.values.size() - 1].name == fmt::format("hs.h[{}]", T - 1));
+    CHECK(builtin.values[rs.values.size()].name == "hs");
 
     Rng rng(++seed);
     std::vector<double> P = uniformDraws(rng, builtin.paramCount(), -0.7, 0.7);
@@ -579,14 +584,18 @@ TEST_CASE("recurrence: scan of a layer cell is rnn, with one instance of the cel
     CHECK(scanned.params[i].name == rnn.params[i].name);
     CHECK(scanned.params[i].shape == rnn.params[i].shape);
   }
-  // The cell's value `a` is a per-step value hs.a[t], not a statement.
-  CHECK(scanned.values.size() == 2); // hs, E
+  // The cell's value `a` is a per-step value hs.a[t]: x[t], a[t], h[t] a step, then hs and E.
   REQUIRE(scanned.recurrences.size() == 1);
   const RecurrenceSteps &rs = scanned.recurrences[0];
-  REQUIRE(rs.values.size() == 10);
-  CHECK(rs.values[0].name == "a");
-  CHECK(rs.values[1].name == "h");
-  CHECK(rs.values[9].t == 4);
+  REQUIRE(rs.values.size() == 15);
+  CHECK(rs.values[0].name == "x");
+  CHECK(rs.values[1].name == "a");
+  CHECK(rs.values[2].name == "h");
+  CHECK(rs.values[14].t == 4);
+  REQUIRE(scanned.values.size() == 17);
+  CHECK(scanned.values[1].name == "hs.a[0]");
+  CHECK(scanned.values[14].name == "hs.h[4]");
+  CHECK(scanned.values[15].name == "hs");
   Rng rng(77);
   std::vector<double> P = uniformDraws(rng, rnn.paramCount(), -0.7, 0.7);
   std::vector<double> X = uniformDraws(rng, 2 * rnn.inputCount(), -1.5, 1.5);
@@ -609,9 +618,9 @@ TEST_CASE("recurrence: scan with nested calls, a learned initial state and a mat
   std::vector<std::string> names;
   for (auto &d : p.params) names.push_back(d.name);
   CHECK(names == std::vector<std::string>{"h0", "hs.U", "hs.z.W", "hs.z.b"});
-  CHECK(p.graph.shape(p.values[0].node) == Shape{4, 2, 3});
+  CHECK(p.graph.shape(p.values[p.values.size() - 2].node) == Shape{4, 2, 3}); // hs, before E
   REQUIRE(p.recurrences.size() == 1);
-  CHECK(p.recurrences[0].values[0].name == "z");
+  CHECK(p.recurrences[0].values[1].name == "z");
   Rng rng(78);
   std::vector<double> P = uniformDraws(rng, p.paramCount(), -0.8, 0.8);
   std::vector<double> X = uniformDraws(rng, 2 * p.inputCount(), -1, 1);
@@ -661,6 +670,7 @@ TEST_CASE("recurrence: errors name the place and say what is expected", "[recurr
       {"layer c(h) {\n  return h\n}\n" + head + "hs = scan(c, zeros([3]), xs)\n", "t.nn:7:11",
        "two value arguments"},
       {cell + head + "hs = scan(c, zeros([3]), 2)\n", "t.nn:7:26", "first (time) axis"},
+      {"input xs[15000, 2]\nh1 = rnn(xs, 2)\nh2 = gru(xs, 2)\n", "t.nn:3:10", "more than 20000 steps in all"},
   };
   for (const Case &c : cases) {
     std::string diags;
