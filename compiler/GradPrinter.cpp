@@ -339,12 +339,13 @@ bool isNameChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
 }
 
-// A text over step t instead of step `t`: every step index NAME[k] becomes NAME[t], NAME[t-1],
-// NAME[t+2], ... (slices print as x[a:b] and shapes after a space or `=`, so they stay).
+// A text over step t instead of step `t`: every step index NAME[k] (or index (EXPR)[k]) becomes
+// NAME[t], NAME[t-1], NAME[t+2], ... (slices print as x[a:b] and shapes after a space or `=`,
+// so they stay).
 std::string abstractSteps(const std::string &text, int64_t t) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '[' && i > 0 && isNameChar(text[i - 1])) {
+    if (text[i] == '[' && i > 0 && (isNameChar(text[i - 1]) || text[i - 1] == ')')) {
       size_t j = i + 1;
       int64_t k = 0;
       while (j < text.size() && text[j] >= '0' && text[j] <= '9' && k < 1000000000) k = k * 10 + (text[j++] - '0');
@@ -364,7 +365,7 @@ std::string abstractSteps(const std::string &text, int64_t t) {
 std::string concreteStep(const std::string &text, int64_t t) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text.compare(i, 2, "[t") == 0 && i > 0 && isNameChar(text[i - 1])) {
+    if (text.compare(i, 2, "[t") == 0 && i > 0 && (isNameChar(text[i - 1]) || text[i - 1] == ')')) {
       size_t j = i + 2;
       int64_t rel = 0, sign = 1;
       if (j < text.size() && (text[j] == '+' || text[j] == '-')) {
