@@ -339,12 +339,13 @@ bool isNameChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
 }
 
-// A text over step t instead of step `t`: every step index NAME[k] becomes NAME[t], NAME[t-1],
-// NAME[t+2], ... (slices print as x[a:b] and shapes after a space or `=`, so they stay).
+// A text over step t instead of step `t`: every step index NAME[k] (or index (EXPR)[k]) becomes
+// NAME[t], NAME[t-1], NAME[t+2], ... (slices print as x[a:b] and shapes after a space or `=`,
+// so they stay).
 std::string abstractSteps(const std::string &text, int64_t t) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '[' && i > 0 && isNameChar(text[i - 1])) {
+    if (text[i] == '[' && i > 0 && (isNameChar(text[i - 1]) || text[i - 1] == ')')) {
       size_t j = i + 1;
       int64_t k = 0;
       while (j < text.size() && text[j] >= '0' && text[j] <= '9' && k < 1000000000) k = k * 10 + (text[j++] - '0');
@@ -364,7 +365,7 @@ std::string abstractSteps(const std::string &text, int64_t t) {
 std::string concreteStep(const std::string &text, int64_t t) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text.compare(i, 2, "[t") == 0 && i > 0 && isNameChar(text[i - 1])) {
+    if (text.compare(i, 2, "[t") == 0 && i > 0 && (isNameChar(text[i - 1]) || text[i - 1] == ')')) {
       size_t j = i + 2;
       int64_t rel = 0, sign = 1;
       if (j < text.size() && (text[j] == '+' || text[j] == '-')) {
@@ -394,18 +395,40 @@ std::string stepRange(std::vector<int64_t> steps) {
   return fmt::format("t ∈ {{{}}}", list);
 }
 
-// Which statement each forward node belongs to: the first named value (in source order) whose
+// The labels of the gradient's terms: the statements (Program::values) and the per-step values
+// of recurrences (`hs.h[3]`, which are not statements), each with the statement it belongs to.
+struct Owner {
+  std::string label;
+  NodeId root;
+  size_t statement; // index in Program::values
+};
+
+std::vector<Owner> ownerList(const Program &p, const Derivation &d) {
+  std::vector<Owner> list;
+  for (size_t i = 0; i < p.values.size(); ++i) {
+    // A recurrence's step values first, in step order: the nodes of step t belong to them, the
+    // stacking of the states to the statement itself.
+    for (const RecurrenceSteps &rs : p.recurrences)
+      if (rs.statement == p.values[i].statement)
+        for (const StepValue &sv : rs.values)
+          list.push_back({fmt::format("{}.{}[{}]", rs.name, sv.name, sv.t), d.simplifier->simplify(sv.node), i});
+    list.push_back({p.values[i].name, d.values[i], i});
+  }
+  return list;
+}
+
+// Which owner (index in `list`) each forward node belongs to: the first (in source order) whose
 // expression, stopping at other named values, contains it.
-std::unordered_map<NodeId, size_t> owners(const Program &p, const Derivation &d,
+std::unordered_map<NodeId, size_t> owners(const Program &p, const std::vector<Owner> &list,
                                           const std::unordered_map<NodeId, std::string> &names) {
   std::unordered_map<NodeId, size_t> owner;
-  for (size_t i = 0; i < d.values.size(); ++i) {
-    std::vector<NodeId> stack{d.values[i]};
+  for (size_t i = 0; i < list.size(); ++i) {
+    std::vector<NodeId> stack{list[i].root};
     while (!stack.empty()) {
       NodeId id = stack.back();
       stack.pop_back();
       if (owner.count(id)) continue;
-      if (id != d.values[i] && names.count(id)) {
+      if (id != list[i].root && names.count(id)) {
         if (p.graph.op(id) == Op::Param) owner[id] = i; // a param belongs to its first user
         continue;
       }
@@ -434,8 +457,13 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   Renderer r(G, opts);
   for (auto *list : {&p.inputs, &p.targets, &p.params})
     for (auto &decl : *list) r.names.emplace(decl.node, decl.name);
+  // The step values' names before the statements' (`last = hs[-1]` is hs.h[T-1], which must
+  // keep its step's name for the per-step terms to read the same over t).
+  const std::vector<Owner> ownerInfo = ownerList(p, d);
+  for (const Owner &o : ownerInfo)
+    if (stepOf(o.label).second >= 0) r.names.emplace(o.root, o.label);
   for (size_t i = 0; i < p.values.size(); ++i) r.names.emplace(d.values[i], p.values[i].name);
-  auto owner = owners(p, d, r.names);
+  auto owner = owners(p, ownerInfo, r.names);
   const std::string &L = p.loss->name;
   auto dname = [&](const std::string &n) { return fmt::format("d{}/d{}", L, n); };
   auto adjointOf = [&](NodeId fwd) -> NodeId {
@@ -455,7 +483,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   std::vector<std::vector<size_t>> paramsOf(p.values.size());
   for (size_t k = 0; k < p.params.size(); ++k) {
     auto it = owner.find(p.params[k].node);
-    if (it != owner.end()) paramsOf[it->second].push_back(k), placed.insert(k);
+    if (it != owner.end()) paramsOf[ownerInfo[it->second].statement].push_back(k), placed.insert(k);
   }
   // A value that simplifies to another named node (`p = --x`, `h = x * 1`) is that node: it is
   // not listed on its own (its consumers are the other node's).
@@ -467,6 +495,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
         if (decl.node == node) return decl.name;
     for (size_t j = 0; j < i; ++j)
       if (d.values[j] == node) return p.values[j].name;
+    for (const Owner &o : ownerInfo)
+      if (o.root == node && o.statement < i && stepOf(o.label).second >= 0) return o.label;
     return "";
   };
   for (size_t i = p.values.size(); i-- > 0;) {
@@ -476,6 +506,11 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
                              p.loss->name, alias);
     } else if (p.values[i].statement != p.loss->statement)
       items.push_back({p.values[i].name, d.values[i], false});
+    // A recurrence's step values after it, from the last step back (the first name of a node wins).
+    for (size_t j = ownerInfo.size(); j-- > 0;)
+      if (ownerInfo[j].statement == i && ownerInfo[j].root != d.values[i] &&
+          r.names.at(ownerInfo[j].root) == ownerInfo[j].label)
+        items.push_back({ownerInfo[j].label, ownerInfo[j].root, false});
     // A statement's params in reverse order too: the bias, added last, comes first.
     for (size_t k : std::vector<size_t>(paramsOf[i].rbegin(), paramsOf[i].rend())) items.push_back({p.params[k].name, p.params[k].node, true});
   }
@@ -488,11 +523,23 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   std::string out = fmt::format("# The gradient of {} for one example, from the loss backwards.\n", L);
   out += "# A param's gradient over a batch is the mean of these.\n";
   // Register every adjoint first (in printing order; the first name for a node wins), so later
-  // formulas refer to dE/dNAME of earlier lines.
+  // formulas refer to dE/dNAME of earlier lines. The step values of recurrences go first: where
+  // `last = hs[-1]`, dE/dlast is dE/dhs.h[T-1], and the per-step terms read the same over t only
+  // if step T-1's say dE/dhs.h[T-1] too.
+  for (bool steps : {true, false})
+    for (const Item &it : items) {
+      if (it.isParam || (stepOf(it.name).second >= 0) != steps) continue;
+      NodeId a = adjointOf(it.fwd);
+      double c;
+      // (an adjoint that is a named forward value, as dE/dW = x for E = sum(W * x), keeps its
+      // name, except for a step's adjoint: there dE/dhs.h[t] for every t reads best)
+      if (a != kNoNode && !G.constValue(a, c) && (steps || !r.names.count(a)))
+        r.adjoints.emplace(a, dname(it.name));
+    }
   for (const Item &it : items) {
     NodeId a = adjointOf(it.fwd);
     double c;
-    if (a != kNoNode && !G.constValue(a, c)) r.adjoints.emplace(a, dname(it.name));
+    if (it.isParam && a != kNoNode && !G.constValue(a, c) && !r.names.count(a)) r.adjoints.emplace(a, dname(it.name));
   }
   std::string notes;
   const char *arrow = opts.ascii ? "<-" : "←";
@@ -507,8 +554,10 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     std::vector<std::pair<std::string, NodeId>> groups;
     for (const Contribution &c : d.gradient.contributions[static_cast<size_t>(it.fwd)]) {
       auto o = owner.find(c.consumer);
-      std::string label = o != owner.end() ? p.values[o->second].name : "?";
+      std::string label = o != owner.end() ? ownerInfo[o->second].label : "?";
       NodeId term = S.simplify(c.term);
+      double zero;
+      if (G.constValue(term, zero) && zero == 0) continue; // a consumer that passes nothing back
       bool merged = false;
       for (auto &gp : groups)
         if (gp.first == label) gp.second = S.make(Op::Add, gp.second, term), merged = true;

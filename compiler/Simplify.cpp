@@ -140,6 +140,25 @@ NodeId Simplifier::rewriteBinary(Op op, NodeId a, NodeId b, const Shape &out) {
     if (nb.op == Op::Neg) return make(Op::Sub, a, nb.a());             // x + -y -> x - y
     if (na.op == Op::Neg) return make(Op::Sub, b, na.a());             // -x + y -> y - x
     if (a == b) return make(Op::Mul, g_.constant(2), a);               // x + x -> 2 * x
+    if (na.op == Op::Pad && nb.op == Op::Pad && na.shape == nb.shape) { // pad(x) + pad(y) -> pad(concat)
+      // Two padded values side by side along one axis (and aligned on the others) fill disjoint,
+      // adjacent regions: their sum is the two joined, padded (a stacked gate's gradient).
+      const Shape sx = g_.shape(na.a()), sy = g_.shape(nb.a());
+      int axis = -1;
+      bool aligned = sx.rank() == sy.rank();
+      for (int k = 0; aligned && k < sx.rank(); ++k) {
+        const size_t u = static_cast<size_t>(k);
+        if (na.attrs[u] == nb.attrs[u] && sx[k] == sy[k]) continue;
+        const bool adjacent = na.attrs[u] + sx[k] == nb.attrs[u] || nb.attrs[u] + sy[k] == na.attrs[u];
+        if (axis >= 0 || !adjacent) aligned = false;
+        axis = k;
+      }
+      if (aligned && axis >= 0) {
+        const bool xFirst = na.attrs[static_cast<size_t>(axis)] < nb.attrs[static_cast<size_t>(axis)];
+        NodeId joined = make(Op::Concat, xFirst ? na.a() : nb.a(), xFirst ? nb.a() : na.a(), 0, axis);
+        return make(Op::Pad, joined, kNoNode, 0, 0, out, xFirst ? na.attrs : nb.attrs);
+      }
+    }
     break;
   case Op::Sub:
     if (isZero(b)) return widen(a);                                    // x - 0 -> x
@@ -220,6 +239,31 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t
     if (sa == shape && std::all_of(attrs.begin(), attrs.end(), [](int64_t v) { return v == 0; }))
       return a;
     if (isZero(a)) return zeros(shape);                                // a part of zeros, zeros padded
+    if (op == Op::Slice && x.op == Op::Pad) { // a part of a padded value: of the value, or of zeros
+      const Shape inner = g_.shape(x.a());
+      bool inside = true, outside = false;
+      std::vector<int64_t> start(attrs.size());
+      for (size_t k = 0; k < attrs.size(); ++k) {
+        const int64_t lo = attrs[k], hi = lo + shape[static_cast<int>(k)];          // the slice
+        const int64_t plo = x.attrs[k], phi = plo + inner[static_cast<int>(k)];     // the value
+        inside &= lo >= plo && hi <= phi;
+        outside |= hi <= plo || lo >= phi;
+        start[k] = lo - plo;
+      }
+      if (outside) return zeros(shape);                                // only the padding
+      if (inside) return make(Op::Slice, x.a(), kNoNode, 0, 0, shape, start); // only the value
+    }
+    if (op == Op::Slice && x.op == Op::Concat) { // a part of one of the two joined values
+      const size_t k = static_cast<size_t>(x.iattr);
+      const int64_t split = g_.shape(x.a())[static_cast<int>(x.iattr)];
+      const int64_t lo = attrs[k], hi = lo + shape[static_cast<int>(x.iattr)];
+      if (hi <= split) return make(Op::Slice, x.a(), kNoNode, 0, 0, shape, attrs);
+      if (lo >= split) {
+        std::vector<int64_t> start = attrs;
+        start[k] -= split;
+        return make(Op::Slice, x.b(), kNoNode, 0, 0, shape, start);
+      }
+    }
     if (x.op == op) { // a slice of a slice is one slice, a pad of a pad one pad: the starts add
       std::vector<int64_t> start = attrs;
       for (size_t k = 0; k < start.size(); ++k) start[k] += x.attrs[k];

@@ -739,3 +739,118 @@ TEST_CASE("ops: grad keeps the per-step terms apart where their formulas differ 
   CHECK(text.find("dE/dh[1] = ") != std::string::npos);
   CHECK(text.find("dE/dh[0] = ") != std::string::npos);
 }
+
+TEST_CASE("ops: grad names a recurrence's step values (Program::recurrences) and sums over t", "[ops][print]") {
+  // As sema unrolls `hs = rnn(xs, 3)` with a last-state readout: the step values hs.h[t] are not
+  // statements; the owner of each step's nodes is its step value, so W_hh's terms are per step.
+  HandProgram h;
+  Graph &g = h.b.g();
+  const int64_t T = 3;
+  NodeId xs = h.input("xs", Shape{T, 2});
+  NodeId Wih = h.param("hs.W_ih", Shape{3, 2});
+  NodeId Whh = h.param("hs.W_hh", Shape{3, 3});
+  NodeId bias = h.param("hs.b", Shape{3});
+  NodeId v = h.param("v", Shape{3});
+  RecurrenceSteps rs;
+  rs.name = "hs";
+  rs.steps = T;
+  std::vector<NodeId> states;
+  for (int64_t t = 0; t < T; ++t) {
+    NodeId x = g.reshape(g.slice(xs, {t, 0}, Shape{1, 2}), Shape{2});
+    NodeId pre = g.binary(Op::Add, g.binary(Op::MatMul, Wih, x), bias);
+    if (t > 0) pre = g.binary(Op::Add, pre, g.binary(Op::MatMul, Whh, states.back()));
+    states.push_back(g.unary(Op::Tanh, pre));
+    rs.values.push_back({"h", t, states.back()});
+  }
+  NodeId stacked = g.reshape(states[0], Shape{1, 3});
+  for (int64_t t = 1; t < T; ++t) stacked = g.make(Op::Concat, {stacked, g.reshape(states[static_cast<size_t>(t)], Shape{1, 3})}, 0, 0);
+  rs.statement = h.statement;
+  h.value("hs", stacked);
+  h.b.p.recurrences.push_back(rs);
+  NodeId last = h.value("last", g.reshape(g.slice(stacked, {T - 1, 0}, Shape{1, 3}), Shape{3}));
+  h.loss("E", g.binary(Op::MatMul, v, last));
+  // the lecture's rule for time: dE/dhs.h[t] from step t+1, each weight's gradient one Σ over t
+  // (last is hs.h[2]: the step's name wins, so step 2 reads like the others)
+  CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dv = hs.h[2]
+dE/dhs.h[2] = v
+dE/dhs.h[t] = hs.W_hhᵀ (dE/dhs.h[t+1] * (1 - hs.h[t+1]^2))    (for t=0..1)
+dE/dhs.b = Σ_{t=0..2} dE/dhs.h[t] * (1 - hs.h[t]^2)   ← from hs.h[t], one term per step
+dE/dhs.W_hh = Σ_{t=1..2} (dE/dhs.h[t] * (1 - hs.h[t]^2)) ⊗ hs.h[t-1]   ← from hs.h[t], one term per step
+dE/dhs.W_ih = Σ_{t=0..2} (dE/dhs.h[t] * (1 - hs.h[t]^2)) ⊗ xs[t]   ← from hs.h[t], one term per step
+# last is hs.h[2] after simplification; see dE/dhs.h[2].
+)");
+  CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
+# A param's gradient over a batch is the mean of these.
+dE/dv = hs.h[2]
+dE/dhs.h[2] = v
+dE/dhs.h[t] = transpose(hs.W_hh) @ (dE/dhs.h[t+1] * (1 - hs.h[t+1]^2))    (for t=0..1)
+dE/dhs.b = sum_{t=0..2} dE/dhs.h[t] * (1 - hs.h[t]^2)   <- from hs.h[t], one term per step
+dE/dhs.W_hh = sum_{t=1..2} outer(dE/dhs.h[t] * (1 - hs.h[t]^2), hs.h[t-1])   <- from hs.h[t], one term per step
+dE/dhs.W_ih = sum_{t=0..2} outer(dE/dhs.h[t] * (1 - hs.h[t]^2), xs[t])   <- from hs.h[t], one term per step
+# last is hs.h[2] after simplification; see dE/dhs.h[2].
+)");
+}
+
+TEST_CASE("ops: a slice of a pad, and padded neighbours added, simplify", "[ops][simplify]") {
+  Bench b(6);
+  Graph &g = b.g();
+  Simplifier S(g);
+  NodeId x = b.param(Shape{2, 3}, 0.2, 1.5, true), y = b.param(Shape{2, 2}, 0.2, 1.5, true);
+  NodeId z = b.param(Shape{1, 3}, 0.2, 1.5, true);
+  NodeId px = g.pad(x, {1, 1}, Shape{4, 6}); // x at rows 1-2, columns 1-3
+  auto same = [&](NodeId before, NodeId after) { CHECK(b.eval(before) == b.eval(after)); };
+  // inside the value: a slice of x
+  NodeId in = g.slice(px, {2, 2}, Shape{1, 2});
+  NodeId rin = S.simplify(in);
+  REQUIRE(g.op(rin) == Op::Slice);
+  CHECK(g.node(rin).a() == x);
+  CHECK(g.node(rin).attrs == std::vector<int64_t>{1, 1});
+  same(in, rin);
+  // exactly the value: x itself
+  CHECK(S.simplify(g.slice(px, {1, 1}, Shape{2, 3})) == x);
+  // only padding: zeros
+  double c = -1;
+  NodeId out = S.simplify(g.slice(px, {0, 0}, Shape{1, 6}));
+  CHECK(g.constValue(out, c));
+  CHECK(c == 0);
+  CHECK(g.shape(out) == Shape{1, 6});
+  // a part of a concatenation: of the part it lies in
+  NodeId cat = g.make(Op::Concat, {x, y}, 0, 1); // [2, 5]: x in columns 0-2, y in 3-4
+  NodeId ofX = S.simplify(g.slice(cat, {1, 0}, Shape{1, 2}));
+  REQUIRE(g.op(ofX) == Op::Slice);
+  CHECK(g.node(ofX).a() == x);
+  NodeId ofY = S.simplify(g.slice(cat, {0, 3}, Shape{2, 2}));
+  CHECK(ofY == y);
+  NodeId both = g.slice(cat, {0, 2}, Shape{2, 2});
+  CHECK(g.node(S.simplify(both)).a() == cat);
+  same(both, S.simplify(both));
+  same(g.slice(cat, {1, 0}, Shape{1, 2}), ofX);
+  // across the border: kept
+  NodeId across = g.slice(px, {0, 0}, Shape{2, 2});
+  CHECK(g.op(S.simplify(across)) == Op::Slice);
+  same(across, S.simplify(across));
+  // side by side along columns, aligned on rows: pad(concat)
+  NodeId py = g.pad(y, {1, 4}, Shape{4, 6});
+  NodeId sum = g.binary(Op::Add, px, py);
+  NodeId rs = S.simplify(sum);
+  REQUIRE(g.op(rs) == Op::Pad);
+  CHECK(g.op(g.node(rs).a()) == Op::Concat);
+  same(sum, rs);
+  NodeId sum2 = g.binary(Op::Add, py, px); // the other order joins in the same order
+  same(sum2, S.simplify(sum2));
+  CHECK(S.simplify(sum2) == rs);
+  // three parts along rows covering everything: one concat, no pad
+  NodeId whole = g.binary(Op::Add, g.binary(Op::Add, g.pad(x, {1, 0}, Shape{4, 3}), g.pad(z, {3, 0}, Shape{4, 3})),
+                          g.pad(z, {0, 0}, Shape{4, 3}));
+  NodeId rw = S.simplify(whole);
+  CHECK(g.op(rw) == Op::Concat);
+  same(whole, rw);
+  // not adjacent (a gap), or overlapping: kept as a sum
+  NodeId gap = g.binary(Op::Add, g.pad(z, {0, 0}, Shape{4, 3}), g.pad(z, {2, 0}, Shape{4, 3}));
+  CHECK(g.op(S.simplify(gap)) == Op::Add);
+  NodeId overlap = g.binary(Op::Add, g.pad(x, {0, 0}, Shape{4, 3}), g.pad(x, {1, 0}, Shape{4, 3}));
+  CHECK(g.op(S.simplify(overlap)) == Op::Add);
+  same(overlap, S.simplify(overlap));
+}
