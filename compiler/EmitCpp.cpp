@@ -140,11 +140,14 @@ std::string realLiteral(double v, Flags &f) {
 
 // --- helpers: the stable forms, exactly as EmitLLVM computes them ------------------------------
 
-enum Helper { HLogistic, HTanh, HLog1p, HSoftplus, HRelu, HStep, HSign, HSquare, HMax, kHelpers };
+enum Helper { HLogistic, HTanh, HLog1p, HSoftplus, HRelu, HStep, HSign, HSquare, HMax, HGelu, HElu, HLeakyRelu,
+              HMaximum, HMinimum, HGe, kHelpers };
 
 const char *helperName(Helper h) {
   static const char *names[] = {"nn_logistic", "nn_tanh", "nn_log1p", "nn_softplus", "nn_relu",
-                                "nn_step",     "nn_sign", "nn_square",   "nn_max"};
+                                "nn_step",     "nn_sign", "nn_square",   "nn_max",
+                                "nn_gelu",     "nn_elu",  "nn_leaky_relu", "nn_maximum",
+                                "nn_minimum",  "nn_ge"};
   return names[h];
 }
 
@@ -193,6 +196,16 @@ std::string helperText(Helper h) {
            "inline real nn_sign(real x) { return x > real(0) ? real(1) : x < real(0) ? real(-1) : real(0); }\n";
   case HSquare: return "inline real nn_square(real x) { return x * x; }\n";
   case HMax: return "inline real nn_max(real a, real b) { return a > b ? a : b; }\n";
+  case HGelu:
+    return "// gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (no cancellation for large negative x).\n"
+           "inline real nn_gelu(real x) { return x * (real(0.5) * std::erfc(x * real(-0.70710678118654752440))); }\n";
+  case HElu: return "inline real nn_elu(real x) { return x > real(0) ? x : std::expm1(x); }\n";
+  case HLeakyRelu: return "inline real nn_leaky_relu(real x, real slope) { return x > real(0) ? x : slope * x; }\n";
+  case HMaximum:
+    return "// maximum and minimum keep a at a tie; ge is maximum's derivative.\n"
+           "inline real nn_maximum(real a, real b) { return a >= b ? a : b; }\n";
+  case HMinimum: return "inline real nn_minimum(real a, real b) { return a <= b ? a : b; }\n";
+  case HGe: return "inline real nn_ge(real a, real b) { return a >= b ? real(1) : real(0); }\n";
   case kHelpers: break;
   }
   return "";
@@ -294,6 +307,7 @@ private:
   // out[index] += body, over every loop.
   void accumulate(const Kernel &k) {
     int d = openLoops(k, 0, k.loops.size(), 1);
+    if (!k.outBounds.empty()) line(d++, "if ({})", within(k.outBounds));
     line(d, "{}[{}] += {};", name(k.out), affine(k.outIndex), expr(k.body));
   }
 
@@ -304,7 +318,17 @@ private:
     const bool block = outer > 0;
     int d = openLoops(k, 0, outer, 1, block);
     const loops::Loop &inner = k.loops.back();
-    if (all > outer && !inner.batch && inner.extent >= kLanesMinExtent) {
+    if (k.combine != Kernel::Sum) {
+      // acc = v > acc ? v : acc (<, for min) from -inf (+inf): the first of equal values stays.
+      F.limits = true;
+      const bool mx = k.combine == Kernel::Max;
+      line(d, "real acc = {}std::numeric_limits<real>::infinity();", mx ? "-" : "");
+      const bool braces = all > outer;
+      int e = openLoops(k, outer, all, d, braces);
+      line(e, "const real v = {};", expr(k.body));
+      line(e, "acc = v {} acc ? v : acc;", mx ? ">" : "<");
+      if (braces) line(e - 1, "}}");
+    } else if (all > outer && !inner.batch && inner.extent >= kLanesMinExtent) {
       // Independent partial sums over the innermost loop, added pairwise at the end.
       const int64_t lanes = F.f64 ? 8 : 16, main = inner.extent / lanes * lanes;
       const std::string v = vars_.at(inner.var), body = expr(k.body);
@@ -556,6 +580,14 @@ private:
     return s;
   }
 
+  // "i1 + 2 * i4 - 2 < 28 && ...": unsigned, so that a position before the start is large.
+  std::string within(const std::vector<loops::Bound> &bounds) const {
+    std::string s;
+    for (const loops::Bound &b : bounds)
+      s += fmt::format("{}std::size_t({}) < {}", s.empty() ? "" : " && ", affine(b.index), b.extent);
+    return bounds.size() > 1 ? "(" + s + ")" : s;
+  }
+
   std::string call(Helper h, const std::string &x) {
     helpers_[h] = true;
     if (h == HSoftplus) helpers_[HLog1p] = true;
@@ -575,6 +607,12 @@ private:
     case Op::Abs: return "std::fabs(" + x + ")";
     case Op::Step: return call(HStep, x);
     case Op::Sign: return call(HSign, x);
+    case Op::Gelu: return call(HGelu, x);
+    case Op::Elu: return call(HElu, x);
+    case Op::Erf: return "std::erf(" + x + ")";
+    case Op::Sin: return "std::sin(" + x + ")";
+    case Op::Cos: return "std::cos(" + x + ")";
+    case Op::LeakyRelu: return call(HLeakyRelu, x + ", " + realLiteral(p, F));
     case Op::Pow:
       if (p == 2) return call(HSquare, x);
       if (p == 1) return x;
@@ -592,7 +630,13 @@ private:
     const LExpr &x = k_->pool[static_cast<size_t>(e)];
     switch (x.kind) {
     case LExpr::Const: return realLiteral(x.value, F);
-    case LExpr::Load: return fmt::format("{}[{}]", name(x.buffer), affine(x.index));
+    case LExpr::Load:
+      if (!x.bounds.empty()) return fmt::format("({} ? {}[{}] : real(0))", within(x.bounds), name(x.buffer), affine(x.index));
+      return fmt::format("{}[{}]", name(x.buffer), affine(x.index));
+    case LExpr::Index: return fmt::format("real({})", affine(x.index));
+    case LExpr::Select:
+      return fmt::format("({} {} {} ? {} : {})", expr(x.a), x.cmp == LExpr::Ge ? ">=" : x.cmp == LExpr::Gt ? ">" : "==",
+                         expr(x.b), expr(x.c), expr(x.d));
     case LExpr::Acc: return "acc";
     case LExpr::BatchSize: return "real(n)";
     case LExpr::Max:
@@ -604,6 +648,8 @@ private:
       return unary(x.op, a, x.value);
     }
     case LExpr::Binary: {
+      if (x.op == Op::Maximum || x.op == Op::Minimum || x.op == Op::GreaterEq)
+        return call(x.op == Op::Maximum ? HMaximum : x.op == Op::Minimum ? HMinimum : HGe, expr(x.a) + ", " + expr(x.b));
       const char *o = x.op == Op::Add ? "+" : x.op == Op::Sub ? "-" : x.op == Op::Mul ? "*" : x.op == Op::Div ? "/" : nullptr;
       if (!o) break;
       return fmt::format("({} {} {})", expr(x.a), o, expr(x.b));

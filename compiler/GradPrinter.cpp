@@ -7,12 +7,30 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <numbers>
 #include <unordered_map>
 #include <unordered_set>
 
 namespace nabla {
 
 namespace {
+
+// The constants of the normal distribution and of erf that the derivative rules of gelu and erf
+// use, by name: 1/√2 rather than 0.7071067811865476.
+std::string namedConstant(double v, bool ascii) {
+  struct Named {
+    double value;
+    const char *unicode, *ascii;
+  };
+  static const Named kNamed[] = {
+      {0.70710678118654752440, "1/√2", "1/sqrt(2)"},
+      {std::numbers::inv_sqrtpi * 0.70710678118654752440, "1/√(2π)", "1/sqrt(2*pi)"},
+      {2 * std::numbers::inv_sqrtpi, "2/√π", "2/sqrt(pi)"},
+  };
+  for (const Named &n : kNamed)
+    if (v == n.value) return ascii ? n.ascii : n.unicode;
+  return "";
+}
 
 // Constants as a learner writes them: 2/3 rather than 0.6666666666666666.
 std::string formatConstant(double v) {
@@ -68,6 +86,10 @@ private:
     auto fn = [&](std::string_view f) { return fmt::format("{}({})", f, render(n.a())); };
     switch (n.op) {
     case Op::Const: {
+      if (std::string named = namedConstant(n.fattr, o_.ascii); !named.empty()) {
+        prec = kProduct;
+        return named;
+      }
       std::string text = formatConstant(n.fattr);
       if (n.fattr < 0) prec = kUnary;
       else if (text.find('/') != std::string::npos) prec = kProduct;
@@ -108,6 +130,97 @@ private:
         return fmt::format("sum({}, 0)", render(n.a()));
       if (n.shape.isScalar()) return fn("sum");
       return fmt::format("sum_to({}, {})", render(n.a()), n.shape.str());
+    }
+    case Op::LeakyRelu:
+      if (n.fattr == 0.01) return fn("leaky_relu"); // the default slope, as the source omits it
+      return fmt::format("leaky_relu({}, slope={})", render(n.a()), formatNumber(n.fattr));
+    case Op::Maximum:
+    case Op::Minimum: return fmt::format("{}({}, {})", opSpelling(n.op), render(n.a()), render(n.b()));
+    case Op::GreaterEq: // Iverson's bracket: 1 where the condition holds, else 0
+      return fmt::format("[{} {} {}]", render(n.a(), kSum), o_.ascii ? ">=" : "≥", render(n.b(), kSum));
+    case Op::Max:
+    case Op::Min:
+      if (n.iattr < 0) return fn(opSpelling(n.op));
+      return fmt::format("{}({}, {})", opSpelling(n.op), render(n.a()), n.iattr);
+    case Op::ExtremeMask: {
+      const char *f = n.fattr > 0 ? "argmax_mask" : "argmin_mask";
+      if (n.iattr < 0) return fn(f);
+      return fmt::format("{}({}, {})", f, render(n.a()), n.iattr);
+    }
+    case Op::Slice: {
+      // x[a:b, :] as in the source; a whole axis is `:`
+      const Shape &from = g_.shape(n.a());
+      std::string idx;
+      for (int k = 0; k < n.shape.rank(); ++k) {
+        const int64_t lo = n.attrs[static_cast<size_t>(k)], hi = lo + n.shape[k];
+        idx += k ? ", " : "";
+        idx += lo == 0 && hi == from[k] ? std::string(":") : fmt::format("{}:{}", lo, hi);
+      }
+      return fmt::format("{}[{}]", render(n.a(), kAtom), idx);
+    }
+    case Op::Pad: { // zeros of the result's shape with the operand placed at `at`
+      std::string at;
+      for (size_t k = 0; k < n.attrs.size(); ++k) at += fmt::format("{}{}", k ? ", " : "", n.attrs[k]);
+      return fmt::format("pad({}, {}, at=[{}])", render(n.a()), n.shape.str(), at);
+    }
+    case Op::Reshape: return fmt::format("reshape({}, {})", render(n.a()), n.shape.str());
+    case Op::Concat: { // concat(concat(a, b), c) along one axis prints as concat(a, b, c)
+      std::string parts;
+      std::vector<NodeId> stack{n.b(), n.a()};
+      while (!stack.empty()) {
+        NodeId p = stack.back();
+        stack.pop_back();
+        const Node &m = g_.node(p);
+        if (m.op == Op::Concat && m.iattr == n.iattr && !adjoints.count(p) && !names.count(p) &&
+            !(outerNames && outerNames->count(p))) {
+          stack.push_back(m.b());
+          stack.push_back(m.a());
+          continue;
+        }
+        parts += render(p) + ", ";
+      }
+      return fmt::format("concat({}axis={})", parts, n.iattr);
+    }
+    case Op::Conv2d:
+    case Op::Conv2dInputGrad:
+    case Op::Conv2dKernelGrad: {
+      // conv2d(x, K) as in the source; its input gradient is PyTorch's conv_transpose2d (with
+      // output_padding where the floored size lost rows or columns), its kernel gradient the
+      // correlation correlate2d(x, g): dK[f,c,i,j] = Σ g[f,oh,ow] x[c, oh·S + i − P, ow·S + j − P].
+      const int64_t S = n.attrs[0], P = n.attrs[1];
+      std::string opts;
+      if (S != 1) opts += fmt::format(", stride={}", S);
+      if (P != 0) opts += fmt::format(", padding={}", P);
+      const char *f = n.op == Op::Conv2d ? "conv2d" : n.op == Op::Conv2dInputGrad ? "conv_transpose2d" : "correlate2d";
+      if (n.op == Op::Conv2dInputGrad) {
+        const Shape &gs = g_.shape(n.a()), &K = g_.shape(n.b());
+        const int64_t oh = n.shape[1] - ((gs[1] - 1) * S - 2 * P + K[2]);
+        const int64_t ow = n.shape[2] - ((gs[2] - 1) * S - 2 * P + K[3]);
+        if (oh != 0 || ow != 0) opts += fmt::format(", output_padding=[{}, {}]", oh, ow);
+      }
+      return fmt::format("{}({}, {}{})", f, render(n.a()), render(n.b()), opts);
+    }
+    case Op::MaxPool2d:
+    case Op::AvgPool2d:
+    case Op::MaxPool2dGrad:
+    case Op::AvgPool2dGrad: {
+      // maxpool2d(x, k) as in the source; the adjoints: maxunpool2d(g, x, k) puts each g at the
+      // first maximum of its window of x, avgunpool2d(g, k) spreads g / k² over each window
+      // (`to=` the image's size where the floored windows left rows or columns uncovered).
+      const int64_t k = n.attrs[0], S = n.attrs[1];
+      std::string opts = S != k ? fmt::format(", stride={}", S) : "";
+      switch (n.op) {
+      case Op::MaxPool2d: return fmt::format("maxpool2d({}, {}{})", render(n.a()), k, opts);
+      case Op::AvgPool2d: return fmt::format("avgpool2d({}, {}{})", render(n.a()), k, opts);
+      case Op::MaxPool2dGrad:
+        return fmt::format("maxunpool2d({}, {}, {}{})", render(n.b()), render(n.a()), k, opts);
+      default: {
+        const Shape &gs = g_.shape(n.a());
+        if ((gs[1] - 1) * S + k != n.shape[1] || (gs[2] - 1) * S + k != n.shape[2])
+          opts += fmt::format(", to=[{}, {}]", n.shape[1], n.shape[2]);
+        return fmt::format("avgunpool2d({}, {}{})", render(n.a()), k, opts);
+      }
+      }
     }
     default: return fn(opSpelling(n.op));
     }

@@ -55,18 +55,34 @@ static std::string bufRef(const Kernel &k, const Program &p, int b, const Affine
                      p.buffers[static_cast<size_t>(b)].name, affine(k, idx));
 }
 
+// " if 0 <= i1 + -1 < 28 and ...", or "" without bounds.
+static std::string bounds(const Kernel &k, const std::vector<Bound> &bs) {
+  std::string s;
+  for (auto &b : bs) s += fmt::format("{} 0 <= {} < {}", s.empty() ? " if" : " and", affine(k, b.index), b.extent);
+  return s;
+}
+
 static std::string expr(const Kernel &k, const Program &p, int e) {
   const Expr &x = k.pool[static_cast<size_t>(e)];
   switch (x.kind) {
   case Expr::Const: return formatNumber(x.value);
-  case Expr::Load: return bufRef(k, p, x.buffer, x.index);
+  case Expr::Load:
+    if (!x.bounds.empty()) return "(" + bufRef(k, p, x.buffer, x.index) + bounds(k, x.bounds) + " else 0)";
+    return bufRef(k, p, x.buffer, x.index);
+  case Expr::Index: return "real(" + affine(k, x.index) + ")";
+  case Expr::Select:
+    return fmt::format("({} {} {} ? {} : {})", expr(k, p, x.a), x.cmp == Expr::Ge ? ">=" : x.cmp == Expr::Gt ? ">" : "==",
+                       expr(k, p, x.b), expr(k, p, x.c), expr(k, p, x.d));
   case Expr::Acc: return "acc";
   case Expr::BatchSize: return "n";
   case Expr::Max: return fmt::format("max({}, {})", expr(k, p, x.a), expr(k, p, x.b));
   case Expr::Unary:
     if (x.op == Op::Pow) return fmt::format("pow({}, {})", expr(k, p, x.a), formatNumber(x.value));
+    if (x.op == Op::LeakyRelu) return fmt::format("leaky_relu({}, {})", expr(k, p, x.a), formatNumber(x.value));
     return fmt::format("{}({})", opSpelling(x.op), expr(k, p, x.a));
   case Expr::Binary: {
+    if (x.op != Op::Add && x.op != Op::Sub && x.op != Op::Mul && x.op != Op::Div)
+      return fmt::format("{}({}, {})", opSpelling(x.op), expr(k, p, x.a), expr(k, p, x.b));
     const char *o = x.op == Op::Add ? "+" : x.op == Op::Sub ? "-" : x.op == Op::Mul ? "*" : "/";
     return fmt::format("({} {} {})", expr(k, p, x.a), o, expr(k, p, x.b));
   }
@@ -86,7 +102,7 @@ std::string dump(const Kernel &k, const Program &p) {
   }
   const std::string base = indent;
   for (auto &l : k.loops) {
-    out += indent + (l.reduction ? "sum " : "for ") + varName(k, l.var) + " in " +
+    out += indent + (!l.reduction ? "for " : k.combine == Kernel::Sum ? "sum " : k.combine == Kernel::Max ? "max " : "min ") + varName(k, l.var) + " in " +
            (l.batch ? std::string("0..n") : fmt::format("0..{}", l.extent)) + ":\n";
     indent += "  ";
   }
@@ -95,10 +111,11 @@ std::string dump(const Kernel &k, const Program &p) {
     out += indent + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.body) + "\n";
     break;
   case Kernel::Accumulate:
-    out += indent + bufRef(k, p, k.out, k.outIndex) + " += " + expr(k, p, k.body) + "\n";
+    out += indent + bufRef(k, p, k.out, k.outIndex) + " += " + expr(k, p, k.body) + bounds(k, k.outBounds) + "\n";
     break;
   case Kernel::Reduce:
-    out += indent + "acc += " + expr(k, p, k.body) + "\n";
+    out += indent + (k.combine == Kernel::Sum ? "acc += " : k.combine == Kernel::Max ? "acc max= " : "acc min= ") +
+           expr(k, p, k.body) + "\n";
     out += base + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) + "\n";
     break;
   case Kernel::Gemm:

@@ -36,13 +36,28 @@ struct Affine {
   static Affine of(int64_t c) { Affine a; a.constant = c; return a; }
 };
 
+// 0 <= index < extent, over the kernel's loop variables: where a bound of a load fails, the
+// load reads 0 (the zero padding of a convolution) and touches no memory.
+struct Bound {
+  Affine index;
+  int64_t extent = 0;
+};
+
 struct Expr {
-  enum Kind { Const, Load, Acc, BatchSize, Unary, Binary, Max } kind;
-  Op op = Op::Const;    // Unary / Binary: the graph op (Neg, Exp, ..., Add, Mul, ...)
-  double value = 0;     // Const; Pow's exponent
+  // Select: (a CMP b) ? c : d, all four reals (a max/min combiner, the first index of a maximum).
+  // Index:  the value of the affine form `index` of the loop variables, as a real (exact below
+  //         2^24 in f32: a position inside one slice or window).
+  enum Kind { Const, Load, Acc, BatchSize, Unary, Binary, Max, Select, Index } kind;
+  enum Cmp { Ge, Gt, Eq };
+  Op op = Op::Const;    // Unary / Binary: the graph op (Neg, Exp, ..., Add, Mul, ..., Maximum,
+                        // Minimum, GreaterEq); LeakyRelu's slope and Pow's exponent in `value`
+  double value = 0;     // Const; Pow's exponent; LeakyRelu's slope
   int buffer = -1;      // Load
-  Affine index;         // Load
+  Affine index;         // Load, Index
+  std::vector<Bound> bounds; // Load: reads 0 where one fails
+  Cmp cmp = Ge;         // Select
   int a = -1, b = -1;   // operands, indices into Kernel::pool
+  int c = -1, d = -1;   // Select's values
 };
 
 struct Loop {
@@ -55,8 +70,11 @@ struct Loop {
 struct Kernel {
   // Assign:     out[index] = body, over every loop.
   // Reduce:     the trailing loops are reductions: out[index] = epilogue(Σ body), epilogue in terms
-  //             of Acc (the sum) and loads at the non-reduction loops.
-  // Accumulate: out[index] += body, over every loop (the caller zeroes out first).
+  //             of Acc (the sum) and loads at the non-reduction loops. With `combine` Max (Min)
+  //             Acc is the largest (smallest) body instead: from -inf (+inf), acc = body > acc ?
+  //             body : acc (body < acc), so that the first of equal values is kept.
+  // Accumulate: out[index] += body, over every loop (the caller zeroes out first); with
+  //             `outBounds`, only where every bound holds (a scatter into a padded image).
   // Softmax:    row-wise softmax (log_softmax when `logSoftmax`) of `in` into `out`:
   //             loops give the row; `cols` values from index/inIndex, contiguous.
   // Gemm:       a matrix product C[m, n] (+)= Σ_k A[m, k] B[k, n]: loops are exactly m, k, n;
@@ -65,6 +83,8 @@ struct Kernel {
   //             Backends tile it: a block of C stays in registers across k (LLVM), or print
   //             it as the equivalent loop nest (C++).
   enum Mode { Assign, Reduce, Accumulate, Softmax, Gemm } mode = Assign;
+  enum Combine { Sum, Max, Min } combine = Sum; // Reduce
+  std::vector<Bound> outBounds;                 // Accumulate
   bool accumulate = true;     // Gemm
   bool divideByBatch = false; // Gemm: the product is divided by n as it is stored (a mean)
   std::vector<Loop> loops;

@@ -4,6 +4,7 @@
 #include "LowerToLoops.h"
 
 #include "GradPrinter.h"
+#include "Sema.h"
 
 #include <fmt/format.h>
 
@@ -21,8 +22,34 @@ namespace {
 
 bool isLeaf(Op op) { return opKind(op) == OpKind::Leaf; }
 bool needsKernel(Op op) {
-  return op == Op::Sum || op == Op::SumAxis || op == Op::SumTo || op == Op::MatMul ||
-         op == Op::Softmax || op == Op::LogSoftmax;
+  switch (op) {
+  case Op::Sum: case Op::SumAxis: case Op::SumTo: case Op::MatMul: case Op::Softmax: case Op::LogSoftmax:
+  case Op::Max: case Op::Min: case Op::ExtremeMask: case Op::Pad: case Op::Concat:
+  case Op::Conv2d: case Op::Conv2dInputGrad: case Op::Conv2dKernelGrad: case Op::MaxPool2d:
+  case Op::MaxPool2dGrad: case Op::AvgPool2d: case Op::AvgPool2dGrad:
+    return true;
+  default: return false;
+  }
+}
+
+// Ops that read an operand at coordinates that are not its own (windows, flat indices, several
+// kernels): the operand is read from a buffer, never recomputed inline. Each element of a
+// convolution's input feeds kh·kw·F products, a pooling window overlaps others, a reshape reads
+// at a flat index, an extreme mask reads its operand in three kernels.
+bool readsOperandsFromBuffers(Op op) {
+  switch (op) {
+  case Op::Reshape: case Op::ExtremeMask: case Op::Conv2d: case Op::Conv2dInputGrad:
+  case Op::Conv2dKernelGrad: case Op::MaxPool2d: case Op::MaxPool2dGrad: case Op::AvgPool2d:
+  case Op::AvgPool2dGrad:
+    return true;
+  default: return false;
+  }
+}
+
+// `dims` with `x` inserted at position `axis`.
+std::vector<Affine> insertAt(std::vector<Affine> dims, int64_t axis, Affine x) {
+  dims.insert(dims.begin() + axis, std::move(x));
+  return dims;
 }
 
 // A node's coordinates inside a kernel: one affine form per dimension of its shape, and the
@@ -56,6 +83,14 @@ public:
   }
 
   loops::Program run(const std::vector<NodeId> &outputs) {
+    {
+      std::vector<NodeId> roots = outputs;
+      if (D) {
+        roots.push_back(D->loss);
+        roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
+      }
+      checkSizes(roots);
+    }
     // Forward: every output into the outputs array, example after example.
     {
       beginFunction(L.forward, "forward", outputs);
@@ -83,6 +118,48 @@ public:
   }
 
 private:
+  // --- sizes ---------------------------------------------------------------------------------
+  // The one size rule: every value that lowering may lay out, forward or gradient, has at most
+  // kMaxElements elements (sema's rule for declarations and broadcasting; a matrix product or an
+  // outer product of admitted operands can exceed it). Counted with checked arithmetic, so that a
+  // shape never overflows on the way.
+  static bool checkedNumel(const Shape &s, int64_t &n) {
+    n = 1;
+    for (int64_t d : s.dims)
+      if (__builtin_mul_overflow(n, d, &n)) return false;
+    return true;
+  }
+
+  void checkSizes(const std::vector<NodeId> &roots) {
+    for (NodeId id : G.reachable(roots)) {
+      int64_t n;
+      if (checkedNumel(G.shape(id), n) && n <= kMaxElements) continue;
+      // The statement that names the value, or the op that makes it (in the gradient, where
+      // d(loss)/d(value) of a named value has the value's shape, that value is named too).
+      std::string where = P.source.name + ": error: ", what;
+      for (size_t i = 0; i < P.values.size(); ++i) {
+        const NamedValue &v = P.values[i];
+        if (v.node == id || (D && i < D->values.size() && D->values[i] == id)) {
+          if (v.loc.valid()) where = fmt::format("{}:{}:{}: error: ", P.source.name, v.loc.line, v.loc.col);
+          what = "'" + v.name + "'";
+          break;
+        }
+      }
+      if (what.empty()) what = fmt::format("a value ({})", opSpelling(G.op(id)));
+      throw SizeLimitError(fmt::format("{}{} has shape {}: more than {} elements, the most a value may have", where,
+                                       what, G.shape(id).str(), kMaxElements));
+    }
+  }
+
+  // a + b, or a SizeLimitError when the workspace outgrows kMaxWorkspace.
+  int64_t workspaceAdd(int64_t a, int64_t b) const {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r) || r > kMaxWorkspace)
+      throw SizeLimitError(fmt::format("{}: error: the program's values need more than {} reals of work space for one "
+                                       "example", P.source.name, kMaxWorkspace));
+    return r;
+  }
+
   // --- buffers ------------------------------------------------------------------------------
   int addBuffer(std::string name, loops::Space space, int64_t offset, int64_t batchStride, int64_t size) {
     loops::Buffer b;
@@ -134,7 +211,7 @@ private:
     names_ = valueNames_;
     std::vector<NodeId> needed = G.reachable(roots);
     std::vector<int> uses(G.size(), 0);
-    std::vector<char> replicated(G.size(), 0), softmaxOperand(G.size(), 0);
+    std::vector<char> replicated(G.size(), 0), softmaxOperand(G.size(), 0), fromBuffer(G.size(), 0);
     for (NodeId id : needed) {
       const Node &n = G.node(id);
       for (int k = 0; k < n.nin; ++k) {
@@ -144,6 +221,7 @@ private:
                    (opKind(n.op) == OpKind::Binary && G.shape(x) != n.shape);
         replicated[static_cast<size_t>(x)] |= rep;
         softmaxOperand[static_cast<size_t>(x)] |= n.op == Op::Softmax || n.op == Op::LogSoftmax;
+        fromBuffer[static_cast<size_t>(x)] |= readsOperandsFromBuffers(n.op);
       }
     }
     // A transpose is inlined as an index swap: whatever replicates it replicates its operand.
@@ -162,7 +240,7 @@ private:
       Op op = G.op(id);
       if (isLeaf(op)) continue;
       size_t i = static_cast<size_t>(id);
-      bool buffer = needsKernel(op) || uses[i] > 1 || softmaxOperand[i] ||
+      bool buffer = needsKernel(op) || uses[i] > 1 || softmaxOperand[i] || fromBuffer[i] ||
                     (replicated[i] && op != Op::Transpose && op != Op::Broadcast);
       int d = 1;
       for (int k = 0; k < G.node(id).nin; ++k)
@@ -246,8 +324,30 @@ private:
     switch (n.op) {
     case Op::Broadcast: {
       if (n.iattr < 0) return expr(k, n.a(), operandCoords(c, n.shape, G.shape(n.a())));
-      Coords r{{c.dims[static_cast<size_t>(1 - n.iattr)]}, c.batchVar};
+      // Every index of axis iattr reads the same element: the operand's coordinates are the
+      // others.
+      Coords r = c;
+      r.dims.erase(r.dims.begin() + n.iattr);
       return expr(k, n.a(), r);
+    }
+    case Op::Slice: {
+      // y[i] = a[i + start]: a shift of every coordinate.
+      Coords r = c;
+      for (size_t d = 0; d < r.dims.size(); ++d) r.dims[d] = r.dims[d].plus(Affine::of(n.attrs[d]));
+      return expr(k, n.a(), r);
+    }
+    case Op::Reshape: {
+      // Row-major order is kept: y at coordinates c is a at the flat index of c. The operand is
+      // in a buffer (or a leaf), read as a vector of all its elements.
+      if (G.op(n.a()) == Op::Const) return expr(k, n.a(), Coords{{}, c.batchVar});
+      Affine flat;
+      int64_t stride = 1;
+      for (int d = n.shape.rank() - 1; d >= 0; --d) {
+        flat = flat.plus(c.dims[static_cast<size_t>(d)].scaled(stride));
+        stride *= n.shape[d];
+      }
+      return load(k, operandBuffer(n.a()), Coords{{flat}, c.batchVar}, Shape{n.shape.numel()},
+                  perExample_[static_cast<size_t>(n.a())]);
     }
     case Op::Transpose: return expr(k, n.a(), Coords{{c.dims[1], c.dims[0]}, c.batchVar});
     case Op::Outer:
@@ -320,17 +420,32 @@ private:
       k.logSoftmax = n.op == Op::LogSoftmax;
       const Shape &s = n.shape;
       k.cols = s[s.rank() - 1];
-      Shape rows = s.rank() == 2 ? Shape{s[0]} : Shape{};
+      // The rows: every index of the leading axes.
+      Shape rows(std::vector<int64_t>(s.dims.begin(), s.dims.end() - 1));
       Coords c = loopsOver(k, rows, pe);
       c.dims.push_back(Affine{}); // column 0: the start of the row
       k.outIndex = indexOf(k, buf, c, s);
-      NodeId x = n.a();
-      k.in = isLeaf(G.op(x)) ? leafBuffer(x) : bufferOf_.at(x);
+      k.in = operandBuffer(n.a());
       k.inIndex = indexOf(k, k.in, c, s);
       f.kernels.push_back(std::move(k));
       return;
     }
+    switch (n.op) {
+    case Op::ExtremeMask: extremeMaskKernels(f, id, buf, comment); return;
+    case Op::Pad:
+    case Op::Concat: placeKernels(f, id, buf, comment); return;
+    case Op::Conv2d:
+    case Op::Conv2dKernelGrad:
+    case Op::MaxPool2d:
+    case Op::AvgPool2d: windowReduceKernel(f, id, buf, comment); return;
+    case Op::Conv2dInputGrad:
+    case Op::AvgPool2dGrad:
+    case Op::MaxPool2dGrad: windowScatterKernels(f, id, buf, comment); return;
+    default: break;
+    }
     k.mode = Kernel::Reduce;
+    if (n.op == Op::Max) k.combine = Kernel::Max;
+    if (n.op == Op::Min) k.combine = Kernel::Min;
     Coords c = loopsOver(k, n.shape, pe);
     auto red = [&](int64_t extent) {
       int v = nextVar(k);
@@ -353,16 +468,20 @@ private:
       b = expr(k, n.b(), cb);
       break;
     }
-    case Op::Sum: {
-      Coords ca{{}, c.batchVar};
-      for (int d = 0; d < sa.rank(); ++d) ca.dims.push_back(red(sa[d]));
-      a = expr(k, n.a(), ca);
-      break;
-    }
+    case Op::Sum:
+    case Op::Max:
+    case Op::Min:
+      if (n.op == Op::Sum || n.iattr < 0) {
+        Coords ca{{}, c.batchVar};
+        for (int d = 0; d < sa.rank(); ++d) ca.dims.push_back(red(sa[d]));
+        a = expr(k, n.a(), ca);
+        break;
+      }
+      [[fallthrough]];
     case Op::SumAxis: {
+      // The output's coordinates with the summed axis inserted.
       Affine r = red(sa[static_cast<int>(n.iattr)]);
-      Coords ca{n.iattr == 0 ? std::vector<Affine>{r, c.dims[0]} : std::vector<Affine>{c.dims[0], r}, c.batchVar};
-      a = expr(k, n.a(), ca);
+      a = expr(k, n.a(), Coords{insertAt(c.dims, n.iattr, r), c.batchVar});
       break;
     }
     case Op::SumTo: {
@@ -450,6 +569,300 @@ private:
     f.kernels.push_back(std::move(zero));
   }
 
+  // --- the kernels of slices, pads, concatenations, extreme masks, convolutions and pools --------
+  // The buffer holding operand x (a leaf, or a node materialized for its consumer).
+  int operandBuffer(NodeId x) { return isLeaf(G.op(x)) ? leafBuffer(x) : bufferOf_.at(x); }
+
+  // Scratch that only the kernels of node `id` use: `size` elements, per example when `pe`.
+  int scratch(NodeId id, const std::string &what, int64_t size, bool pe) {
+    return addBuffer(nameOf(id) + "." + what, loops::Space::Workspace, 0, pe ? size : 0, size);
+  }
+
+  // A new loop of `extent` (a reduction when `reduction`), innermost so far; its variable.
+  static Affine addLoop(Kernel &k, int64_t extent, bool reduction) {
+    int v = static_cast<int>(k.loops.size());
+    k.loops.push_back({v, extent, false, reduction});
+    return Affine::var(v);
+  }
+
+  static int constant(Kernel &k, double v) {
+    LExpr e;
+    e.kind = LExpr::Const;
+    e.value = v;
+    return k.add(e);
+  }
+  static int binary(Kernel &k, Op op, int a, int b) {
+    LExpr e;
+    e.kind = LExpr::Binary;
+    e.op = op;
+    e.a = a;
+    e.b = b;
+    return k.add(e);
+  }
+  static int select(Kernel &k, LExpr::Cmp cmp, int a, int b, int c, int d) {
+    LExpr e;
+    e.kind = LExpr::Select;
+    e.cmp = cmp;
+    e.a = a;
+    e.b = b;
+    e.c = c;
+    e.d = d;
+    return k.add(e);
+  }
+  static int indexValue(Kernel &k, Affine a) {
+    LExpr e;
+    e.kind = LExpr::Index;
+    e.index = std::move(a);
+    return k.add(e);
+  }
+  static int accValue(Kernel &k) {
+    LExpr e;
+    e.kind = LExpr::Acc;
+    return k.add(e);
+  }
+
+  // Operand x (in a buffer: readsOperandsFromBuffers) at coordinates c; with `padded`, 0 where a
+  // row or column coordinate (dims 1 and 2 of an image [C, H, W]) falls outside the image.
+  int imageLoad(Kernel &k, NodeId x, const Coords &c, bool padded) {
+    const Shape &s = G.shape(x);
+    int e = load(k, operandBuffer(x), c, s, perExample_[static_cast<size_t>(x)]);
+    if (padded)
+      for (int d : {1, 2}) k.pool[static_cast<size_t>(e)].bounds.push_back({c.dims[static_cast<size_t>(d)], s[d]});
+    return e;
+  }
+
+  // The affine position oh·s + i - p of a window element in the (padded) image.
+  static Affine windowPos(const Affine &o, int64_t stride, const Affine &i, int64_t pad) {
+    return o.scaled(stride).plus(i).plus(Affine::of(-pad));
+  }
+
+  // The mask of the first extreme element of a (or of each slice along axis iattr): the extreme
+  // value of each slice (a Max/Min reduction), the first position where a equals it (a Min
+  // reduction over positions, the slice's size where none), then 1 at that position.
+  void extremeMaskKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
+    const Node n = G.node(id);
+    const bool pe = perExample_[static_cast<size_t>(id)];
+    const Shape &s = n.shape;
+    const int64_t axis = n.iattr;
+    std::vector<int64_t> sliceDims;
+    if (axis >= 0) {
+      sliceDims = s.dims;
+      sliceDims.erase(sliceDims.begin() + axis);
+    }
+    const Shape slices(sliceDims);
+    const int64_t count = axis >= 0 ? s[static_cast<int>(axis)] : s.numel();
+    const int extreme = scratch(id, n.fattr > 0 ? "max" : "min", slices.numel(), pe);
+    const int first = scratch(id, "first", slices.numel(), pe);
+    // The coordinates of a inside slice c, and the position of that element in its slice.
+    auto inSlice = [&](Kernel &k, const Coords &c, Affine &pos) {
+      Coords ca{{}, c.batchVar};
+      if (axis >= 0) {
+        pos = addLoop(k, count, true);
+        ca.dims = insertAt(c.dims, axis, pos);
+        return ca;
+      }
+      pos = Affine{};
+      int64_t stride = s.numel();
+      for (int d = 0; d < s.rank(); ++d) {
+        stride /= s[d];
+        ca.dims.push_back(addLoop(k, s[d], true));
+        pos = pos.plus(ca.dims.back().scaled(stride));
+      }
+      return ca;
+    };
+    {
+      Kernel k;
+      k.mode = Kernel::Reduce;
+      k.combine = n.fattr > 0 ? Kernel::Max : Kernel::Min;
+      Coords c = loopsOver(k, slices, pe);
+      Affine pos;
+      k.body = expr(k, n.a(), inSlice(k, c, pos));
+      k.epilogue = accValue(k);
+      k.out = extreme;
+      k.outIndex = indexOf(k, extreme, c, slices);
+      k.comment = comment + "   (the extreme of each slice)";
+      f.kernels.push_back(std::move(k));
+    }
+    {
+      Kernel k;
+      k.mode = Kernel::Reduce;
+      k.combine = Kernel::Min;
+      Coords c = loopsOver(k, slices, pe);
+      Affine pos;
+      Coords ca = inSlice(k, c, pos);
+      int x = expr(k, n.a(), ca);
+      int m = load(k, extreme, c, slices, pe);
+      k.body = select(k, LExpr::Eq, x, m, indexValue(k, pos), constant(k, static_cast<double>(count)));
+      k.epilogue = accValue(k);
+      k.out = first;
+      k.outIndex = indexOf(k, first, c, slices);
+      k.comment = comment + "   (the first position of the extreme)";
+      f.kernels.push_back(std::move(k));
+    }
+    Kernel k;
+    Coords c = loopsOver(k, s, pe);
+    Affine pos;
+    Coords cs{{}, c.batchVar};
+    if (axis >= 0) {
+      pos = c.dims[static_cast<size_t>(axis)];
+      cs.dims = c.dims;
+      cs.dims.erase(cs.dims.begin() + axis);
+    } else {
+      int64_t stride = s.numel();
+      for (int d = 0; d < s.rank(); ++d) pos = pos.plus(c.dims[static_cast<size_t>(d)].scaled(stride /= s[d]));
+    }
+    k.body = select(k, LExpr::Eq, indexValue(k, pos), load(k, first, cs, slices, pe), constant(k, 1), constant(k, 0));
+    k.out = buf;
+    k.outIndex = indexOf(k, buf, c, s);
+    k.comment = comment;
+    f.kernels.push_back(std::move(k));
+  }
+
+  // Pad: zeros, then a written at `start`. Concat: a, then b after it along the axis.
+  void placeKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
+    const Node n = G.node(id);
+    const bool pe = perExample_[static_cast<size_t>(id)];
+    std::vector<std::pair<NodeId, std::vector<int64_t>>> parts;
+    if (n.op == Op::Pad) {
+      zeroKernel(f, buf, n.shape, pe, comment + "   (zeroed, then the inner block written)");
+      parts.push_back({n.a(), n.attrs});
+    } else {
+      std::vector<int64_t> at(static_cast<size_t>(n.shape.rank()), 0);
+      parts.push_back({n.a(), at});
+      at[static_cast<size_t>(n.iattr)] = G.shape(n.a())[static_cast<int>(n.iattr)];
+      parts.push_back({n.b(), at});
+    }
+    for (auto &[x, start] : parts) {
+      Kernel k;
+      Coords c = loopsOver(k, G.shape(x), pe);
+      k.body = expr(k, x, c);
+      Coords co = c;
+      for (size_t d = 0; d < co.dims.size(); ++d) co.dims[d] = co.dims[d].plus(Affine::of(start[d]));
+      k.out = buf;
+      k.outIndex = indexOf(k, buf, co, n.shape);
+      k.comment = comment;
+      f.kernels.push_back(std::move(k));
+    }
+  }
+
+  // Conv2d, Conv2dKernelGrad, MaxPool2d, AvgPool2d: one reduction over a window per output
+  // element (plain loops; x is zero outside the image where padded).
+  //   conv2d:             y[f, oh, ow]  = Σ_c,i,j K[f, c, i, j] x[c, oh·s + i - p, ow·s + j - p]
+  //   conv2d_kernel_grad: dK[f, c, i, j] = Σ_oh,ow g[f, oh, ow] x[c, oh·s + i - p, ow·s + j - p]
+  //   maxpool2d:          y[c, oh, ow]  = max_i,j x[c, oh·s + i, ow·s + j]
+  //   avgpool2d:          y[c, oh, ow]  = Σ_i,j x[c, oh·s + i, ow·s + j] / k²
+  void windowReduceKernel(loops::Function &f, NodeId id, int buf, const std::string &comment) {
+    const Node n = G.node(id);
+    const bool pe = perExample_[static_cast<size_t>(id)];
+    Kernel k;
+    k.mode = Kernel::Reduce;
+    k.comment = comment;
+    Coords c = loopsOver(k, n.shape, pe);
+    int acc = -1;
+    switch (n.op) {
+    case Op::Conv2d: {
+      const Shape &K = G.shape(n.b());
+      const int64_t s = n.attrs[0], p = n.attrs[1];
+      Affine ci = addLoop(k, K[1], true), i = addLoop(k, K[2], true), j = addLoop(k, K[3], true);
+      int x = imageLoad(k, n.a(), Coords{{ci, windowPos(c.dims[1], s, i, p), windowPos(c.dims[2], s, j, p)}, c.batchVar}, p > 0);
+      int w = expr(k, n.b(), Coords{{c.dims[0], ci, i, j}, c.batchVar});
+      k.body = binary(k, Op::Mul, w, x);
+      break;
+    }
+    case Op::Conv2dKernelGrad: {
+      const Shape &g = G.shape(n.b());
+      const int64_t s = n.attrs[0], p = n.attrs[1];
+      Affine oh = addLoop(k, g[1], true), ow = addLoop(k, g[2], true);
+      int gl = expr(k, n.b(), Coords{{c.dims[0], oh, ow}, c.batchVar});
+      int x = imageLoad(k, n.a(), Coords{{c.dims[1], windowPos(oh, s, c.dims[2], p), windowPos(ow, s, c.dims[3], p)}, c.batchVar}, p > 0);
+      k.body = binary(k, Op::Mul, gl, x);
+      break;
+    }
+    default: {
+      const int64_t w = n.attrs[0], s = n.attrs[1];
+      Affine i = addLoop(k, w, true), j = addLoop(k, w, true);
+      k.body = imageLoad(k, n.a(), Coords{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar}, false);
+      if (n.op == Op::MaxPool2d) k.combine = Kernel::Max;
+      else acc = binary(k, Op::Div, accValue(k), constant(k, static_cast<double>(w * w)));
+      break;
+    }
+    }
+    k.epilogue = acc >= 0 ? acc : accValue(k);
+    k.out = buf;
+    k.outIndex = indexOf(k, buf, c, n.shape);
+    f.kernels.push_back(std::move(k));
+  }
+
+  // Conv2dInputGrad, AvgPool2dGrad, MaxPool2dGrad: each output-gradient element is spread over
+  // its window: the image gradient is zeroed, then accumulated window by window (overlapping
+  // windows add; a padded convolution's window stores only inside the image).
+  //   conv2d_input_grad: dx[c, oh·s + i - p, ow·s + j - p] += g[f, oh, ow] K[f, c, i, j]
+  //   avgpool2d_grad:    dx[c, oh·s + i, ow·s + j] += g[c, oh, ow] / k²
+  //   maxpool2d_grad:    dx[c, oh·s + i, ow·s + j] += (i·k + j == first[c, oh, ow]) ? g[c, oh, ow] : 0,
+  //                      first the position of the window's first maximum (two reductions)
+  void windowScatterKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
+    const Node n = G.node(id);
+    const bool pe = perExample_[static_cast<size_t>(id)];
+    const Shape &g = G.shape(n.op == Op::MaxPool2dGrad ? n.b() : n.a());
+    const NodeId gid = n.op == Op::MaxPool2dGrad ? n.b() : n.a();
+    int first = -1;
+    if (n.op == Op::MaxPool2dGrad) {
+      // The maximum of each window, then the first position in the window that holds it.
+      const int64_t w = n.attrs[0], s = n.attrs[1];
+      const int mx = scratch(id, "max", g.numel(), pe);
+      first = scratch(id, "first", g.numel(), pe);
+      for (int pass = 0; pass < 2; ++pass) {
+        Kernel k;
+        k.mode = Kernel::Reduce;
+        Coords c = loopsOver(k, g, pe);
+        Affine i = addLoop(k, w, true), j = addLoop(k, w, true);
+        int x = imageLoad(k, n.a(), Coords{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar}, false);
+        if (pass == 0) {
+          k.combine = Kernel::Max;
+          k.body = x;
+        } else {
+          k.combine = Kernel::Min;
+          k.body = select(k, LExpr::Eq, x, load(k, mx, c, g, pe), indexValue(k, i.scaled(w).plus(j)),
+                          constant(k, static_cast<double>(w * w)));
+        }
+        k.epilogue = accValue(k);
+        k.out = pass == 0 ? mx : first;
+        k.outIndex = indexOf(k, k.out, c, g);
+        k.comment = comment + (pass == 0 ? "   (the maximum of each window)" : "   (its first position in the window)");
+        f.kernels.push_back(std::move(k));
+      }
+    }
+    zeroKernel(f, buf, n.shape, pe, comment + "   (zeroed, then accumulated window by window)");
+    Kernel k;
+    k.mode = Kernel::Accumulate;
+    k.comment = comment;
+    Coords c = loopsOver(k, g, pe);
+    int gl = expr(k, gid, c);
+    Coords out{{}, c.batchVar};
+    if (n.op == Op::Conv2dInputGrad) {
+      const Shape &K = G.shape(n.b());
+      const int64_t s = n.attrs[0], p = n.attrs[1];
+      Affine ci = addLoop(k, K[1], false), i = addLoop(k, K[2], false), j = addLoop(k, K[3], false);
+      k.body = binary(k, Op::Mul, gl, expr(k, n.b(), Coords{{c.dims[0], ci, i, j}, c.batchVar}));
+      out.dims = {ci, windowPos(c.dims[1], s, i, p), windowPos(c.dims[2], s, j, p)};
+      if (p > 0)
+        for (int d : {1, 2}) k.outBounds.push_back({out.dims[static_cast<size_t>(d)], n.shape[d]});
+    } else {
+      const int64_t w = n.attrs[0], s = n.attrs[1];
+      Affine i = addLoop(k, w, false), j = addLoop(k, w, false);
+      out.dims = {c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)};
+      if (n.op == Op::AvgPool2dGrad) {
+        k.body = binary(k, Op::Div, gl, constant(k, static_cast<double>(w * w)));
+      } else {
+        k.body = select(k, LExpr::Eq, indexValue(k, i.scaled(w).plus(j)), load(k, first, c, g, pe), gl,
+                        constant(k, 0));
+      }
+    }
+    k.out = buf;
+    k.outIndex = indexOf(k, buf, out, n.shape);
+    f.kernels.push_back(std::move(k));
+  }
+
   // The expression e / n (n the batch size) in kernel k.
   static int dividedByN(Kernel &k, int e) {
     LExpr n, div;
@@ -535,7 +948,9 @@ private:
     if (m.kind != LExpr::Binary || m.op != Op::Mul) return false;
     x = m.a;
     y = m.b;
-    return k.pool[static_cast<size_t>(x)].kind == LExpr::Load && k.pool[static_cast<size_t>(y)].kind == LExpr::Load;
+    const LExpr &lx = k.pool[static_cast<size_t>(x)], &ly = k.pool[static_cast<size_t>(y)];
+    return lx.kind == LExpr::Load && ly.kind == LExpr::Load && lx.bounds.empty() && ly.bounds.empty() &&
+           k.combine == Kernel::Sum && k.outBounds.empty();
   }
 
   // Whether k is `C[i] = C[i] / n` over exactly the block that Gemm g wrote from 0.
@@ -718,16 +1133,18 @@ private:
         moved = false;
         for (const Placed &q : arena)
           if (q.begin <= end && begin <= q.end && off < q.off + q.size && q.off < off + B.size) {
-            off = q.off + q.size;
+            off = workspaceAdd(q.off, q.size);
             moved = true;
           }
       }
+      workspaceAdd(off, B.size); // every end below stays within kMaxWorkspace
       arena.push_back({off, B.size, begin, end});
       B.offset = off;
       if (B.batchStride) perExampleBuffers_.push_back(b);
     }
     for (auto &q : fixed) L.workspaceFixed = std::max(L.workspaceFixed, q.off + q.size);
     for (auto &q : perEx) L.workspacePerExample = std::max(L.workspacePerExample, q.off + q.size);
+    workspaceAdd(L.workspaceFixed, L.workspacePerExample);
   }
 
   // Per-example buffers live after the fixed part: at workspaceFixed + offset * n.

@@ -6,9 +6,23 @@
 #include "LoopIR.h"
 #include "Pipeline.h"
 
+#include <stdexcept>
+
 namespace nabla {
 
-// `d` may be null for a program without a loss (then the gradient function is empty).
+// A program whose values are too large to lay out: a value (of the forward or the gradient
+// graph) of more than kMaxElements, or a workspace of more than kMaxWorkspace reals. A user
+// error, whose what() is the complete message ("FILE:LINE:COL: error: ...").
+struct SizeLimitError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The workspace of one example plus the shared part, in reals: far beyond any memory, far below
+// int64's range even when multiplied by a batch of 2^24 examples.
+inline constexpr int64_t kMaxWorkspace = int64_t(1) << 36;
+
+// `d` may be null for a program without a loss (then the gradient function is empty). Throws
+// SizeLimitError (see above).
 loops::Program lowerToLoops(const Program &p, const std::vector<NodeId> &outputs,
                             const Derivation *d);
 

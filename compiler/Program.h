@@ -33,6 +33,25 @@ struct NamedValue {
   int statement = 0; // index of the statement in the source, for ordering
 };
 
+// A value of one step of a recurrence: `hs.h[t]` is {"h", t, node}.
+struct StepValue {
+  std::string name; // "h" (the state), "c" (lstm's cell), a gate's letter, or a scan cell's value
+  int64_t t = 0;    // 0-based step; h[t] is the state after reading xs[t], i.e. row t of hs
+  NodeId node = kNoNode;
+};
+
+// The per-step values of one recurrence statement (`hs = gru(xs, 32)`, `hs = scan(cell, h0, xs)`),
+// for the printers. Per step: `hs.h[t]`; gru's gates `hs.r[t]`, `hs.z[t]`, `hs.n[t]`; lstm's
+// `hs.i[t]`, `hs.f[t]`, `hs.g[t]`, `hs.o[t]` and cell `hs.c[t]`; a scan cell's named values
+// `hs.V[t]`. They are not statements (not in `values`, so `check` does not list T of each): the
+// gradient printer names nodes with them and shows a shared weight's T per-step terms as one Σ.
+struct RecurrenceSteps {
+  std::string name;  // the statement's NAME ("hs")
+  int statement = 0; // as NamedValue::statement
+  int64_t steps = 0; // T
+  std::vector<StepValue> values; // in step order; within a step, in computation order
+};
+
 struct Program {
   SourceFile source;
   Graph graph;
@@ -40,6 +59,7 @@ struct Program {
   std::vector<NamedValue> values;  // every `NAME = EXPR`, `dense` and the loss, in source order
   std::vector<NamedValue> outputs; // `output` names, in order (inputs and params included)
   std::optional<NamedValue> loss;
+  std::vector<RecurrenceSteps> recurrences; // one per rnn/gru/lstm/scan statement, in source order
 
   int64_t paramCount() const { return flatSize(params); }
   int64_t inputCount() const { return flatSize(inputs); }

@@ -76,6 +76,23 @@ std::string dumpGraph(const Graph &g, const std::vector<std::pair<std::string, N
       break;
     default:
       for (int k = 0; k < n.nin; ++k) line += fmt::format("{} %{}", k ? "," : "", n.in[static_cast<size_t>(k)]);
+      // The attributes of the ops that have them (the result's shape follows anyway).
+      switch (n.op) {
+      case Op::LeakyRelu: line += ", slope " + formatNumber(n.fattr); break;
+      case Op::Max: case Op::Min: case Op::ExtremeMask:
+        if (n.op == Op::ExtremeMask) line += n.fattr > 0 ? ", first max" : ", first min";
+        if (n.iattr >= 0) line += fmt::format(", axis {}", n.iattr);
+        break;
+      case Op::Concat: line += fmt::format(", axis {}", n.iattr); break;
+      case Op::Slice: case Op::Pad: line += fmt::format(", at {}", Shape(n.attrs).str()); break;
+      case Op::Conv2d: case Op::Conv2dInputGrad: case Op::Conv2dKernelGrad:
+        line += fmt::format(", stride {}, padding {}", n.attrs[0], n.attrs[1]);
+        break;
+      case Op::MaxPool2d: case Op::MaxPool2dGrad: case Op::AvgPool2d: case Op::AvgPool2dGrad:
+        line += fmt::format(", k {}, stride {}", n.attrs[0], n.attrs[1]);
+        break;
+      default: break;
+      }
     }
     line += " : " + n.shape.str();
     auto it = names.find(id);

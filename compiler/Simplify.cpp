@@ -42,19 +42,22 @@ NodeId Simplifier::simplify(NodeId root) {
   return memo_.at(root);
 }
 
-NodeId Simplifier::raw(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape) {
+NodeId Simplifier::raw(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape,
+                       const std::vector<int64_t> &attrs) {
   std::vector<NodeId> in;
   if (a != kNoNode) in.push_back(a);
   if (b != kNoNode) in.push_back(b);
-  return g_.make(op, std::move(in), fattr, iattr, shape);
+  return g_.make(op, std::move(in), fattr, iattr, shape, attrs);
 }
 
-NodeId Simplifier::make(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape) {
+NodeId Simplifier::make(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape,
+                        const std::vector<int64_t> &attrs) {
   Node n;
   n.op = op;
   n.fattr = fattr;
   n.iattr = iattr;
   n.shape = shape;
+  n.attrs = attrs;
   return rewrite(n, a, b);
 }
 
@@ -85,7 +88,7 @@ NodeId Simplifier::rewrite(const Node &n, NodeId a, NodeId b) {
     broadcastShapes(g_.shape(a), g_.shape(b), out);
     return rewriteBinary(n.op, a, b, out);
   }
-  case OpKind::Other: return rewriteOther(n.op, a, b, n.iattr, n.shape);
+  case OpKind::Other: return rewriteOther(n.op, a, b, n.fattr, n.iattr, n.shape, n.attrs);
   }
   return kNoNode;
 }
@@ -169,7 +172,8 @@ NodeId Simplifier::rewriteBinary(Op op, NodeId a, NodeId b, const Shape &out) {
   return raw(op, a, b, 0, 0, {});
 }
 
-NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, int64_t iattr, const Shape &shape) {
+NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t iattr,
+                                const Shape &shape, const std::vector<int64_t> &attrs) {
   const Node x = g_.node(a); // a copy: make() may grow the node vector
   const Shape sa = g_.shape(a);
   switch (op) {
@@ -199,7 +203,36 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, int64_t iattr, const 
     break;
   case Op::SumAxis:
     if (x.op == Op::Neg) return make(Op::Neg, make(Op::SumAxis, x.a(), kNoNode, 0, iattr, shape));
-    if (isZero(a)) return zeros(shape.rank() ? shape : Shape{sa[1 - static_cast<int>(iattr)]});
+    if (isZero(a)) { // the result's shape is a's without the axis (whatever `shape` a caller gave)
+      std::vector<int64_t> d = sa.dims;
+      d.erase(d.begin() + iattr);
+      return zeros(Shape(std::move(d)));
+    }
+    break;
+  case Op::Reshape:
+    if (sa == shape) return a;                                         // reshape to own shape
+    if (x.op == Op::Reshape) return make(Op::Reshape, x.a(), kNoNode, 0, 0, shape); // of a reshape
+    if (isZero(a)) return zeros(shape);
+    break;
+  case Op::Slice:
+  case Op::Pad:
+    // the whole of a (every start 0, same shape): nothing to cut or add
+    if (sa == shape && std::all_of(attrs.begin(), attrs.end(), [](int64_t v) { return v == 0; }))
+      return a;
+    if (isZero(a)) return zeros(shape);                                // a part of zeros, zeros padded
+    break;
+  case Op::Concat:
+  case Op::Conv2d:
+  case Op::Conv2dInputGrad:
+  case Op::Conv2dKernelGrad:
+  case Op::AvgPool2d:
+  case Op::AvgPool2dGrad:
+    // linear in each operand (Concat: zeros joined to zeros): a zero operand gives zeros
+    if (isZero(a) && (op != Op::Concat || isZero(b))) return zeros(g_.shape(raw(op, a, b, 0, iattr, shape, attrs)));
+    if (b != kNoNode && op != Op::Concat && isZero(b)) return zeros(g_.shape(raw(op, a, b, 0, iattr, shape, attrs)));
+    break;
+  case Op::MaxPool2dGrad: // linear in g
+    if (isZero(b)) return zeros(g_.shape(a));
     break;
   case Op::Transpose:
     if (x.op == Op::Transpose) return x.a();                           // (xᵀ)ᵀ -> x
@@ -214,7 +247,7 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, int64_t iattr, const 
     break;
   default: break;
   }
-  return raw(op, a, b, 0, iattr, shape);
+  return raw(op, a, b, fattr, iattr, shape, attrs);
 }
 
 } // namespace nabla

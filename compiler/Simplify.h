@@ -19,14 +19,16 @@ public:
 
   // Builds a node, applying the rules to it (its operands must already be simplified).
   NodeId make(Op op, NodeId a = kNoNode, NodeId b = kNoNode, double fattr = 0, int64_t iattr = 0,
-              const Shape &shape = {});
+              const Shape &shape = {}, const std::vector<int64_t> &attrs = {});
 
 private:
   NodeId rewrite(const Node &n, NodeId a, NodeId b);
   NodeId rewriteUnary(Op op, NodeId a, double fattr);
   NodeId rewriteBinary(Op op, NodeId a, NodeId b, const Shape &out);
-  NodeId rewriteOther(Op op, NodeId a, NodeId b, int64_t iattr, const Shape &shape);
-  NodeId raw(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape);
+  NodeId rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape,
+                      const std::vector<int64_t> &attrs);
+  NodeId raw(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape,
+             const std::vector<int64_t> &attrs = {});
   NodeId zeros(const Shape &s);
   bool isZero(NodeId id) const;
   bool isOne(NodeId id) const;

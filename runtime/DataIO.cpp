@@ -13,6 +13,7 @@
 #include <optional>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -656,57 +657,196 @@ bool writeAll(int fd, std::string_view contents) {
 
 } // namespace
 
-Expected<bool> writeFileAtomically(const std::string &requested, std::string_view contents) {
-  auto error = [&](int e) {
-    return Error{fmt::format("{}: error: cannot write: {}", requested, std::strerror(e))};
-  };
-  // A symbolic link: the file it points to is replaced, not the link.
-  std::string path = requested;
+namespace {
+
+// Where a write to `requested` goes. A symbolic link: the file it points to is replaced, not the
+// link. A device, a FIFO or a socket (/dev/stdout, /dev/null, a pipe) is written in place:
+// renaming a file over it would replace the device node itself.
+struct Target {
+  std::string requested, path;
+  bool exists = false, inPlace = false;
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
-    if (char *real = ::realpath(path.c_str(), nullptr)) {
-      path = real;
+};
+
+Error writeError(const std::string &requested, int e) {
+  return Error{fmt::format("{}: error: cannot write: {}", requested, std::strerror(e))};
+}
+
+Expected<Target> resolveTarget(const std::string &requested) {
+  Target t;
+  t.requested = t.path = requested;
+  if (::lstat(t.path.c_str(), &t.st) == 0 && S_ISLNK(t.st.st_mode))
+    if (char *real = ::realpath(t.path.c_str(), nullptr)) {
+      t.path = real;
       std::free(real);
     }
-  const bool exists = ::stat(path.c_str(), &st) == 0;
-  if (exists && S_ISDIR(st.st_mode)) return error(EISDIR);
-  if (exists && !S_ISREG(st.st_mode)) {
-    // A device, a FIFO or a socket (/dev/stdout, /dev/null, a pipe): written in place. Renaming a
-    // file over it would replace the device node itself.
-    int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return error(errno);
-    if (!writeAll(fd, contents)) {
-      int e = errno;
-      ::close(fd);
-      return error(e);
-    }
-    if (::close(fd) != 0) return error(errno);
-    return true;
-  }
+  t.exists = ::stat(t.path.c_str(), &t.st) == 0;
+  if (t.exists && S_ISDIR(t.st.st_mode)) return writeError(requested, EISDIR);
+  t.inPlace = t.exists && !S_ISREG(t.st.st_mode);
+  return t;
+}
 
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  auto fail = [&](bool created) {
+// Opens a target that is written in place. A FIFO is opened without blocking: with no process
+// reading it, open fails with ENXIO at once (instead of waiting for a reader forever).
+Expected<int> openInPlace(const Target &t) {
+  int fd = ::open(t.path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0 && errno == ENXIO && S_ISFIFO(t.st.st_mode))
+    return Error{fmt::format("{}: error: cannot write: it is a FIFO that no process is reading",
+                             t.requested)};
+  if (fd < 0) return writeError(t.requested, errno);
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK); // then write as usual, blocking
+  return fd;
+}
+
+// Creates a new temporary file next to `path`, exclusively (O_EXCL | O_NOFOLLOW, as mkstemp
+// does): a file or a symbolic link planted at the name is never opened, truncated or followed;
+// another name is tried instead. PATH.tmp.<pid> first, then PATH.tmp.<pid>.<random>.
+int createTemp(const std::string &path, std::string &tmp) {
+  static uint64_t counter = 0;
+  uint64_t mix = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull ^
+                 static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&tmp));
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    tmp = path + ".tmp." + std::to_string(::getpid());
+    if (attempt > 0) {
+      mix = (mix ^ ++counter ^ static_cast<uint64_t>(::time(nullptr))) * 0xbf58476d1ce4e5b9ull;
+      tmp += fmt::format(".{:08x}", static_cast<uint32_t>(mix >> 32));
+    }
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd >= 0 || errno != EEXIST) return fd;
+  }
+  errno = EEXIST;
+  return -1;
+}
+
+// One file of a write: its contents in place, or in a complete, synced temporary file that
+// commit() renames over the target.
+struct Pending {
+  Target target;
+  std::string_view contents;
+  std::string tmp; // empty: written in place (or nothing created yet)
+};
+
+Expected<bool> writeInPlace(const Target &t, std::string_view contents) {
+  Expected<int> fd = openInPlace(t);
+  if (!fd) return fd.error();
+  if (!writeAll(*fd, contents)) {
     int e = errno;
-    if (fd >= 0) ::close(fd);
-    if (created) ::unlink(tmp.c_str());
-    return error(e);
+    ::close(*fd);
+    return writeError(t.requested, e);
+  }
+  if (::close(*fd) != 0) return writeError(t.requested, errno);
+  return true;
+}
+
+Expected<bool> prepare(Pending &p) {
+  const Target &t = p.target;
+  int fd = createTemp(t.path, p.tmp);
+  if (fd < 0) {
+    int e = errno;
+    p.tmp.clear();
+    return writeError(t.requested, e);
+  }
+  auto fail = [&] {
+    int e = errno;
+    ::close(fd);
+    ::unlink(p.tmp.c_str());
+    p.tmp.clear();
+    return writeError(t.requested, e);
   };
-  if (fd < 0) return fail(false);
   // The replaced file's permissions stay (params kept private stay private).
-  if (exists && ::fchmod(fd, st.st_mode & 07777) != 0) return fail(true);
-  if (!writeAll(fd, contents)) return fail(true);
-  if (::fsync(fd) != 0) return fail(true);
-  int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) return fail(true);
-  // Best effort: make the rename itself durable.
+  if (t.exists && ::fchmod(fd, t.st.st_mode & 07777) != 0) return fail();
+  if (!writeAll(fd, p.contents)) return fail();
+  if (::fsync(fd) != 0) return fail();
+  if (::close(fd) != 0) {
+    int e = errno;
+    ::unlink(p.tmp.c_str());
+    p.tmp.clear();
+    return writeError(t.requested, e);
+  }
+  return true;
+}
+
+void syncDirectoryOf(const std::string &path) { // best effort: make a rename durable
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   if (int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);
   }
+}
+
+// All of `files` or none: every temporary file is written and synced before the first rename; a
+// failure before then removes them all and leaves every target as it was. Targets written in place
+// (devices, FIFOs) are written last, after the renames.
+Expected<bool> writeAllOrNone(std::vector<Pending> &files) {
+  auto cleanup = [&] {
+    for (Pending &p : files)
+      if (!p.tmp.empty()) ::unlink(p.tmp.c_str());
+  };
+  for (Pending &p : files) {
+    if (p.target.inPlace) continue;
+    Expected<bool> ok = prepare(p);
+    if (!ok) {
+      cleanup();
+      return ok.error();
+    }
+  }
+  for (size_t i = 0; i < files.size(); ++i) {
+    Pending &p = files[i];
+    if (p.target.inPlace) continue;
+    if (::rename(p.tmp.c_str(), p.target.path.c_str()) != 0) {
+      int e = errno;
+      cleanup();
+      return writeError(p.target.requested, e);
+    }
+    p.tmp.clear();
+    syncDirectoryOf(p.target.path);
+  }
+  for (Pending &p : files)
+    if (p.target.inPlace)
+      if (Expected<bool> ok = writeInPlace(p.target, p.contents); !ok) return ok.error();
+  return true;
+}
+
+} // namespace
+
+Expected<bool> writeFileAtomically(const std::string &requested, std::string_view contents) {
+  return writeFilesAtomically({{requested, contents}});
+}
+
+Expected<bool> writeFilesAtomically(const std::vector<std::pair<std::string, std::string_view>> &files) {
+  std::vector<Pending> pending;
+  for (const auto &[path, contents] : files) {
+    Expected<Target> t = resolveTarget(path);
+    if (!t) return t.error();
+    pending.push_back(Pending{std::move(*t), contents, {}});
+  }
+  return writeAllOrNone(pending);
+}
+
+Expected<bool> checkOutputFile(const std::string &path, const std::string &option) {
+  auto error = [&](const std::string &why) {
+    return Error{fmt::format("{}: error: cannot write the {} file: {}", path, option, why)};
+  };
+  Expected<Target> t = resolveTarget(path);
+  if (!t) return error(std::strerror(EISDIR));
+  if (t->inPlace) {
+    // A FIFO is not opened now: opening and closing it would end its reader's input. A device
+    // must be one that can be opened for writing.
+    if (S_ISFIFO(t->st.st_mode) || S_ISSOCK(t->st.st_mode)) return true;
+    int fd = ::open(t->path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0) return error(std::strerror(errno));
+    ::close(fd);
+    return true;
+  }
+  // A regular file or none yet: a temporary file must be possible beside it (the directory exists
+  // and is writable, the name is not too long).
+  std::string tmp;
+  int fd = createTemp(t->path, tmp);
+  if (fd < 0) return error(std::strerror(errno));
+  ::close(fd);
+  ::unlink(tmp.c_str());
   return true;
 }
 

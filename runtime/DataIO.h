@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace nabla {
@@ -105,11 +106,25 @@ Expected<Dataset> makeIdxDataset(IdxImages images, const std::vector<uint8_t> *l
 Expected<Dataset> loadIdx(const std::string &imagesPath, const std::string &labelsPath,
                           const Program &program);
 
-// Writes PATH.tmp.<pid> in the same directory, fsyncs it and renames it over PATH, so readers see
-// the old file or the new one, never a part; a file replaced keeps its permissions, and a symbolic
-// link PATH keeps pointing where it did (the file it points to is the one replaced). PATH that is
-// a device, a FIFO or a socket (/dev/stdout, /dev/null) is written in place, never replaced. On
-// failure the temp file is removed and the error reads "PATH: error: cannot write: <strerror>".
+// Writes a new temporary file in the same directory, created exclusively (O_EXCL | O_NOFOLLOW,
+// PATH.tmp.<pid> or, if something is there already, PATH.tmp.<pid>.<random>: a file or symbolic
+// link planted there is never followed, truncated or removed), fsyncs it and renames it over PATH,
+// so readers see the old file or the new one, never a part; a file replaced keeps its
+// permissions, and a symbolic link PATH keeps pointing where it did (the file it points to is the
+// one replaced). PATH that is a device, a FIFO or a socket (/dev/stdout, /dev/null) is written in
+// place, never replaced; a FIFO that no process reads is an error at once, not a wait. On failure
+// the temp file is removed and the error reads "PATH: error: cannot write: <strerror>".
 Expected<bool> writeFileAtomically(const std::string &path, std::string_view contents);
+
+// Several files, all or none: every temporary file is written and synced before the first is
+// renamed, so a failure (a directory where a file should go, a name too long, a full disk) leaves
+// every target as it was.
+Expected<bool> writeFilesAtomically(const std::vector<std::pair<std::string, std::string_view>> &files);
+
+// Before long work whose result goes to PATH (train's --save, --log, --plot): whether a write there
+// can succeed, without writing it. A directory, a directory that does not exist or cannot be
+// written, a name too long, a device that cannot be opened for writing: "PATH: error: cannot write
+// the OPTION file: <strerror>". A FIFO passes (it is opened only to write).
+Expected<bool> checkOutputFile(const std::string &path, const std::string &option);
 
 } // namespace nabla

@@ -8,6 +8,8 @@
 #include "Random.h"
 #include "Sema.h"
 
+#include <exception>
+#include <system_error>
 #include <thread>
 
 namespace nabla {
@@ -50,6 +52,8 @@ Expected<Model> Model::compileString(std::string source, std::string name, const
       m.s_->outputs = simplifiedOutputs(prog);
     }
     m.s_->loops = lowerToLoops(prog, m.s_->outputs, m.s_->derivation ? &*m.s_->derivation : nullptr);
+  } catch (const SizeLimitError &e) { // values too large to lay out: the program's error
+    return Error{e.what()};
   } catch (const InternalError &e) {
     return Error{std::string("internal error (a bug in nabla, please report it): ") + e.what()};
   }
@@ -168,9 +172,31 @@ double Model::lossAndGradient(const std::vector<double> &params, const double *i
     };
     if (parts == 1) work(0);
     else {
+      // Parts 1.. on threads, part 0 here. A thread the system refuses (a process limit, a pids
+      // cgroup, no address space for its stack) is not an error: its part runs here too, after
+      // part 0; a throwing emplace_back must not leave started threads joinable (std::terminate).
+      // An exception in a part (its work space: bad_alloc) is rethrown here after every join.
+      std::vector<std::exception_ptr> failed(static_cast<size_t>(parts));
+      auto guarded = [&](int k) {
+        try {
+          work(k);
+        } catch (...) {
+          failed[static_cast<size_t>(k)] = std::current_exception();
+        }
+      };
       std::vector<std::thread> pool;
-      for (int k = 0; k < parts; ++k) pool.emplace_back(work, k);
+      std::vector<int> here = {0};
+      for (int k = 1; k < parts; ++k) {
+        try {
+          pool.emplace_back(guarded, k);
+        } catch (const std::system_error &) {
+          here.push_back(k);
+        }
+      }
+      for (int k : here) guarded(k);
       for (auto &t : pool) t.join();
+      for (auto &e : failed)
+        if (e) std::rethrow_exception(e);
     }
     // Each part returns means over its examples: weight them by their share of the batch.
     double loss = 0;

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 namespace nabla {
@@ -129,11 +130,21 @@ double secondsSince(Clock::time_point t) {
 }
 
 // A fixed set of worker threads that run parts 1..N of a job while the caller runs part 0.
+// A thread the system refuses (a process limit, `ulimit -u`; a pids cgroup; address space for its
+// stack) is not an error: the pool keeps the threads that did start, threads() says how many, and
+// the caller splits its work among that many parts (possibly just its own).
 class PartPool {
 public:
   PartPool(int workers, std::function<void(int)> job) : job_(std::move(job)) {
-    for (int k = 1; k <= workers; ++k) threads_.emplace_back([this, k] { loop(k); });
+    for (int k = 1; k <= workers; ++k) {
+      try {
+        threads_.emplace_back([this, k] { loop(k); });
+      } catch (const std::system_error &) {
+        break; // the threads started so far wait for run() or for the destructor, as usual
+      }
+    }
   }
+  int threads() const { return static_cast<int>(threads_.size()); }
   ~PartPool() {
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -209,6 +220,13 @@ public:
     by_.assign(static_cast<size_t>(batch * nt_), T(0));
     parts_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(o.threads, batch)));
     evalChunk_ = std::max<int64_t>(batch, 8192);
+    if (jit_ && parts_ > 1) {
+      // The threads first: the parts are as many as the threads that could be started, and each
+      // part's work space is sized for its share of the batch.
+      pool_ = std::make_unique<PartPool>(parts_ - 1, [this](int k) { part(k); });
+      parts_ = pool_->threads() + 1;
+      if (parts_ == 1) pool_.reset();
+    }
     if (jit_) {
       const int64_t partRows = (batch + parts_ - 1) / parts_;
       for (int k = 0; k < parts_; ++k) {
@@ -217,8 +235,6 @@ public:
         if (parts_ > 1) Gk_.emplace_back(static_cast<size_t>(np_), T(0));
       }
       L_.assign(static_cast<size_t>(parts_), T(0));
-      if (parts_ > 1)
-        pool_ = std::make_unique<PartPool>(parts_ - 1, [this](int k) { part(k); });
     }
     if (acc_.kind != AccuracyKind::None || testAcc_.kind != AccuracyKind::None)
       out_.assign(static_cast<size_t>(std::min(evalChunk_, nEval) * no_), T(0));
@@ -265,6 +281,11 @@ public:
           o_.onBatch(p);
         }
       }
+      // An update that made a param non-finite shows in the next batch's loss, except the last
+      // update of all: the params are checked after each epoch's last update, so that no epoch
+      // reports on, and no run returns, params that cannot be used (or saved: JSON has no inf).
+      if (std::string bad = nonFiniteParam(); !bad.empty())
+        return Error{divergenceAfterUpdate(epoch, batches, bad)};
       const double stepSeconds = secondsSince(epochStart);
       trainSeconds += stepSeconds;
       trained += nTrain_;
@@ -406,6 +427,25 @@ private:
     return fmt::format("{}: error: training stopped at epoch {}, batch {} of {}: {}; the params "
                        "diverged or the data has extreme values (try a smaller learning rate)",
                        p.source.name, epoch, batch, batches, what);
+  }
+
+  // "w is inf (element 3)" for the first param element that is not finite, else "".
+  std::string nonFiniteParam() const {
+    for (const Decl &d : m_.program().params) {
+      const T *p = P_.data() + d.offset;
+      for (int64_t i = 0; i < d.shape.numel(); ++i)
+        if (!std::isfinite(p[i]))
+          return fmt::format("{} is {}{}", d.name, describeNumber(static_cast<double>(p[i])),
+                             d.shape.numel() == 1 ? "" : fmt::format(" (element {})", i));
+    }
+    return "";
+  }
+
+  std::string divergenceAfterUpdate(int epoch, int64_t batches, const std::string &what) const {
+    return fmt::format("{}: error: training stopped at epoch {}, batch {} of {}: after the update, "
+                       "param {}; the params diverged or the data has extreme values (try a smaller "
+                       "learning rate)",
+                       m_.program().source.name, epoch, batches, batches, what);
   }
 
   const Model &m_;

@@ -25,6 +25,7 @@
 #include <cerrno>
 #include <charconv>
 #include <climits>
+#include <csignal>
 #include <cstdint>
 #include <chrono>
 #include <cmath>
@@ -35,6 +36,8 @@
 #include <optional>
 #include <system_error>
 #include <thread>
+#include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace nabla;
@@ -406,6 +409,46 @@ void requireWritableDir(const std::string &path, const char *option) {
                      std::strerror(errno)));
 }
 
+// Whether two names are one file: by device and inode where both exist, else by their absolute,
+// normalized paths (symbolic links in the existing part resolved).
+bool sameFile(const std::string &a, const std::string &b) {
+  struct stat sa {}, sb {};
+  const bool ea = ::stat(a.c_str(), &sa) == 0, eb = ::stat(b.c_str(), &sb) == 0;
+  if (ea || eb) return ea && eb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+  std::error_code e1, e2;
+  auto ca = std::filesystem::weakly_canonical(std::filesystem::absolute(a, e1), e1);
+  auto cb = std::filesystem::weakly_canonical(std::filesystem::absolute(b, e2), e2);
+  return !e1 && !e2 && ca == cb;
+}
+
+// Every output of a training run is checked before the run, not after it is lost: an output may
+// not be one of the inputs (the source, the data, the initial params) or another output, and each
+// must be a place a file can be written (not a directory, a writable directory, a name the file
+// system takes). Devices and FIFOs (/dev/stdout, a pipe) are written in place and may be shared.
+void checkTrainFiles(const TrainCommand &c) {
+  const std::vector<std::pair<const char *, const std::string *>> inputs = {
+      {"source", &c.file}, {"--data", &c.data}, {"--params", &c.init}};
+  const std::vector<std::pair<const char *, const std::string *>> outputs = {
+      {"--save", &c.save}, {"--log", &c.log}, {"--plot", &c.plot}};
+  for (size_t k = 0; k < outputs.size(); ++k) {
+    const auto &[option, path] = outputs[k];
+    if (path->empty()) continue;
+    struct stat st {};
+    const bool replaced = ::stat(path->c_str(), &st) != 0 || S_ISREG(st.st_mode);
+    if (replaced) {
+      for (const auto &[input, in] : inputs)
+        if (!in->empty() && sameFile(*path, *in))
+          fail(fmt::format("{}: error: the {} file would overwrite the {} file '{}'; choose another name",
+                           *path, option, input, *in));
+      for (size_t j = 0; j < k; ++j)
+        if (!outputs[j].second->empty() && sameFile(*path, *outputs[j].second))
+          fail(fmt::format("{}: error: the {} file and the {} file are the same file; choose another name",
+                           *path, option, outputs[j].first));
+    }
+    unwrap(checkOutputFile(*path, option));
+  }
+}
+
 int cmdTrain(const TrainCommand &c) {
   TrainOptions o;
   std::optional<OptimizerKind> kind = parseOptimizer(c.optimizer);
@@ -418,6 +461,7 @@ int cmdTrain(const TrainCommand &c) {
   requireWritableDir(c.save, "--save");
   requireWritableDir(c.plot, "--plot");
   requireWritableDir(c.log, "--log");
+  checkTrainFiles(c);
 
   const auto t0 = std::chrono::steady_clock::now();
   Model m = compileModel(c.file, c.engine, parseDType(c.dtype));
@@ -657,7 +701,7 @@ std::string misspelling(CLI::App &app, int argc, char **argv) {
 
 } // namespace
 
-int main(int argc, char **argv) {
+int runCommand(int argc, char **argv) {
   CLI::App app{"nabla: a compiler for neural networks: parse, differentiate symbolically, "
                "evaluate, train."};
   app.require_subcommand(1);
@@ -763,6 +807,9 @@ int main(int argc, char **argv) {
     if (!m.empty() && m.back() != '\n') m += '\n';
     std::fputs(m.c_str(), stderr);
     return 1;
+  } catch (const SizeLimitError &e) { // values too large to lay out: the program's error
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
   } catch (const InternalError &e) {
     std::fprintf(stderr, "nabla: internal error (a bug in nabla, please report it): %s\n", e.what());
     return 1;
@@ -777,4 +824,35 @@ int main(int argc, char **argv) {
     return 1;
   }
   return 1;
+}
+
+namespace {
+
+// Standard output is a result like a file: a write that failed (a full disk, /dev/full, a closed
+// descriptor) is an error, exit status 1 with a message, never a silent exit 0. A reader that went
+// away (`nabla predict ... | head -1`) is no error of ours: status 1, quietly. SIGPIPE is ignored so
+// that such a write returns EPIPE instead of killing nabla with status 141 mid-message.
+int finishStandardOutput(int status) {
+  errno = 0;
+  int e = std::fflush(stdout) != 0 ? errno : 0;
+  if (e == 0 && !std::ferror(stdout)) return status;
+  // A write that failed earlier left only the stream's error flag (its errno is long gone): ask
+  // the descriptor again. An empty write reports a closed descriptor (EBADF) or a full device
+  // (ENOSPC); a pipe whose reader is gone polls as POLLERR.
+  if (e == 0 && ::write(STDOUT_FILENO, "", 0) < 0) e = errno;
+  if (e == 0) {
+    struct pollfd p {STDOUT_FILENO, POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLERR)) e = EPIPE;
+  }
+  if (e == EPIPE) return status == 0 ? 1 : status;
+  std::fprintf(stderr, "nabla: error: cannot write the standard output: %s\n", std::strerror(e ? e : EIO));
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  int status = runCommand(argc, argv);
+  return finishStandardOutput(status);
 }

@@ -9,6 +9,7 @@
 #include <llvm/IR/Module.h>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <string>
 #include <unordered_map>
@@ -194,11 +195,15 @@ private:
   }
 
   Value *index(const loops::Affine &a) {
+    // No unsigned wrap where every part is non-negative; a window's position (oh·s + i - p) is
+    // negative before a padded image's start: signed arithmetic only.
+    bool nuw = a.constant >= 0;
+    for (auto &t : a.terms) nuw &= t.second > 0;
     Value *v = ConstantInt::get(I64, a.constant);
     for (auto &[var, coef] : a.terms) {
       Value *t = vars_.at(var);
-      if (coef != 1) t = B.CreateMul(t, ConstantInt::get(I64, coef), "", true, true);
-      v = B.CreateAdd(v, t, "", true, true);
+      if (coef != 1) t = B.CreateMul(t, ConstantInt::get(I64, coef), "", nuw, true);
+      v = B.CreateAdd(v, t, "", nuw, true);
     }
     return v;
   }
@@ -243,6 +248,24 @@ private:
   }
   Value *real(double v) { return ConstantFP::get(T, v); }
 
+  // A call of the C library's NAME (NAMEf in f32), which the JIT resolves in the process and the
+  // emitted C++ calls as std::NAME: both backends compute the same numbers.
+  Value *libm(const std::string &name, Value *x) {
+    FunctionCallee fn = M->getOrInsertFunction(O.f64 ? name : name + "f", FunctionType::get(T, {T}, false));
+    if (auto *f = dyn_cast<Function>(fn.getCallee())) {
+      f->setDoesNotThrow();
+      f->setDoesNotAccessMemory();
+    }
+    return B.CreateCall(fn, {x});
+  }
+
+  // Whether every bound holds: 0 <= index < extent, one unsigned comparison each.
+  Value *within(const std::vector<loops::Bound> &bounds) {
+    Value *ok = B.getTrue();
+    for (const loops::Bound &b : bounds) ok = B.CreateAnd(ok, B.CreateICmpULT(index(b.index), ConstantInt::get(I64, b.extent)));
+    return ok;
+  }
+
   Value *unary(Op op, Value *x, double p) {
     switch (op) {
     case Op::Neg: return B.CreateFNeg(x);
@@ -285,6 +308,17 @@ private:
     case Op::Sign:
       return B.CreateSelect(B.CreateFCmpOGT(x, real(0)), real(1),
                             B.CreateSelect(B.CreateFCmpOLT(x, real(0)), real(-1), real(0)));
+    case Op::Gelu: {
+      // x Φ(x) with Φ(x) = erfc(-x / √2) / 2: accurate for large negative x too, where
+      // 1 + erf(x / √2) cancels.
+      Value *phi = B.CreateFMul(real(0.5), libm("erfc", B.CreateFMul(x, real(-0.70710678118654752440))));
+      return B.CreateFMul(x, phi);
+    }
+    case Op::Elu: return B.CreateSelect(B.CreateFCmpOGT(x, real(0)), x, libm("expm1", x));
+    case Op::Erf: return libm("erf", x);
+    case Op::Sin: return intrinsic(Intrinsic::sin, x);
+    case Op::Cos: return intrinsic(Intrinsic::cos, x);
+    case Op::LeakyRelu: return B.CreateSelect(B.CreateFCmpOGT(x, real(0)), x, B.CreateFMul(real(p), x));
     case Op::Pow:
       if (p == 2) return B.CreateFMul(x, x);
       if (p == 1) return x;
@@ -300,7 +334,22 @@ private:
     const LExpr &x = k.pool[static_cast<size_t>(e)];
     switch (x.kind) {
     case LExpr::Const: return real(x.value);
-    case LExpr::Load: return B.CreateLoad(T, address(x.buffer, x.index));
+    case LExpr::Load: {
+      if (x.bounds.empty()) return B.CreateLoad(T, address(x.buffer, x.index));
+      // Zero padding: outside the bounds, read element 0 (always there) and select 0 instead,
+      // branch-free.
+      Value *ok = within(x.bounds);
+      Value *at = B.CreateSelect(ok, index(x.index), ConstantInt::get(I64, 0));
+      Value *v = B.CreateLoad(T, B.CreateInBoundsGEP(T, bufferBase(x.buffer), at));
+      return B.CreateSelect(ok, v, real(0));
+    }
+    case LExpr::Index: return B.CreateSIToFP(index(x.index), T);
+    case LExpr::Select: {
+      Value *a = expr(k, x.a), *b = expr(k, x.b);
+      Value *cond = x.cmp == LExpr::Ge ? B.CreateFCmpOGE(a, b) : x.cmp == LExpr::Gt ? B.CreateFCmpOGT(a, b) : B.CreateFCmpOEQ(a, b);
+      Value *c = expr(k, x.c), *d = expr(k, x.d);
+      return B.CreateSelect(cond, c, d);
+    }
     case LExpr::Acc: return B.CreateLoad(T, acc_);
     case LExpr::BatchSize: return nReal_;
     case LExpr::Max: {
@@ -315,6 +364,9 @@ private:
       case Op::Sub: return B.CreateFSub(a, b);
       case Op::Mul: return B.CreateFMul(a, b);
       case Op::Div: return B.CreateFDiv(a, b);
+      case Op::Maximum: return B.CreateSelect(B.CreateFCmpOGE(a, b), a, b);
+      case Op::Minimum: return B.CreateSelect(B.CreateFCmpOLE(a, b), a, b);
+      case Op::GreaterEq: return B.CreateSelect(B.CreateFCmpOGE(a, b), real(1), real(0));
       default: break;
       }
     }
@@ -358,16 +410,39 @@ private:
       return;
     case Kernel::Accumulate:
       nest(k, 0, all, [&] {
+        BasicBlock *after = nullptr;
+        if (!k.outBounds.empty()) {
+          // Only inside the bounds: if (within) out[index] += body.
+          BasicBlock *store = BasicBlock::Create(C, "inside", F);
+          after = BasicBlock::Create(C, "inside.end", F);
+          B.CreateCondBr(within(k.outBounds), store, after);
+          B.SetInsertPoint(store);
+        }
         Value *p = address(k.out, k.outIndex);
         B.CreateStore(B.CreateFAdd(B.CreateLoad(T, p), expr(k, k.body)), p);
+        if (after) {
+          B.CreateBr(after);
+          B.SetInsertPoint(after);
+        }
       });
       return;
     case Kernel::Reduce: {
       size_t outer = 0;
       while (outer < all && !k.loops[outer].reduction) ++outer;
       nest(k, 0, outer, [&] {
-        B.CreateStore(real(0), acc_);
-        nest(k, outer, all, [&] { accumulate(expr(k, k.body)); });
+        if (k.combine == Kernel::Sum) {
+          B.CreateStore(real(0), acc_);
+          nest(k, outer, all, [&] { accumulate(expr(k, k.body)); });
+        } else {
+          // acc = body > acc ? body : acc (<, for Min) from -inf (+inf): the first of equal
+          // values stays.
+          const bool mx = k.combine == Kernel::Max;
+          B.CreateStore(real(mx ? -INFINITY : INFINITY), acc_);
+          nest(k, outer, all, [&] {
+            Value *v = expr(k, k.body), *a = B.CreateLoad(T, acc_);
+            B.CreateStore(B.CreateSelect(mx ? B.CreateFCmpOGT(v, a) : B.CreateFCmpOLT(v, a), v, a), acc_);
+          });
+        }
         B.CreateStore(expr(k, k.epilogue), address(k.out, k.outIndex));
       });
       return;

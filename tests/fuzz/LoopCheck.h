@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -48,14 +49,77 @@ inline std::string checkLoops(const loops::Program &L, const LoopSpaces &sp) {
       std::map<int, std::pair<int, int>> life; // workspace buffer -> first, last kernel touching it
       std::map<int, bool> written;
       std::string err;
+      // The extent of loop variable v in kernel k at this n, or -1 when no loop defines it.
+      auto extentOf = [&](const Kernel &k, int v) -> int64_t {
+        auto l = std::find_if(k.loops.begin(), k.loops.end(), [&](const Loop &x) { return x.var == v; });
+        return l == k.loops.end() ? -1 : l->batch ? n : l->extent;
+      };
+      // An access with bounds (a zero-padded load, a scatter into a padded image) happens only
+      // where every bound holds: the [lo, hi] of its index over those iterations, by enumerating
+      // the variables involved (false when there are too many iterations to enumerate).
+      auto boundedRange = [&](const Kernel &k, const Affine &idx, const std::vector<Bound> &bounds, int64_t &lo,
+                              int64_t &hi) {
+        std::vector<int> vars;
+        auto note = [&](const Affine &a) {
+          for (auto [v, c] : a.terms)
+            if (std::find(vars.begin(), vars.end(), v) == vars.end()) vars.push_back(v);
+        };
+        note(idx);
+        for (const Bound &b : bounds) note(b.index);
+        std::vector<int64_t> ext, at(vars.size(), 0);
+        int64_t total = 1;
+        for (int v : vars) {
+          ext.push_back(extentOf(k, v));
+          if (ext.back() <= 0) return false;
+          total *= ext.back();
+          if (total > (int64_t(1) << 22)) return false;
+        }
+        auto value = [&](const Affine &a) {
+          int64_t x = a.constant;
+          for (auto [v, c] : a.terms) x += c * at[static_cast<size_t>(std::find(vars.begin(), vars.end(), v) - vars.begin())];
+          return x;
+        };
+        lo = INT64_MAX, hi = INT64_MIN;
+        for (int64_t it = 0; it < total; ++it) {
+          int64_t r = it;
+          for (size_t i = 0; i < vars.size(); ++i) at[i] = r % ext[i], r /= ext[i];
+          bool inside = true;
+          for (const Bound &b : bounds) {
+            int64_t x = value(b.index);
+            inside &= x >= 0 && x < b.extent;
+          }
+          if (!inside) continue;
+          lo = std::min(lo, value(idx));
+          hi = std::max(hi, value(idx));
+        }
+        if (lo > hi) lo = hi = 0; // never happens: treat as element 0
+        return true;
+      };
       auto access = [&](const Kernel &k, int buf, const Affine &idx, int64_t extra, bool write,
-                        int t, const char *what) {
+                        int t, const char *what, const std::vector<Bound> &bounds = {}) {
         if (!err.empty()) return;
         if (buf < 0 || static_cast<size_t>(buf) >= L.buffers.size()) {
           err = fmt::format("kernel {}: {} of buffer index {}", t, what, buf);
           return;
         }
         int64_t lo = idx.constant, hi = idx.constant;
+        if (!bounds.empty()) {
+          // Too many iterations to enumerate: only the lifetimes are checked.
+          if (!boundedRange(k, idx, bounds, lo, hi)) lo = hi = 0;
+          const Buffer &b = L.buffers[static_cast<size_t>(buf)];
+          auto [s, e] = region(b);
+          if (lo < 0 || s + hi + extra >= e)
+            err = fmt::format("n={}: kernel {} ({}): {} of buffer {} at [{}, {}] outside [0, {}) where its bounds hold",
+                              n, t, k.comment, what, b.name, lo, hi + extra, e - s);
+          if (!err.empty() || b.space != Space::Workspace) return;
+          auto it = life.find(buf);
+          if (it == life.end()) life[buf] = {t, t};
+          else it->second.second = t;
+          if (write) written[buf] = true;
+          else if (!written[buf])
+            err = fmt::format("kernel {} ({}): reads workspace buffer {} before anything writes it", t, k.comment, b.name);
+          return;
+        }
         for (auto [v, c] : idx.terms) {
           auto l = std::find_if(k.loops.begin(), k.loops.end(), [&](const Loop &x) { return x.var == v; });
           if (l == k.loops.end()) {
@@ -86,15 +150,15 @@ inline std::string checkLoops(const loops::Program &L, const LoopSpaces &sp) {
         const Kernel &k = f->kernels[ti];
         const int t = static_cast<int>(ti);
         for (const loops::Expr &e : k.pool) {
-          if ((e.a >= 0 && static_cast<size_t>(e.a) >= k.pool.size()) ||
-              (e.b >= 0 && static_cast<size_t>(e.b) >= k.pool.size()))
-            return fmt::format("kernel {}: an operand outside the expression pool", t);
-          if (e.kind == loops::Expr::Load) access(k, e.buffer, e.index, 0, false, t, "a load");
+          for (int o : {e.a, e.b, e.c, e.d})
+            if (o >= 0 && static_cast<size_t>(o) >= k.pool.size())
+              return fmt::format("kernel {}: an operand outside the expression pool", t);
+          if (e.kind == loops::Expr::Load) access(k, e.buffer, e.index, 0, false, t, "a load", e.bounds);
         }
         if (k.mode == Kernel::Softmax) access(k, k.in, k.inIndex, k.cols - 1, false, t, "the softmax input");
         bool reads = k.mode == Kernel::Accumulate || (k.mode == Kernel::Gemm && k.accumulate);
-        if (reads) access(k, k.out, k.outIndex, 0, false, t, "the accumulated output");
-        access(k, k.out, k.outIndex, k.mode == Kernel::Softmax ? k.cols - 1 : 0, true, t, "the output");
+        if (reads) access(k, k.out, k.outIndex, 0, false, t, "the accumulated output", k.outBounds);
+        access(k, k.out, k.outIndex, k.mode == Kernel::Softmax ? k.cols - 1 : 0, true, t, "the output", k.outBounds);
       }
       if (err.empty() && f->result >= 0) {
         Kernel none;

@@ -114,6 +114,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size > kMaxInputBytes) return 0;
   try {
     run(fuzz::asText(data, size));
+  } catch (const SizeLimitError &) { // a program too large to lay out: its user error
   } catch (const InternalError &e) {
     bug("internal error", e.what());
   } catch (const std::bad_alloc &) {

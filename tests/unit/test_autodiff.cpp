@@ -17,122 +17,22 @@
 #include "Random.h"
 #include "Simplify.h"
 
+#include "OpBench.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
 
 using namespace nabla;
+using namespace nabla::testing;
 
 namespace {
-
-// A hand-built program: leaves declared as Program decls (so the interpreter can read them), with
-// their values.
-struct Bench {
-  Program p;
-  std::vector<double> params, inputs, targets;
-  Rng rng;
-
-  explicit Bench(uint64_t seed = 1) : rng(seed) {}
-  Graph &g() { return p.graph; }
-
-  // Values with magnitude in [lo, hi], of random sign when `signed_`.
-  std::vector<double> draw(const Shape &s, double lo, double hi, bool signed_) {
-    std::vector<double> v(static_cast<size_t>(s.numel()));
-    for (double &x : v) {
-      x = rng.uniform(lo, hi);
-      if (signed_ && rng.uniform() < 0.5) x = -x;
-    }
-    return v;
-  }
-  NodeId leaf(Op op, Shape s, const std::vector<double> &values) { // s by value: it may be a graph node's, which make() moves
-    auto &decls = op == Op::Param ? p.params : op == Op::Input ? p.inputs : p.targets;
-    auto &flat = op == Op::Param ? params : op == Op::Input ? inputs : targets;
-    REQUIRE(static_cast<int64_t>(values.size()) == s.numel());
-    NodeId id = g().make(op, {}, 0, static_cast<int64_t>(decls.size()), s);
-    Decl d;
-    d.name = fmt::format("{}{}", opSpelling(op), decls.size());
-    d.shape = s;
-    d.node = id;
-    d.offset = static_cast<int64_t>(flat.size());
-    decls.push_back(d);
-    flat.insert(flat.end(), values.begin(), values.end());
-    return id;
-  }
-  NodeId param(const Shape &s, double lo, double hi, bool signed_) {
-    return leaf(Op::Param, s, draw(s, lo, hi, signed_));
-  }
-  NodeId param(const Shape &s, const std::vector<double> &v) { return leaf(Op::Param, s, v); }
-  NodeId input(const Shape &s, double lo, double hi, bool signed_) {
-    return leaf(Op::Input, s, draw(s, lo, hi, signed_));
-  }
-
-  // Values of `roots` for the given params.
-  std::vector<std::vector<double>> eval(const std::vector<NodeId> &roots,
-                                        const std::vector<double> &P) {
-    Interpreter<double> it(p, p.graph, roots);
-    it.run(P.data(), inputs.data(), targets.data());
-    std::vector<std::vector<double>> out;
-    for (NodeId r : roots) out.push_back(it.value(r));
-    return out;
-  }
-  std::vector<double> eval(NodeId root) { return eval({root}, params)[0]; }
-  // The same in f32 (params and inputs rounded to float).
-  std::vector<double> eval32(NodeId root) {
-    Interpreter<float> it(p, p.graph, {root});
-    std::vector<float> P(params.begin(), params.end()), X(inputs.begin(), inputs.end()),
-        T(targets.begin(), targets.end());
-    it.run(P.data(), X.data(), T.data());
-    return std::vector<double>(it.value(root).begin(), it.value(root).end());
-  }
-
-  // d(scalar)/d(param decl k), by the fourth-order central difference
-  // f'(x) ~ (f(x-2h) - 8 f(x-h) + 8 f(x+h) - f(x+2h)) / 12h, in f64.
-  std::vector<double> finiteDifference(NodeId scalar, size_t k, double h = 1e-3) {
-    Interpreter<double> it(p, p.graph, {scalar});
-    const Decl &d = p.params[k];
-    std::vector<double> P = params, out;
-    auto f = [&](size_t at, double x) {
-      P[at] = x;
-      it.run(P.data(), inputs.data(), targets.data());
-      return it.value(scalar)[0];
-    };
-    for (int64_t i = 0; i < d.shape.numel(); ++i) {
-      size_t at = static_cast<size_t>(d.offset + i);
-      double x = params[at];
-      double fd = (f(at, x - 2 * h) - 8 * f(at, x - h) + 8 * f(at, x + h) - f(at, x + 2 * h)) / (12 * h);
-      P[at] = x;
-      out.push_back(fd);
-    }
-    return out;
-  }
-};
-
-// max |a - b| / max(max |b|, floor) (0 when equal; infinite for a size mismatch or NaN). The floor
-// is for gradients that are exactly zero, where finite differences leave rounding noise
-// (~1e-14): a floor of 1e-4 with tolerance 1e-8 accepts an absolute 1e-12 there.
-double relError(const std::vector<double> &a, const std::vector<double> &b, double floor = 0) {
-  if (a.size() != b.size()) return INFINITY;
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    ref = std::max(ref, std::abs(b[i]));
-  }
-  if (diff == 0) return 0;
-  ref = std::max(ref, floor);
-  return ref == 0 ? INFINITY : diff / ref;
-}
-
-std::string show(const std::vector<double> &v) {
-  std::string s = "[";
-  for (size_t i = 0; i < v.size(); ++i) s += fmt::format("{}{:.17g}", i ? ", " : "", v[i]);
-  return s + "]";
-}
 
 // One operand-shape form of an op: builds the leaves and the node, returns {node under test,
 // the value to put in the loss} (the same node except for leaves, which are used inside an
@@ -142,7 +42,33 @@ struct Form {
   std::function<std::pair<NodeId, NodeId>(Bench &)> build;
 };
 
-const Shape kScalar{};
+// The image ops' test shapes: strides, paddings, kh != kw, C and F > 1 and windows that do not
+// divide the image.
+struct ConvCase {
+  int64_t C, H, W, F, kh, kw, stride, pad;
+  Shape x() const { return Shape{C, H, W}; }
+  Shape K() const { return Shape{F, C, kh, kw}; }
+  Shape y() const {
+    return Shape{F, (H + 2 * pad - kh) / stride + 1, (W + 2 * pad - kw) / stride + 1};
+  }
+  std::string name() const {
+    return fmt::format("x {} K {} stride {} padding {}", x().str(), K().str(), stride, pad);
+  }
+};
+std::vector<ConvCase> convCases() {
+  return {{2, 5, 6, 3, 3, 2, 1, 0}, {2, 6, 5, 3, 3, 2, 2, 1}, {3, 7, 7, 2, 2, 3, 3, 2},
+          {1, 4, 4, 1, 1, 1, 1, 0}, {2, 5, 4, 2, 5, 4, 1, 0}, {1, 3, 3, 2, 3, 3, 2, 1}};
+}
+struct PoolCase {
+  int64_t C, H, W, k, stride;
+  Shape x() const { return Shape{C, H, W}; }
+  Shape y() const { return Shape{C, (H - k) / stride + 1, (W - k) / stride + 1}; }
+  std::string name() const { return fmt::format("x {} k {} stride {}", x().str(), k, stride); }
+};
+std::vector<PoolCase> poolCases() {
+  return {{2, 4, 4, 2, 2}, {2, 5, 7, 2, 2}, {3, 7, 6, 3, 3}, {2, 6, 6, 2, 3}, {1, 5, 5, 3, 2},
+          {2, 4, 5, 2, 1}, {1, 3, 3, 3, 1}};
+}
 
 std::vector<Form> formsFor(Op op) {
   std::vector<Form> forms;
@@ -152,7 +78,7 @@ std::vector<Form> formsFor(Op op) {
   };
   // An elementwise unary op on operands of every rank, values of magnitude [lo, hi].
   auto unary = [&](double lo, double hi, bool signed_, double fattr = 0) {
-    for (Shape s : {kScalar, Shape{3}, Shape{2, 3}})
+    for (Shape s : {kScalar, Shape{3}, Shape{2, 3}, Shape{2, 1, 3}, Shape{2, 3, 1, 2}})
       add(fmt::format("{} on [{}, {}]{} fattr={}", s.str(), lo, hi, signed_ ? " signed" : "", fattr),
           [=](Bench &b) {
             NodeId x = b.param(s, lo, hi, signed_);
@@ -165,7 +91,8 @@ std::vector<Form> formsFor(Op op) {
     const std::vector<std::pair<Shape, Shape>> pairs = {
         {{2, 3}, {2, 3}}, {{2, 3}, {3}},    {{3}, {2, 3}}, {{3, 1}, {4}}, {{4}, {3, 1}},
         {{}, {3}},        {{3}, {}},        {{}, {}},      {{2, 3}, {}},  {{}, {2, 3}},
-        {{2, 1}, {1, 3}}, {{1, 3}, {2, 3}}, {{2, 3}, {2, 1}}};
+        {{2, 1}, {1, 3}}, {{1, 3}, {2, 3}}, {{2, 3}, {2, 1}}, {{2, 1, 3}, {3}},
+        {{2, 2, 3}, {2, 1, 1}}, {{2, 3, 1, 2}, {3, 2, 2}}, {{2, 1, 2, 2}, {}}, {{}, {1, 2, 1, 2}}};
     for (auto [sa, sb] : pairs)
       add(sa.str() + " with " + sb.str(), [=](Bench &b) {
         NodeId x = b.param(sa, 0.3, 1.5, true);
@@ -225,6 +152,14 @@ std::vector<Form> formsFor(Op op) {
   case Op::Sign: unary(0.2, 1.5, true); break; // away from the kink at 0
   case Op::Log:
   case Op::Sqrt: unary(0.3, 2, false); break;
+  case Op::Gelu:
+  case Op::Erf:
+  case Op::Sin:
+  case Op::Cos: unary(0.1, 2, true); break;
+  case Op::Elu: unary(0.2, 1.5, true); break; // away from 0, where elu'' jumps
+  case Op::LeakyRelu:
+    for (double slope : {0.01, 0.2, -0.5}) unary(0.2, 1.5, true, slope);
+    break;
   case Op::Pow:
     for (double c : {2.0, 3.0, 0.5, -1.0, 1.5, -2.0, 1.0, 0.0}) unary(0.5, 1.5, false, c);
     for (double c : {2.0, 3.0, -1.0}) unary(0.5, 1.5, true, c); // integer powers of negatives
@@ -232,19 +167,121 @@ std::vector<Form> formsFor(Op op) {
   case Op::Add:
   case Op::Sub:
   case Op::Mul:
-  case Op::Div: binary(); break;
+  case Op::Div:
+  case Op::Maximum:   // random operands: no ties (a tie within the step h would fail here)
+  case Op::Minimum:
+  case Op::GreaterEq: binary(); break; // flat: finite differences give 0 away from ties
   case Op::Sum:
-    for (Shape s : {kScalar, Shape{3}, Shape{2, 3}})
+    for (Shape s : {kScalar, Shape{3}, Shape{2, 3}, Shape{2, 3, 2}, Shape{2, 1, 3, 2}})
       one(s.str(), s, [](Bench &b, NodeId x) { return b.g().unary(Op::Sum, x); });
     break;
   case Op::SumAxis:
-    for (int axis : {0, 1})
-      one(fmt::format("[2, 3] axis {}", axis), Shape{2, 3},
-          [=](Bench &b, NodeId x) { return b.g().make(Op::SumAxis, {x}, 0, axis); });
+  case Op::Max:
+  case Op::Min:
+    // every axis of ranks 1 to 4; Max and Min also over all elements (iattr -1), rank 0 to 4
+    for (Shape s : {Shape{3}, Shape{2, 3}, Shape{2, 3, 2}, Shape{2, 1, 3, 2}})
+      for (int axis = op == Op::SumAxis ? 0 : -1; axis < s.rank(); ++axis)
+        one(fmt::format("{} axis {}", s.str(), axis), s,
+            [=](Bench &b, NodeId x) { return b.g().make(op, {x}, 0, axis); });
+    if (op != Op::SumAxis)
+      one("[] all", kScalar, [=](Bench &b, NodeId x) { return b.g().make(op, {x}, 0, -1); });
+    break;
+  case Op::ExtremeMask:
+    for (double which : {1.0, -1.0})
+      for (auto [s, axis] : std::vector<std::pair<Shape, int>>{{kScalar, -1}, {Shape{4}, -1}, {Shape{4}, 0},
+                                                                 {Shape{2, 3}, 1}, {Shape{2, 3, 2}, -1},
+                                                                 {Shape{2, 3, 2}, 2}, {Shape{2, 1, 3, 2}, 0}})
+        one(fmt::format("{} axis {} fattr={}", s.str(), axis, which), s,
+            [=](Bench &b, NodeId x) { return b.g().make(op, {x}, which, axis); });
+    break;
+  case Op::Slice:
+  case Op::Pad: {
+    // {operand shape, result shape, start}: Slice cuts the second out of the first, Pad the reverse
+    const std::vector<std::tuple<Shape, Shape, std::vector<int64_t>>> cuts = {
+        {kScalar, kScalar, {}},        {Shape{5}, Shape{2}, {1}},         {Shape{5}, Shape{5}, {0}},
+        {Shape{4, 3}, Shape{2, 3}, {2, 0}}, {Shape{4, 3}, Shape{1, 1}, {3, 2}},
+        {Shape{3, 4, 2}, Shape{2, 2, 1}, {1, 1, 1}}, {Shape{2, 3, 4, 3}, Shape{1, 2, 2, 3}, {1, 0, 2, 0}}};
+    for (auto [big, small, start] : cuts) {
+      if (op == Op::Slice)
+        one(fmt::format("{} of {} at {}", small.str(), big.str(), Shape(start).str()), big,
+            [=](Bench &b, NodeId x) { return b.g().slice(x, start, small); });
+      else
+        one(fmt::format("{} into {} at {}", small.str(), big.str(), Shape(start).str()), small,
+            [=](Bench &b, NodeId x) { return b.g().pad(x, start, big); });
+    }
+    break;
+  }
+  case Op::Reshape:
+    for (auto [from, to] : std::vector<std::pair<Shape, Shape>>{
+             {Shape{6}, Shape{2, 3}}, {Shape{2, 3}, Shape{3, 2}}, {Shape{2, 3, 4}, Shape{4, 6}},
+             {Shape{2, 2, 3, 2}, Shape{24}}, {Shape{4, 6}, Shape{2, 1, 3, 4}}, {kScalar, Shape{1, 1}},
+             {Shape{1}, kScalar}, {Shape{2, 3}, Shape{2, 3}}})
+      one(from.str() + " to " + to.str(), from, [=](Bench &b, NodeId x) { return b.g().reshape(x, to); });
+    break;
+  case Op::Concat: {
+    const std::vector<std::tuple<Shape, Shape, int>> joins = {
+        {Shape{2}, Shape{3}, 0},          {Shape{2, 3}, Shape{1, 3}, 0},      {Shape{2, 3}, Shape{2, 2}, 1},
+        {Shape{2, 3, 2}, Shape{2, 3, 1}, 2}, {Shape{2, 1, 3, 2}, Shape{2, 2, 3, 2}, 1},
+        {Shape{1, 2, 2, 1}, Shape{1, 2, 2, 3}, 3}};
+    for (auto [sa, sb, axis] : joins)
+      add(fmt::format("{} and {} along {}", sa.str(), sb.str(), axis), [=](Bench &b) {
+        NodeId z = b.g().make(op, {b.param(sa, 0.3, 1.5, true), b.param(sb, 0.3, 1.5, true)}, 0, axis);
+        return std::pair{z, z};
+      });
+    one("x with x along 1", Shape{2, 3}, [=](Bench &b, NodeId x) { return b.g().make(op, {x, x}, 0, 1); });
+    break;
+  }
+  case Op::Conv2d:
+  case Op::Conv2dInputGrad:
+  case Op::Conv2dKernelGrad:
+    for (const ConvCase &cc : convCases())
+      add(cc.name(), [=](Bench &b) {
+        const Shape x = cc.x(), K = cc.K(), y = cc.y();
+        const std::vector<int64_t> attrs{cc.stride, cc.pad};
+        NodeId z;
+        if (op == Op::Conv2d)
+          z = b.g().make(op, {b.param(x, 0.1, 1.5, true), b.param(K, 0.1, 1.5, true)}, 0, 0, {}, attrs);
+        else if (op == Op::Conv2dInputGrad)
+          z = b.g().make(op, {b.param(y, 0.1, 1.5, true), b.param(K, 0.1, 1.5, true)}, 0, 0, x, attrs);
+        else
+          z = b.g().make(op, {b.param(x, 0.1, 1.5, true), b.param(y, 0.1, 1.5, true)}, 0, 0, K, attrs);
+        return std::pair{z, z};
+      });
+    break;
+  case Op::MaxPool2d:
+  case Op::AvgPool2d:
+  case Op::MaxPool2dGrad:
+  case Op::AvgPool2dGrad:
+    for (const PoolCase &pc : poolCases()) {
+      // MaxPool2dGrad's rule for g exists only without overlapping windows (see Autodiff.cpp; the
+      // overlapping case has its own test of the error it gives)
+      if (op == Op::MaxPool2dGrad && pc.stride < pc.k) continue;
+      add(pc.name(), [=](Bench &b) {
+        const Shape x = pc.x(), y = pc.y();
+        const std::vector<int64_t> attrs{pc.k, pc.stride};
+        NodeId z;
+        if (op == Op::MaxPool2d || op == Op::AvgPool2d)
+          z = b.g().make(op, {b.param(x, 0.1, 1.5, true)}, 0, 0, {}, attrs);
+        else if (op == Op::AvgPool2dGrad)
+          z = b.g().make(op, {b.param(y, 0.1, 1.5, true)}, 0, 0, x, attrs);
+        else
+          z = b.g().make(op, {b.param(x, 0.1, 1.5, true), b.param(y, 0.1, 1.5, true)}, 0, 0, {}, attrs);
+        return std::pair{z, z};
+      });
+    }
     break;
   case Op::Broadcast: {
     const std::vector<std::pair<Shape, Shape>> numpy = {
-        {{}, {3}}, {{}, {2, 3}}, {{3}, {2, 3}}, {{1, 3}, {2, 3}}, {{2, 1}, {2, 3}}, {{1}, {3}}, {{3}, {3}}};
+        {{}, {3}}, {{}, {2, 3}}, {{3}, {2, 3}}, {{1, 3}, {2, 3}}, {{2, 1}, {2, 3}}, {{1}, {3}}, {{3}, {3}},
+        {{3, 1}, {2, 3, 2}}, {{}, {2, 1, 2, 2}}, {{2, 1, 2}, {2, 2, 3, 2}}};
+    // along an axis: every axis of ranks 1 to 4
+    for (Shape to : {Shape{3}, Shape{2, 3}, Shape{2, 3, 2}, Shape{2, 1, 3, 2}})
+      for (int axis = 0; axis < to.rank(); ++axis) {
+        std::vector<int64_t> d = to.dims;
+        d.erase(d.begin() + axis);
+        one(fmt::format("{} to {} along axis {}", Shape(d).str(), to.str(), axis), Shape(d),
+            [=](Bench &b, NodeId x) { return b.g().broadcast(x, to, axis); });
+      }
     for (auto [from, to] : numpy)
       one(from.str() + " to " + to.str() + " (iattr -1)", from,
           [=](Bench &b, NodeId x) { return b.g().broadcast(x, to); });
@@ -257,14 +294,15 @@ std::vector<Form> formsFor(Op op) {
   case Op::SumTo: {
     const std::vector<std::pair<Shape, Shape>> forms2 = {
         {{2, 3}, {3}}, {{2, 3}, {}}, {{2, 3}, {2, 1}}, {{2, 3}, {1, 3}}, {{2, 3}, {1}},
-        {{3}, {}},     {{3}, {1}},   {{2, 3}, {2, 3}}};
+        {{3}, {}},     {{3}, {1}},   {{2, 3}, {2, 3}}, {{2, 3, 2}, {3, 1}}, {{2, 2, 3, 2}, {2, 1, 1}},
+        {{2, 2, 3, 2}, {}}};
     for (auto [from, to] : forms2)
       one(from.str() + " to " + to.str(), from, [=](Bench &b, NodeId x) { return b.g().sumTo(x, to); });
     break;
   }
   case Op::Softmax:
   case Op::LogSoftmax:
-    for (Shape s : {Shape{4}, Shape{2, 3}, Shape{1}})
+    for (Shape s : {Shape{4}, Shape{2, 3}, Shape{1}, Shape{2, 2, 3}, Shape{2, 1, 2, 3}})
       one(s.str(), s, [=](Bench &b, NodeId x) { return b.g().unary(op, x); }, 0.1, 2);
     break;
   case Op::MatMul: {
@@ -299,42 +337,6 @@ constexpr Op kAllOps[] = {
 #include "Ops.def"
 };
 static_assert(sizeof(kAllOps) / sizeof(kAllOps[0]) == kNumOps);
-
-// sum(value * R) for a fixed random R of value's shape (an input: not differentiated), so that the
-// adjoint that reaches `value` is R rather than all ones.
-NodeId weightedLoss(Bench &b, NodeId value) {
-  NodeId R = b.input(b.g().shape(value), 0.5, 1.5, true);
-  return b.g().unary(Op::Sum, b.g().binary(Op::Mul, value, R));
-}
-
-// The gradient of `loss` with respect to every param of the bench, raw and simplified, each
-// against finite differences.
-void checkGradients(Bench &b, NodeId loss, double tolerance) {
-  Expected<Gradient> grad = differentiate(b.g(), loss);
-  INFO((grad ? std::string("differentiate: ok") : grad.error().message));
-  REQUIRE(grad);
-  Simplifier S(b.g());
-  for (size_t k = 0; k < b.p.params.size(); ++k) {
-    const Decl &d = b.p.params[k];
-    INFO("param " << k << " " << d.shape.str());
-    REQUIRE(static_cast<size_t>(d.node) < grad->adjoint.size());
-    NodeId adj = grad->adjoint[static_cast<size_t>(d.node)];
-    REQUIRE(adj != kNoNode); // every param of these graphs reaches the loss
-    REQUIRE(b.g().shape(adj) == d.shape);
-    NodeId simple = S.simplify(adj);
-    REQUIRE(b.g().shape(simple) == d.shape);
-    std::vector<double> fd = b.finiteDifference(loss, k);
-    auto values = b.eval({adj, simple}, b.params);
-    INFO("finite differences: " << show(fd));
-    INFO("raw gradient:       " << show(values[0]));
-    INFO("simplified:         " << show(values[1]));
-    CHECK(relError(values[0], fd, 1e-4) <= tolerance);
-    CHECK(relError(values[1], fd, 1e-4) <= tolerance);
-  }
-  // Leaves that are not params (inputs, targets, constants) receive no adjoint.
-  for (auto *decls : {&b.p.inputs, &b.p.targets})
-    for (const Decl &d : *decls) CHECK(grad->adjoint[static_cast<size_t>(d.node)] == kNoNode);
-}
 
 } // namespace
 
@@ -480,7 +482,8 @@ TEST_CASE("autodiff: second order: the gradient is a graph of the same ops", "[a
 
 namespace {
 
-// Random expressions over params of shapes [], [2], [3], [2, 3], [3, 2] and the constants that
+// Random expressions over params of shapes [], [2], [3], [2, 3], [3, 2] (with ranks 3 and 4 inside:
+// axis broadcasts, reshapes, softmax) and the constants that
 // trigger the rules; every op of the table appears. Operands of log, sqrt and division are kept
 // positive or away from zero.
 struct ExprGen {
@@ -525,9 +528,10 @@ struct ExprGen {
     switch (pick(10)) {
     case 0: return leaf(s);
     case 1: {
-      const Op ops[] = {Op::Neg, Op::Tanh, Op::Logistic, Op::Relu, Op::Softplus,
-                        Op::Abs, Op::Step, Op::Sign, Op::Exp};
-      return u(ops[pick(9)], gen(s, d - 1));
+      const Op ops[] = {Op::Neg, Op::Tanh, Op::Logistic, Op::Relu, Op::Softplus, Op::Abs, Op::Step,
+                        Op::Sign, Op::Exp, Op::Gelu, Op::Elu, Op::Erf, Op::Sin, Op::Cos, Op::LeakyRelu};
+      const Op op = ops[pick(15)];
+      return u(op, gen(s, d - 1), op == Op::LeakyRelu ? 0.1 : 0.0);
     }
     case 2: {
       const double ints[] = {2, 3, -1, 1, -2};
@@ -541,8 +545,8 @@ struct ExprGen {
     case 3: return u(pick(2) ? Op::Log : Op::Sqrt, positive(s, d - 1));
     case 4:
     case 5: {
-      const Op ops[] = {Op::Add, Op::Sub, Op::Mul};
-      Op op = ops[pick(3)];
+      const Op ops[] = {Op::Add, Op::Sub, Op::Mul, Op::Add, Op::Sub, Op::Mul, Op::Maximum, Op::Minimum, Op::GreaterEq};
+      Op op = ops[pick(9)];
       if (pick(5) == 0) {
         NodeId e = gen(s, d - 1);
         return bin(op, e, e);
@@ -566,7 +570,9 @@ struct ExprGen {
     Graph &G = g();
     const std::vector<int64_t> &dims = s.dims;
     if (dims.empty()) {
-      switch (pick(3)) {
+      switch (pick(5)) {
+      case 3: return G.make(pick(2) ? Op::Max : Op::Min, {gen(Shape{2, 3}, d - 1)}, 0, -1);
+      case 4: return G.make(pick(2) ? Op::Max : Op::Min, {gen(Shape{3}, d - 1)}, 0, 0);
       case 0: {
         const Shape from[] = {Shape{3}, Shape{2, 3}, Shape{3, 2}, kScalar};
         return u(Op::Sum, gen(from[pick(4)], d - 1));
@@ -577,7 +583,14 @@ struct ExprGen {
     }
     if (dims.size() == 1) {
       const int64_t n = dims[0], other = n == 2 ? 3 : 2;
-      switch (pick(6)) {
+      switch (pick(10)) {
+      case 6: return G.make(pick(2) ? Op::Max : Op::Min, {gen(Shape{n, other}, d - 1)}, 0, 1);
+      case 7: // x[k] of a [other, n] value: a slice and a reshape that drops the axis
+        return G.reshape(G.slice(gen(Shape{other, n}, d - 1), {other - 1, 0}, Shape{1, n}), s);
+      case 8: return n == 2 ? G.slice(gen(Shape{3}, d - 1), {1}, s) : G.pad(gen(Shape{2}, d - 1), {1}, s);
+      case 9: // rank 3 inside: softmax along the last axis of [1, other, n], summed over axis 1
+        return G.make(Op::SumAxis, {G.reshape(u(Op::Softmax, G.reshape(gen(Shape{other, n}, d - 1),
+                                                                         Shape{1, other, n})), Shape{other, n})}, 0, 0);
       case 0: return G.make(Op::SumAxis, {gen(Shape{n, other}, d - 1)}, 0, 1);
       case 1: return G.make(Op::SumAxis, {gen(Shape{other, n}, d - 1)}, 0, 0);
       case 2: return bin(Op::MatMul, gen(Shape{n, other}, d - 1), gen(Shape{other}, d - 1));
@@ -587,7 +600,17 @@ struct ExprGen {
       }
     }
     const int64_t m = dims[0], n = dims[1];
-    switch (pick(7)) {
+    switch (pick(12)) {
+    case 7: return G.reshape(gen(Shape{n, m}, d - 1), s);
+    case 8: { // two column slices joined again
+      NodeId e = gen(s, d - 1);
+      return G.make(Op::Concat, {G.slice(e, {0, 0}, Shape{m, 1}), G.slice(gen(s, d - 1), {0, 1}, Shape{m, n - 1})}, 0, 1);
+    }
+    case 9: // rank 3 and 4 inside: an axis broadcast, then reductions
+      return G.make(Op::SumAxis, {G.make(Op::SumAxis, {G.broadcast(G.broadcast(gen(s, d - 1), Shape{m, 2, n}, 1),
+                                                                    Shape{m, 2, n, 2}, 3)}, 0, 3)}, 0, 1);
+    case 10: return G.make(pick(2) ? Op::Max : Op::Min, {G.reshape(gen(Shape{n, m}, d - 1), Shape{m, n, 1})}, 0, 2);
+    case 11: return G.pad(G.slice(gen(s, d - 1), {1, 0}, Shape{m - 1, n}), {0, 0}, s);
     case 0: return G.broadcast(gen(Shape{n}, d - 1), s);
     case 1: return G.broadcast(gen(Shape{n}, d - 1), s, 0);
     case 2: return G.broadcast(gen(Shape{m}, d - 1), s, 1);
@@ -602,7 +625,12 @@ struct ExprGen {
     Graph &G = g();
     NodeId e = gen(s, d - 1);
     auto zero = [&] { return s.isScalar() ? G.constant(0) : G.broadcast(G.constant(0), s); };
-    switch (pick(s.rank() ? 20 : 17)) {
+    switch (pick(s.rank() ? 24 : 17)) {
+    case 20: return G.reshape(G.reshape(e, Shape{s.numel()}), s);        // reshape of a reshape
+    case 21: return G.slice(e, std::vector<int64_t>(static_cast<size_t>(s.rank()), 0), s); // whole
+    case 22: return G.pad(G.broadcast(G.constant(0), s), std::vector<int64_t>(static_cast<size_t>(s.rank()), 0), s);
+    case 23: // the first part of e joined to zeros
+      return G.slice(G.make(Op::Concat, {e, zero()}, 0, 0), std::vector<int64_t>(static_cast<size_t>(s.rank()), 0), s);
     case 0: return bin(Op::Mul, G.constant(1), e);
     case 1: return bin(Op::Mul, e, G.constant(1));
     case 2: return bin(Op::Add, e, zero());

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Hostile conditions around the nabla binary (issue 16): threads the system refuses, files planted
+# where nabla writes, standard output that cannot be written, params that diverge on the last
+# step, outputs that are inputs, output targets that cannot take a file, endless devices, the
+# emitted --main trainer's save, emit-cpp names and partial writes, SVG with bytes that are not
+# UTF-8, and out-of-memory messages. Each check failed before its fix.
+#
+#   bash tests/hostile/run.sh PATH/TO/nabla
+set -u
+if [[ $# -lt 1 ]]; then
+  echo "usage: $0 PATH/TO/nabla" >&2
+  exit 2
+fi
+NABLA=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+W=$(mktemp -d "${TMPDIR:-/tmp}/nabla-hostile.XXXXXX")
+chmod 755 "$W" # an unprivileged user runs nabla here too
+trap 'rm -rf "$W"' EXIT
+export LC_ALL=C
+unset NABLA_MEMORY_LIMIT
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+skip() { echo "SKIP $*"; }
+# ASan reserves terabytes of address space: `ulimit -v` cannot apply to an instrumented binary.
+asan=0
+grep -q __asan_init "$NABLA" 2>/dev/null && asan=1
+
+# run [ENV=VALUE...] -- ARGS...: nabla in $W under `timeout`, stdout to $W/out, stderr to $W/err;
+# sets $status.
+run() {
+  local envs=()
+  while [[ $# -gt 0 && $1 != -- ]]; do envs+=("$1"); shift; done
+  shift
+  (cd "$W" && exec env "${envs[@]}" timeout -k 5 "${HOSTILE_TIMEOUT:-60}" "$NABLA" "$@" >"$W/out" 2>"$W/err")
+  status=$?
+}
+
+# expect NAME STATUS PATTERN [ENV=VALUE...] -- ARGS...: the exit status must be STATUS and stderr
+# must match the extended regex PATTERN (empty: anything).
+expect() {
+  local name=$1 want=$2 pattern=$3
+  shift 3
+  run "$@"
+  if [[ $status -ne $want ]] || { [[ -n $pattern ]] && ! grep -Eq -- "$pattern" "$W/err"; }; then
+    bad "$name: exited $status (expected $want), stderr:"
+    head -c 1500 "$W/err" | sed 's/^/  | /'
+    [[ -n $pattern ]] && echo "  (expected stderr to match: $pattern)"
+    return 1
+  fi
+  ok
+}
+
+# check NAME CONDITION...: CONDITION (a command) must succeed.
+check() {
+  local name=$1
+  shift
+  if "$@"; then ok; else bad "$name"; fi
+}
+
+printf 'input x[2]\ntarget t\nparam w[2]\nparam b\ny = dot(w, x) + b\noutput y\nloss E = (y - t) ^ 2\n' >"$W/s.nn"
+for ((i = 0; i < 200; i++)); do printf '0.%d,0.%d,0.%d\n' $((i % 7)) $((i % 5)) $((i % 3)); done >"$W/d.csv"
+chmod 644 "$W"/*
+
+# --- 1. threads that cannot start ----------------------------------------------------------------
+# `eval --threads 16` aborted ("terminate called without an active exception"), `train --threads
+# 16` hung in its pool's constructor. Now the threads that started (or just the caller) do the work.
+threads_cmds=("eval s.nn --data d.csv --threads 16" "train s.nn --data d.csv --threads 16 --batch 200 --epochs 2")
+if ((asan)); then
+  skip "1. threads under ulimit -v: an ASan build cannot run under an address-space limit"
+else
+  # 100 MiB a thread stack (RLIMIT_STACK is glibc's default stack size), 600 MB of address space.
+  for cmd in "${threads_cmds[@]}"; do
+    read -r -a words <<<"$cmd"
+    (ulimit -s 102400 && ulimit -v 600000 && HOSTILE_TIMEOUT=30 && run -- "${words[@]}" && exit "$status")
+    st=$?
+    if [[ $st -ne 0 ]]; then
+      bad "1. ${words[0]} --threads 16 under ulimit -s 102400 -v 600000: exited $st"; head -c 600 "$W/err"
+    else ok; fi
+  done
+fi
+if [[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null; then
+  # An unprivileged user allowed 6 processes (threads count): `ulimit -u` binds no root process.
+  for cmd in "${threads_cmds[@]}"; do
+    (cd "$W" && timeout -k 5 30 setpriv --reuid=65534 --regid=65534 --clear-groups \
+       bash -c "ulimit -u 6 && exec \"\$0\" $cmd" "$NABLA" >"$W/out" 2>"$W/err")
+    st=$?
+    if [[ $st -ne 0 ]]; then
+      bad "1. ${cmd%% *} --threads 16 as nobody under ulimit -u 6: exited $st"; head -c 600 "$W/err"
+    else ok; fi
+  done
+else
+  skip "1. threads under ulimit -u: needs root (to become nobody) and setpriv"
+fi
+
+# --- 2. temporary files are created exclusively ----------------------------------------------------
+# A symbolic link planted at PATH.tmp.<pid> (the pid is known: `exec` keeps it) made --save, --log,
+# --plot and emit-cpp overwrite its target; a regular file there was clobbered. Now another name
+# is used and both stay as they were.
+# planted LABEL TARGET ARGS...: runs nabla ARGS... in $W/p with a link TARGET.tmp.<pid> -> victim
+# and a regular file at the temporary name of a file nabla does not write.
+planted() {
+  local label=$1 target=$2
+  shift 2
+  rm -rf "$W/p" && mkdir "$W/p" && printf 'precious\n' >"$W/p/victim" && cp "$W/s.nn" "$W/d.csv" "$W/p/"
+  (cd "$W/p" && exec bash -c 'ln -s victim "$1.tmp.$$" && printf "mine\n" >"$2.tmp.$$" && shift 2 && exec "$@"' \
+     _ "$target" "${target%.*}.other" "$NABLA" "$@" >"$W/out" 2>"$W/err")
+  local st=$?
+  local why=""
+  [[ $st -eq 0 ]] || why="exited $st"
+  [[ $(cat "$W/p/victim") == precious ]] || why="$why; the link's target was overwritten"
+  [[ -s "$W/p/$target" ]] || why="$why; $target was not written"
+  [[ -L "$W/p/$target" ]] && why="$why; $target is still the planted link"
+  if [[ -n $why ]]; then bad "2. a symlink planted at the temporary file of $label: $why"; head -c 600 "$W/err"; else ok; fi
+  # A regular file at PATH.tmp.<pid> of a file nabla does not write here stays.
+  check "2. $label: a stranger's PATH.tmp.<pid> file stays" \
+    bash -c "[[ \$(cat '$W/p/'*.other.tmp.*) == mine ]]"
+}
+planted "train --save" out.json train s.nn --data d.csv --epochs 1 --save out.json
+planted "train --log" out.csv train s.nn --data d.csv --epochs 1 --log out.csv
+planted "train --plot" out.svg train s.nn --data d.csv --epochs 1 --plot out.svg
+planted "emit-cpp" s.hpp emit-cpp s.nn -o .
+# A regular file planted at the first name is neither truncated nor removed.
+rm -rf "$W/p" && mkdir "$W/p" && cp "$W/s.nn" "$W/d.csv" "$W/p/"
+(cd "$W/p" && exec bash -c 'printf "mine\n" >"out.json.tmp.$$" && exec "$@"' _ "$NABLA" train s.nn --data d.csv --epochs 1 --save out.json >"$W/out" 2>"$W/err")
+st=$?
+check "2. a regular file planted at the temporary name: train exits 0 (got $st)" test "$st" -eq 0
+check "2. a regular file planted at the temporary name stays" bash -c "[[ \$(cat '$W/p/'out.json.tmp.*) == mine ]]"
+check "2. ... and the params are saved" grep -q '"w"' "$W/p/out.json"
+
+# --- 3. standard output that cannot be written --------------------------------------------------
+# `eval --json`, check, grad, ir and predict exited 0 with their output lost. Now: status 1 and a
+# message; a reader that went away: status 0 or 1 and no SIGPIPE death (141).
+(cd "$W" && "$NABLA" train s.nn --data d.csv --epochs 1 --save p.json >/dev/null 2>&1)
+stdout_cmds=("eval s.nn --data d.csv --json" "check s.nn" "grad s.nn" "ir s.nn" "predict s.nn --params p.json --data d.csv")
+for cmd in "${stdout_cmds[@]}"; do
+  read -r -a words <<<"$cmd"
+  (cd "$W" && timeout 60 "$NABLA" "${words[@]}" >/dev/full 2>"$W/err")
+  st=$?
+  if [[ $st -ne 1 ]] || ! grep -q '^nabla: error: cannot write the standard output: No space left on device$' "$W/err"; then
+    bad "3. $cmd > /dev/full: exited $st, stderr: $(head -c 300 "$W/err")"
+  else ok; fi
+  (cd "$W" && timeout 60 "$NABLA" "${words[@]}" >&- 2>"$W/err")
+  st=$?
+  if [[ $st -ne 1 ]] || ! grep -q '^nabla: error: cannot write the standard output: ' "$W/err"; then
+    bad "3. $cmd with standard output closed: exited $st, stderr: $(head -c 300 "$W/err")"
+  else ok; fi
+  # A pipe whose reader is gone before nabla writes (made so by python, not by a race with `head`).
+  st=$(cd "$W" && python3 -c '
+import os, subprocess, sys
+r, w = os.pipe(); os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w, stderr=subprocess.DEVNULL, timeout=60)
+print(p.returncode if p.returncode >= 0 else 128 - p.returncode)' "$NABLA" "${words[@]}")
+  if [[ $st != 0 && $st != 1 ]]; then bad "3. $cmd into a pipe nobody reads: exited $st (expected 0 or 1)"; else ok; fi
+done
+# And the usual case: `predict | head -1` with more output than a pipe holds.
+for ((i = 0; i < 20000; i++)); do printf '0.%d,0.5\n' "$i"; done >"$W/many.csv"
+(cd "$W" && timeout 60 "$NABLA" predict s.nn --params p.json --data many.csv 2>"$W/err" | head -1 >/dev/null; exit "${PIPESTATUS[0]}")
+st=$?
+if [[ $st != 0 && $st != 1 ]] || [[ -s $W/err ]]; then bad "3. predict | head -1: exited $st (expected 0 or 1, quietly): $(head -c 300 "$W/err")"; else ok; fi
+
+# --- 4. params that diverge on the last update ------------------------------------------------------
+# The update made w = 2e39, infinite in f32; the run exited 0 and wrote {"w": null} over a good file.
+printf 'param w = 0\ninput x\ntarget t\ny = w * x\noutput y\nloss E = (y - t) ^ 2\n' >"$W/lin.nn"
+printf '1e19,1\n' >"$W/lin.csv"
+printf '{"w": 0.5}\n' >"$W/lin.json"
+expect "4. a non-finite param after the last update stops training" 1 \
+  '^lin.nn: error: training stopped at epoch 1, batch 1 of 1: after the update, param w is inf; the params diverged' \
+  -- train lin.nn --data lin.csv --epochs 1 --lr 1e20 --save lin.json
+check "4. ... and the good params file stays" grep -qx '{"w": 0.5}' "$W/lin.json"
+
+# --- 7. outputs that are inputs ----------------------------------------------------------------------
+# Each overwrote its input silently after training; now refused before training, the file intact.
+cp "$W/d.csv" "$W/keep.csv" && cp "$W/s.nn" "$W/keep.nn" && cp "$W/p.json" "$W/keep.json"
+expect "7. --save the data file" 1 "^d.csv: error: the --save file would overwrite the --data file 'd.csv'; choose another name$" \
+  -- train s.nn --data d.csv --save d.csv
+expect "7. --log the source" 1 "^./s.nn: error: the --log file would overwrite the source file 's.nn'" \
+  -- train s.nn --data d.csv --log ./s.nn
+expect "7. --save the --params file" 1 "^p.json: error: the --save file would overwrite the --params file '$W/p.json'" \
+  -- train s.nn --data d.csv --params "$W/p.json" --save p.json
+ln -sf d.csv "$W/link.csv"
+expect "7. --plot a link to the data file" 1 "^link.csv: error: the --plot file would overwrite the --data file" \
+  -- train s.nn --data d.csv --plot link.csv
+expect "7. --save and --plot one new file" 1 "^./new.json: error: the --plot file and the --save file are the same file" \
+  -- train s.nn --data d.csv --save new.json --plot ./new.json
+check "7. ... and no training ran" bash -c "! grep -q '^training' '$W/err'"
+check "7. the inputs are intact" bash -c "cmp -s '$W/d.csv' '$W/keep.csv' && cmp -s '$W/s.nn' '$W/keep.nn' && cmp -s '$W/p.json' '$W/keep.json' && [[ ! -e '$W/new.json' ]]"
+expect "7. a device may take two outputs" 0 '' -- train s.nn --data d.csv --epochs 1 --log /dev/null --plot /dev/null
+
+# --- 8. every output target is checked before training ----------------------------------------------
+# --save DIR failed only after training; a FIFO that no process reads blocked after training.
+mkdir -p "$W/adir"
+expect "8. --save an existing directory" 1 "^adir: error: cannot write the --save file: Is a directory$" \
+  -- train s.nn --data d.csv --save adir
+check "8. ... before training" bash -c "! grep -q '^training' '$W/err'"
+expect "8. --plot a name too long" 1 "error: cannot write the --plot file: File name too long$" \
+  -- train s.nn --data d.csv --plot "$(printf 'x%.0s' {1..300}).svg"
+mkfifo "$W/fifo"
+expect "8. --log a FIFO that nobody reads: an error, not a wait" 1 "^fifo: error: cannot write: it is a FIFO that no process is reading$" \
+  HOSTILE_TIMEOUT=20 -- train s.nn --data d.csv --epochs 1 --log fifo
+# A FIFO with a reader is written in place.
+(timeout 20 cat "$W/fifo" >"$W/fifo.out" &)
+sleep 0.2
+expect "8. --log a FIFO that is read" 0 '' -- train s.nn --data d.csv --epochs 1 --log fifo
+sleep 0.2
+check "8. ... and the reader got the log" grep -q '^epoch,' "$W/fifo.out"
+
+echo "hostile: $passed passed, $failed failed"
+((failed == 0))

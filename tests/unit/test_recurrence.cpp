@@ -1,0 +1,413 @@
+// Tests of the unrolled recurrences (compiler/Recurrence.h) on hand-built graphs, in f64:
+//   - the forward states of rnn (tanh, relu), gru and lstm against a plain C++ transcription of
+//     PyTorch's cell equations;
+//   - the gradient of every param (and of the sequence, when it is computed from a param), raw and
+//     simplified, against fourth-order central finite differences;
+//   - against a hand-unrolled graph of the same recurrence written differently (weights sliced per
+//     gate, one product per gate, an explicit zero initial state, PyTorch's h' = n + z (h - n),
+//     states stacked as a sum of Pads): loss and gradients agree to 1e-12;
+//   - scan: with an rnn cell it is rnn; an initial state that is a param gets its gradient; a
+//     state of rank 2 is stacked to [T, 2, 3].
+#include <catch2/catch.hpp>
+
+#include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
+
+#include "Autodiff.h"
+#include "Interpreter.h"
+#include "Program.h"
+#include "Random.h"
+#include "Recurrence.h"
+#include "Simplify.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+using namespace nabla;
+
+namespace {
+
+// A hand-built program: leaves declared as Program decls (so the interpreter can read them), with
+// their values.
+struct Bench {
+  Program p;
+  std::vector<double> params, inputs;
+  Rng rng;
+
+  explicit Bench(uint64_t seed) : rng(seed) {}
+  Graph &g() { return p.graph; }
+
+  std::vector<double> draw(const Shape &s, double lo, double hi) {
+    std::vector<double> v(static_cast<size_t>(s.numel()));
+    for (double &x : v) x = rng.uniform(lo, hi);
+    return v;
+  }
+  NodeId leaf(Op op, Shape s, const std::vector<double> &values) {
+    auto &decls = op == Op::Param ? p.params : p.inputs;
+    auto &flat = op == Op::Param ? params : inputs;
+    REQUIRE(static_cast<int64_t>(values.size()) == s.numel());
+    NodeId id = g().make(op, {}, 0, static_cast<int64_t>(decls.size()), s);
+    Decl d;
+    d.name = fmt::format("{}{}", opSpelling(op), decls.size());
+    d.shape = s;
+    d.node = id;
+    d.offset = static_cast<int64_t>(flat.size());
+    decls.push_back(d);
+    flat.insert(flat.end(), values.begin(), values.end());
+    return id;
+  }
+  NodeId param(const Shape &s, double lo = -0.6, double hi = 0.6) {
+    return leaf(Op::Param, s, draw(s, lo, hi));
+  }
+  NodeId input(const Shape &s, double lo = -1, double hi = 1) {
+    return leaf(Op::Input, s, draw(s, lo, hi));
+  }
+
+  std::vector<std::vector<double>> eval(const std::vector<NodeId> &roots) {
+    Interpreter<double> it(p, p.graph, roots);
+    it.run(params.data(), inputs.data(), nullptr);
+    std::vector<std::vector<double>> out;
+    for (NodeId r : roots) out.push_back(it.value(r));
+    return out;
+  }
+  std::vector<double> eval(NodeId root) { return eval(std::vector<NodeId>{root})[0]; }
+
+  // d(scalar)/d(param decl k) by the fourth-order central difference.
+  std::vector<double> finiteDifference(NodeId scalar, size_t k, double h = 1e-3) {
+    Interpreter<double> it(p, p.graph, {scalar});
+    const Decl &d = p.params[k];
+    std::vector<double> P = params, out;
+    auto f = [&](size_t at, double x) {
+      P[at] = x;
+      it.run(P.data(), inputs.data(), nullptr);
+      return it.value(scalar)[0];
+    };
+    for (int64_t i = 0; i < d.shape.numel(); ++i) {
+      size_t at = static_cast<size_t>(d.offset + i);
+      double x = params[at];
+      out.push_back((f(at, x - 2 * h) - 8 * f(at, x - h) + 8 * f(at, x + h) - f(at, x + 2 * h)) /
+                    (12 * h));
+      P[at] = x;
+    }
+    return out;
+  }
+};
+
+// max |a - b| / max(max |b|, floor); infinite for a size mismatch or a non-finite value.
+double relError(const std::vector<double> &a, const std::vector<double> &b, double floor = 0) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return INFINITY;
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+    ref = std::max(ref, std::abs(b[i]));
+  }
+  if (diff == 0) return 0;
+  ref = std::max(ref, floor);
+  return ref == 0 ? INFINITY : diff / ref;
+}
+
+std::string show(const std::vector<double> &v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += fmt::format("{}{:.17g}", i ? ", " : "", v[i]);
+  return s + "]";
+}
+
+const char *kindName(CellKind k) {
+  switch (k) {
+  case CellKind::RnnTanh: return "rnn tanh";
+  case CellKind::RnnRelu: return "rnn relu";
+  case CellKind::Gru: return "gru";
+  case CellKind::Lstm: return "lstm";
+  }
+  return "?";
+}
+
+double sigmoid(double a) { return 1 / (1 + std::exp(-a)); }
+
+// PyTorch's cells written out in plain C++ over row-major arrays: the states h_0 .. h_(T-1),
+// [T, H] row-major.
+std::vector<double> referenceStates(CellKind k, const std::vector<double> &xs, int64_t T, int64_t d,
+                                    int64_t H, const std::vector<double> &Wih,
+                                    const std::vector<double> &Whh, const std::vector<double> &bih,
+                                    const std::vector<double> &bhh) {
+  const int64_t G = gateCount(k);
+  std::vector<double> h(static_cast<size_t>(H), 0), c(static_cast<size_t>(H), 0), out;
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<double> gi(static_cast<size_t>(G * H)), gh(static_cast<size_t>(G * H));
+    for (int64_t r = 0; r < G * H; ++r) {
+      double si = bih[static_cast<size_t>(r)], sh = bhh[static_cast<size_t>(r)];
+      for (int64_t j = 0; j < d; ++j) si += Wih[static_cast<size_t>(r * d + j)] * xs[static_cast<size_t>(t * d + j)];
+      for (int64_t j = 0; j < H; ++j) sh += Whh[static_cast<size_t>(r * H + j)] * h[static_cast<size_t>(j)];
+      gi[static_cast<size_t>(r)] = si;
+      gh[static_cast<size_t>(r)] = sh;
+    }
+    std::vector<double> next(static_cast<size_t>(H));
+    for (int64_t j = 0; j < H; ++j) {
+      auto I = [&](int64_t gate) { return gi[static_cast<size_t>(gate * H + j)]; };
+      auto Hh = [&](int64_t gate) { return gh[static_cast<size_t>(gate * H + j)]; };
+      const size_t J = static_cast<size_t>(j);
+      switch (k) {
+      case CellKind::RnnTanh: next[J] = std::tanh(I(0) + Hh(0)); break;
+      case CellKind::RnnRelu: next[J] = std::max(I(0) + Hh(0), 0.0); break;
+      case CellKind::Gru: {
+        double r = sigmoid(I(0) + Hh(0)), z = sigmoid(I(1) + Hh(1));
+        double n = std::tanh(I(2) + r * Hh(2));
+        next[J] = (1 - z) * n + z * h[J];
+        break;
+      }
+      case CellKind::Lstm: {
+        double i = sigmoid(I(0) + Hh(0)), f = sigmoid(I(1) + Hh(1));
+        double gg = std::tanh(I(2) + Hh(2)), o = sigmoid(I(3) + Hh(3));
+        c[J] = f * c[J] + i * gg;
+        next[J] = o * std::tanh(c[J]);
+        break;
+      }
+      }
+    }
+    h = next;
+    out.insert(out.end(), h.begin(), h.end());
+  }
+  return out;
+}
+
+// The same recurrence built another way: every gate's weights sliced out of the stacked params
+// and multiplied separately, an explicit zero initial state (so W_hh 0 is built), GRU's update in
+// PyTorch's form n + z (h - n), and the states stacked as a sum of Pads.
+NodeId handUnrolled(Graph &g, CellKind k, NodeId xs, int64_t H, const RecurrenceParams &p) {
+  const int64_t T = g.shape(xs)[0], d = g.shape(xs)[1];
+  auto rows = [&](NodeId W, int64_t gate, int64_t cols) {
+    return g.slice(W, {gate * H, 0}, Shape{H, cols});
+  };
+  auto part = [&](NodeId b, int64_t gate) { return g.slice(b, {gate * H}, Shape{H}); };
+  // W_i? x + b_i? and W_h? h + b_h? of one gate.
+  auto in = [&](int64_t gate, NodeId x) {
+    return g.binary(Op::Add, g.binary(Op::MatMul, rows(p.W_ih, gate, d), x), part(p.b_ih, gate));
+  };
+  auto hid = [&](int64_t gate, NodeId h) {
+    return g.binary(Op::Add, g.binary(Op::MatMul, rows(p.W_hh, gate, H), h), part(p.b_hh, gate));
+  };
+  NodeId h = g.zeros(Shape{H}), c = g.zeros(Shape{H}), stacked = g.zeros(Shape{T, H});
+  for (int64_t t = 0; t < T; ++t) {
+    NodeId x = g.reshape(g.slice(xs, {t, 0}, Shape{1, d}), Shape{d});
+    switch (k) {
+    case CellKind::RnnTanh:
+    case CellKind::RnnRelu:
+      h = g.unary(k == CellKind::RnnTanh ? Op::Tanh : Op::Relu, g.binary(Op::Add, in(0, x), hid(0, h)));
+      break;
+    case CellKind::Gru: {
+      NodeId r = g.unary(Op::Logistic, g.binary(Op::Add, in(0, x), hid(0, h)));
+      NodeId z = g.unary(Op::Logistic, g.binary(Op::Add, in(1, x), hid(1, h)));
+      NodeId n = g.unary(Op::Tanh, g.binary(Op::Add, in(2, x), g.binary(Op::Mul, r, hid(2, h))));
+      h = g.binary(Op::Add, n, g.binary(Op::Mul, z, g.binary(Op::Sub, h, n)));
+      break;
+    }
+    case CellKind::Lstm: {
+      auto pre = [&](int64_t gate) { return g.binary(Op::Add, in(gate, x), hid(gate, h)); };
+      NodeId i = g.unary(Op::Logistic, pre(0)), f = g.unary(Op::Logistic, pre(1));
+      NodeId gg = g.unary(Op::Tanh, pre(2)), o = g.unary(Op::Logistic, pre(3));
+      c = g.binary(Op::Add, g.binary(Op::Mul, f, c), g.binary(Op::Mul, i, gg));
+      h = g.binary(Op::Mul, o, g.unary(Op::Tanh, c));
+      break;
+    }
+    }
+    stacked = g.binary(Op::Add, stacked, g.pad(g.reshape(h, Shape{1, H}), {t, 0}, Shape{T, H}));
+  }
+  return stacked;
+}
+
+// A loss that reads every state and, separately, the last one: sum(states * R) +
+// sum(states[-1] * q), R and q fixed random inputs.
+NodeId lossOf(Bench &b, NodeId states, NodeId R, NodeId q) {
+  Graph &g = b.g();
+  NodeId last = stepOf(g, states, g.shape(states)[0] - 1);
+  return g.binary(Op::Add, g.unary(Op::Sum, g.binary(Op::Mul, states, R)),
+                  g.unary(Op::Sum, g.binary(Op::Mul, last, q)));
+}
+
+// Every param's gradient of `loss`, raw and simplified (the raw ones first).
+std::vector<std::vector<double>> gradients(Bench &b, NodeId loss) {
+  Expected<Gradient> grad = differentiate(b.g(), loss);
+  INFO((grad ? std::string("differentiate: ok") : grad.error().message));
+  REQUIRE(grad);
+  Simplifier S(b.g());
+  std::vector<NodeId> roots, simple;
+  for (const Decl &d : b.p.params) {
+    NodeId adj = grad->adjoint[static_cast<size_t>(d.node)];
+    REQUIRE(adj != kNoNode);
+    REQUIRE(b.g().shape(adj) == d.shape);
+    roots.push_back(adj);
+    simple.push_back(S.simplify(adj));
+  }
+  roots.insert(roots.end(), simple.begin(), simple.end());
+  return b.eval(roots);
+}
+
+constexpr CellKind kKinds[] = {CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Gru, CellKind::Lstm};
+
+} // namespace
+
+TEST_CASE("recurrence: param shapes, names and PyTorch's initialization range", "[recurrence]") {
+  auto s = recurrenceParamShapes(CellKind::Gru, 28, 128);
+  CHECK(s[0] == Shape{384, 28});
+  CHECK(s[1] == Shape{384, 128});
+  CHECK(s[2] == Shape{384});
+  CHECK(s[3] == Shape{384});
+  CHECK(recurrenceParamShapes(CellKind::Lstm, 3, 5)[1] == Shape{20, 5});
+  CHECK(recurrenceParamShapes(CellKind::RnnRelu, 3, 5)[0] == Shape{5, 3});
+  CHECK(kRecurrenceParamNames[0] == "W_ih");
+  CHECK(kRecurrenceParamNames[3] == "b_hh");
+  Init init = recurrenceInit(16);
+  CHECK(init.kind == Init::Uniform);
+  CHECK(init.a == -0.25);
+  CHECK(init.b == 0.25);
+}
+
+TEST_CASE("recurrence: stepOf and stackRows are each other's inverse", "[recurrence]") {
+  Bench b(7);
+  for (int64_t T : {1, 2, 3, 5, 8}) {
+    NodeId xs = b.input(Shape{T, 2, 3});
+    std::vector<NodeId> rows;
+    for (int64_t t = 0; t < T; ++t) rows.push_back(stepOf(b.g(), xs, t));
+    CHECK(b.g().shape(rows.back()) == Shape{2, 3});
+    NodeId back = stackRows(b.g(), rows);
+    REQUIRE(b.g().shape(back) == Shape{T, 2, 3});
+    auto v = b.eval({xs, back});
+    CHECK(v[0] == v[1]);
+  }
+}
+
+TEST_CASE("recurrence: rnn, gru and lstm states match PyTorch's cell equations", "[recurrence]") {
+  const int64_t T = 5, d = 3, H = 4;
+  uint64_t seed = 40;
+  for (CellKind k : kKinds) {
+    INFO(kindName(k));
+    Bench b(++seed);
+    NodeId xs = b.input(Shape{T, d});
+    auto shapes = recurrenceParamShapes(k, d, H);
+    RecurrenceParams p{b.param(shapes[0]), b.param(shapes[1]), b.param(shapes[2]), b.param(shapes[3])};
+    Unrolled u = unrollRecurrence(b.g(), k, xs, H, p);
+    REQUIRE(b.g().shape(u.states) == Shape{T, H});
+    REQUIRE(u.h.size() == static_cast<size_t>(T));
+    auto slice = [&](size_t k2) {
+      const Decl &dd = b.p.params[k2];
+      return std::vector<double>(b.params.begin() + dd.offset, b.params.begin() + dd.offset + dd.shape.numel());
+    };
+    std::vector<double> ref = referenceStates(k, b.inputs, T, d, H, slice(0), slice(1), slice(2), slice(3));
+    std::vector<double> got = b.eval(u.states);
+    INFO("reference: " << show(ref));
+    INFO("unrolled:  " << show(got));
+    CHECK(relError(got, ref) <= 1e-14);
+    // h[t] is row t of the stacked states, and the per-step values are named in step order.
+    auto last = b.eval(u.h.back());
+    CHECK(std::equal(last.begin(), last.end(), got.end() - H));
+    const size_t perStep = k == CellKind::Gru ? 4 : k == CellKind::Lstm ? 6 : 1;
+    REQUIRE(u.values.size() == perStep * T);
+    for (size_t i = 0; i < u.values.size(); ++i) CHECK(u.values[i].t == static_cast<int64_t>(i / perStep));
+    CHECK(u.values.back().name == "h");
+    CHECK(u.values.back().node == u.h.back());
+  }
+}
+
+TEST_CASE("recurrence: gradients of rnn, gru and lstm match finite differences and a "
+          "hand-unrolled graph",
+          "[recurrence]") {
+  const int64_t T = 4, d = 3, H = 3;
+  uint64_t seed = 70;
+  for (CellKind k : kKinds) {
+    for (bool xsFromParam : {false, true}) {
+      INFO(kindName(k) << (xsFromParam ? ", the sequence a param" : ", the sequence an input"));
+      Bench b(++seed);
+      NodeId xs = xsFromParam ? b.param(Shape{T, d}, -1, 1) : b.input(Shape{T, d});
+      auto shapes = recurrenceParamShapes(k, d, H);
+      RecurrenceParams p{b.param(shapes[0]), b.param(shapes[1]), b.param(shapes[2]), b.param(shapes[3])};
+      NodeId R = b.input(Shape{T, H}), q = b.input(Shape{H});
+      NodeId loss = lossOf(b, unrollRecurrence(b.g(), k, xs, H, p).states, R, q);
+      NodeId handLoss = lossOf(b, handUnrolled(b.g(), k, xs, H, p), R, q);
+      auto losses = b.eval({loss, handLoss});
+      CHECK(relError(losses[0], losses[1]) <= 1e-12);
+
+      auto grads = gradients(b, loss);
+      auto handGrads = gradients(b, handLoss);
+      const size_t n = b.p.params.size();
+      for (size_t i = 0; i < n; ++i) {
+        INFO("param " << i << " " << b.p.params[i].shape.str());
+        std::vector<double> fd = b.finiteDifference(loss, i);
+        INFO("finite differences: " << show(fd));
+        INFO("raw gradient:       " << show(grads[i]));
+        INFO("simplified:         " << show(grads[n + i]));
+        INFO("hand-unrolled:      " << show(handGrads[n + i]));
+        CHECK(relError(grads[i], fd, 1e-4) <= 1e-8);
+        CHECK(relError(grads[n + i], fd, 1e-4) <= 1e-8);
+        CHECK(relError(grads[n + i], handGrads[n + i], 1e-4) <= 1e-12);
+        CHECK(relError(grads[i], handGrads[i], 1e-4) <= 1e-12);
+      }
+    }
+  }
+}
+
+TEST_CASE("recurrence: scan with an rnn cell is rnn; its initial state and cell params get "
+          "their gradients",
+          "[recurrence]") {
+  const int64_t T = 4, d = 3, H = 3;
+  Bench b(90);
+  NodeId xs = b.input(Shape{T, d});
+  auto shapes = recurrenceParamShapes(CellKind::RnnTanh, d, H);
+  RecurrenceParams p{b.param(shapes[0]), b.param(shapes[1]), b.param(shapes[2]), b.param(shapes[3])};
+  NodeId h0 = b.param(Shape{H});
+  Graph &g = b.g();
+  auto cell = [&](NodeId h, NodeId x, int64_t) {
+    NodeId a = g.binary(Op::Add, g.binary(Op::MatMul, p.W_ih, x), p.b_ih);
+    return g.unary(Op::Tanh, g.binary(Op::Add, a, g.binary(Op::Add, g.binary(Op::MatMul, p.W_hh, h), p.b_hh)));
+  };
+  Unrolled fromZero = unrollScan(g, g.zeros(Shape{H}), xs, cell);
+  Unrolled rnn = unrollRecurrence(g, CellKind::RnnTanh, xs, H, p);
+  REQUIRE(g.shape(fromZero.states) == Shape{T, H});
+  auto v = b.eval({fromZero.states, rnn.states});
+  CHECK(relError(v[0], v[1]) <= 1e-15);
+
+  // From a learned initial state: every param, h0 included, against finite differences.
+  Unrolled fromH0 = unrollScan(g, h0, xs, cell);
+  NodeId loss = lossOf(b, fromH0.states, b.input(Shape{T, H}), b.input(Shape{H}));
+  auto grads = gradients(b, loss);
+  const size_t n = b.p.params.size();
+  for (size_t i = 0; i < n; ++i) {
+    INFO("param " << i);
+    std::vector<double> fd = b.finiteDifference(loss, i);
+    CHECK(relError(grads[i], fd, 1e-4) <= 1e-8);
+    CHECK(relError(grads[n + i], fd, 1e-4) <= 1e-8);
+  }
+}
+
+TEST_CASE("recurrence: scan stacks a state of rank 2 and differentiates through it",
+          "[recurrence]") {
+  const int64_t T = 5;
+  Bench b(91);
+  NodeId xs = b.input(Shape{T, 3});
+  NodeId P = b.param(Shape{2, 3}), s0 = b.param(Shape{2, 3});
+  Graph &g = b.g();
+  // s' = tanh(s * x + P), x broadcast over the state's rows.
+  Unrolled u = unrollScan(g, s0, xs, [&](NodeId s, NodeId x, int64_t) {
+    return g.unary(Op::Tanh, g.binary(Op::Add, g.binary(Op::Mul, s, x), P));
+  });
+  REQUIRE(g.shape(u.states) == Shape{T, 2, 3});
+  // The forward values by hand.
+  auto v = b.eval(u.states);
+  std::vector<double> s(b.params.begin() + 6, b.params.begin() + 12), ref;
+  for (int64_t t = 0; t < T; ++t) {
+    for (size_t e = 0; e < 6; ++e) s[e] = std::tanh(s[e] * b.inputs[static_cast<size_t>(t * 3) + e % 3] + b.params[e]);
+    ref.insert(ref.end(), s.begin(), s.end());
+  }
+  CHECK(relError(v, ref) <= 1e-15);
+  NodeId R = b.input(Shape{T, 2, 3});
+  NodeId loss = g.unary(Op::Sum, g.binary(Op::Mul, u.states, R));
+  auto grads = gradients(b, loss);
+  for (size_t i = 0; i < 2; ++i) {
+    std::vector<double> fd = b.finiteDifference(loss, i);
+    CHECK(relError(grads[i], fd, 1e-4) <= 1e-8);
+    CHECK(relError(grads[2 + i], fd, 1e-4) <= 1e-8);
+  }
+}
