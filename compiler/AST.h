@@ -10,6 +10,25 @@
 
 namespace nabla {
 
+struct Expr;
+using ExprPtr = std::unique_ptr<Expr>;
+
+// `NAME=VALUE` after a call's positional arguments; VALUE is checked by sema (a number with an
+// optional '-', true, false, or inside a layer a size argument or dim(x, k)).
+struct OptionAst {
+  std::string_view name;
+  SourceRange nameRange;
+  SourceRange range; // NAME=VALUE
+  ExprPtr value;
+};
+
+// One entry of an index postfix: `i` (selects, drops the axis) or `a:b` with either bound missing.
+struct IndexAst {
+  bool slice = false;
+  ExprPtr lo, hi; // lo alone for an index; either may be null in a slice
+  SourceRange range;
+};
+
 struct Expr {
   enum Kind {
     Number, // value, text
@@ -17,17 +36,20 @@ struct Expr {
     Neg,    // -args[0]
     Binary, // args[0] op args[1], op one of + - * / @
     Power,  // args[0] ^ value
-    Call,   // text(args...)
+    Call,   // text(args..., options...)
+    List,   // [args...], a list of sizes (reshape, zeros, ones)
+    Index,  // args[0][indices...]
   } kind;
   SourceRange range;  // the whole expression
-  SourceRange opRange; // the operator, or the callee name
+  SourceRange opRange; // the operator, or the callee name, or the index brackets
   std::string_view text;
   double value = 0;
   char op = 0;
   int depth = 1; // height of the tree below, bounded by kMaxExprDepth
   std::vector<std::unique_ptr<Expr>> args;
+  std::vector<OptionAst> options; // Call
+  std::vector<IndexAst> indices;  // Index
 };
-using ExprPtr = std::unique_ptr<Expr>;
 
 struct SignedNumber {
   double value = 0;
@@ -54,8 +76,10 @@ struct InitAst {
   SignedNumber value;
 };
 
+struct LayerAst;
+
 struct Stmt {
-  enum Kind { Input, Target, Param, Assign, Output, Loss } kind;
+  enum Kind { Input, Target, Param, Assign, Output, Loss, Layer } kind;
   SourceLoc loc;
   std::string_view name; // Input, Target, Param, Assign, Loss
   SourceRange nameRange;
@@ -63,6 +87,17 @@ struct Stmt {
   InitAst init;   // Param
   ExprPtr expr;   // Assign, Loss
   std::vector<std::pair<std::string_view, SourceRange>> outputs; // Output
+  std::shared_ptr<const LayerAst> layer; // Layer
+};
+
+// `layer NAME(ARG, ...) { BODY return EXPR }`: the body holds param declarations and assignments.
+struct LayerAst {
+  std::string_view name;
+  SourceRange nameRange;
+  std::vector<std::pair<std::string_view, SourceRange>> args;
+  std::vector<Stmt> body;
+  ExprPtr result; // the return expression
+  SourceLoc returnLoc;
 };
 
 struct Module {

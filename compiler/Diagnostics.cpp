@@ -17,6 +17,8 @@ std::string_view SourceFile::lineText(uint32_t line) const {
   if (end == std::string::npos) end = text.size();
   std::string_view s(text.data() + pos, end - pos);
   if (!s.empty() && s.back() == '\r') s.remove_suffix(1);
+  // A byte-order mark at the start of the file is not part of line 1 (the lexer skips it too).
+  if (line == 1 && s.substr(0, 3) == "\xEF\xBB\xBF") s.remove_prefix(3);
   return s;
 }
 
@@ -64,16 +66,34 @@ static Severity severityOf(DiagId id) {
 void DiagnosticEngine::add(DiagId id, SourceRange range, std::string message) {
   Severity sev = severityOf(id);
   if (sev == Severity::Error) {
+    suppressNotes_ = false;
+    // Inside a layer body, every call checks the body again: an error that one call has already
+    // reported at the same place with the same words is not news (nor are its notes).
+    if (!context_.empty())
+      for (const Diagnostic &d : diags_)
+        if (d.id == id && d.range.begin.offset == range.begin.offset && d.message == message) {
+          suppressNotes_ = true;
+          return;
+        }
     if (errors_ >= kMaxErrors) return;
     ++errors_;
-  } else if (errors_ >= kMaxErrors) {
+  } else if (errors_ >= kMaxErrors || suppressNotes_) {
     return;
   }
-  diags_.push_back({id, sev, range, std::move(message)});
+  diags_.push_back({id, sev, range, std::move(message), sev == Severity::Error ? context_
+                                                                             : std::vector<CallContext>{}});
+}
+
+void DiagnosticEngine::pushContext(SourceRange call, std::string layer) {
+  context_.insert(context_.begin(), CallContext{call, std::move(layer)});
+}
+
+void DiagnosticEngine::popContext() {
+  if (!context_.empty()) context_.erase(context_.begin());
 }
 
 // Prints a source line safely: control bytes and bytes that would upset a terminal become spaces
-// or '?', so the caret still lines up (columns count bytes).
+// or '?', so the caret still lines up (the caret line counts characters, not bytes).
 static std::string printableLine(std::string_view line) {
   std::string out;
   out.reserve(line.size());
@@ -100,29 +120,55 @@ std::string DiagnosticEngine::render() const {
     return x.line != y.line ? x.line < y.line : x.col < y.col;
   });
   std::string out;
-  for (auto &group : groups)
-  for (const Diagnostic *dp : group) {
-    const Diagnostic &d = *dp;
-    const char *sev = d.severity == Severity::Error     ? "error"
-                      : d.severity == Severity::Warning ? "warning"
-                                                        : "note";
-    const SourceLoc &loc = d.range.begin;
+  // `FILE:LINE:COL: SEVERITY: MESSAGE`, the line, and a caret under the place. LINE:COL count
+  // bytes (as clang does); the caret is placed by characters, so that it stands under a
+  // multi-byte character, one column wide.
+  auto print = [&](const char *sev, const SourceRange &range, const std::string &message) {
+    const SourceLoc &loc = range.begin;
     if (!loc.valid()) {
-      out += fmt::format("{}: {}: {}\n", file_.name, sev, d.message);
-      continue;
+      out += fmt::format("{}: {}: {}\n", file_.name, sev, message);
+      return;
     }
-    out += fmt::format("{}:{}:{}: {}: {}\n", file_.name, loc.line, loc.col, sev, d.message);
+    out += fmt::format("{}:{}:{}: {}: {}\n", file_.name, loc.line, loc.col, sev, message);
     std::string_view line = file_.lineText(loc.line);
     // Very long lines are shown as a window around the column.
     size_t start = 0;
     constexpr size_t kWindow = 160;
     if (line.size() > kWindow && loc.col > kWindow / 2) start = loc.col - kWindow / 2;
+    // Do not start the window inside a multi-byte character.
+    while (start > 0 && start < line.size() && (static_cast<unsigned char>(line[start]) & 0xC0) == 0x80)
+      --start;
     std::string_view shown = line.substr(std::min(start, line.size()), kWindow);
     out += printableLine(shown) + "\n";
-    size_t col = loc.col - 1 - start;
-    size_t len = std::max<uint32_t>(1, d.range.length);
+    size_t col = loc.col - 1 >= start ? loc.col - 1 - start : 0;
+    size_t len = std::max<uint32_t>(1, range.length);
     if (col + len > shown.size()) len = shown.size() > col ? shown.size() - col : 1;
-    out += std::string(col, ' ') + "^" + std::string(len > 1 ? len - 1 : 0, '~') + "\n";
+    // Characters (as printableLine prints them) before the place and under it.
+    auto chars = [&](size_t from, size_t to) {
+      size_t n = 0;
+      for (size_t i = from; i < to && i < shown.size();) {
+        unsigned char c = static_cast<unsigned char>(shown[i]);
+        size_t k = c < 0x80 ? 1 : utf8Length(shown, i);
+        i += k ? k : 1;
+        ++n;
+      }
+      return n;
+    };
+    size_t ccol = chars(0, col) + (col > shown.size() ? col - shown.size() : 0);
+    size_t clen = std::max<size_t>(1, chars(col, col + len));
+    out += std::string(ccol, ' ') + "^" + std::string(clen - 1, '~') + "\n";
+  };
+  for (auto &group : groups) {
+    for (const Diagnostic *dp : group) {
+      const Diagnostic &d = *dp;
+      const char *sev = d.severity == Severity::Error     ? "error"
+                        : d.severity == Severity::Warning ? "warning"
+                                                          : "note";
+      print(sev, d.range, d.message);
+    }
+    // An error inside a layer body: where the body was instantiated, innermost call first.
+    for (const CallContext &c : group.front()->context)
+      print("note", c.call, fmt::format("in layer '{}' called here", c.layer));
   }
   if (errors_ >= kMaxErrors)
     out += fmt::format("{}: note: stopped after {} errors; fix these first\n", file_.name, kMaxErrors);

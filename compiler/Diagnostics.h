@@ -17,11 +17,18 @@ enum class DiagId {
 };
 enum class Severity { Error, Warning, Note };
 
+// A layer call whose body is being checked: errors inside the body get a note at each call.
+struct CallContext {
+  SourceRange call;
+  std::string layer;
+};
+
 struct Diagnostic {
   DiagId id;
   Severity severity;
   SourceRange range;
   std::string message;
+  std::vector<CallContext> context; // errors only: the layer calls around it, innermost first
 };
 
 class DiagnosticEngine {
@@ -29,11 +36,23 @@ public:
   explicit DiagnosticEngine(const SourceFile &file) : file_(file) {}
 
   template <class... Args> void report(DiagId id, SourceRange range, const Args &...args) {
-    add(id, range, fmt::format(fmt::runtime(formatOf(id)), args...));
+    std::string message;
+    try {
+      message = fmt::format(fmt::runtime(formatOf(id)), args...);
+    } catch (const fmt::format_error &) {
+      message = formatOf(id); // a message with the wrong arguments (a bug) still says something
+    }
+    add(id, range, std::move(message));
   }
   template <class... Args> void report(DiagId id, SourceLoc loc, const Args &...args) {
     report(id, SourceRange{loc, 1}, args...);
   }
+
+  // While a layer body is checked for a call, errors get a note `in layer 'NAME' called here`
+  // at the call; an error identical to one already reported (another call of the same body)
+  // is dropped with its notes.
+  void pushContext(SourceRange call, std::string layer);
+  void popContext();
 
   bool hasErrors() const { return errors_ > 0; }
   int errorCount() const { return errors_; }
@@ -51,6 +70,8 @@ private:
   void add(DiagId id, SourceRange range, std::string message);
   const SourceFile &file_;
   std::vector<Diagnostic> diags_;
+  std::vector<CallContext> context_; // innermost first
+  bool suppressNotes_ = false;
   int errors_ = 0;
 };
 

@@ -1346,10 +1346,18 @@ std::string Emitter::mainFile() const {
                        : d.init.kind == Init::Normal ? "kNormal"
                        : d.init.kind == Init::Uniform ? "kUniform"
                                                       : "kGlorot";
-    if (d.init.kind == Init::Glorot && s.rank() != 2)
-      throw InternalError("emitCpp: glorot init of a param that is not rank 2");
+    double a = d.init.a, b = d.init.b;
+    if (d.init.kind == Init::Glorot && s.rank() != 2) {
+      // [out, in, k...]: the same draws as uniform in ±sqrt(6 / ((out + in)·Πk)) (Random.cpp).
+      if (s.rank() < 2) throw InternalError("emitCpp: glorot init of a param of rank < 2");
+      double field = 1;
+      for (int k = 2; k < s.rank(); ++k) field *= static_cast<double>(s[k]);
+      b = std::sqrt(6.0 / (static_cast<double>(s[0] + s[1]) * field));
+      a = -b;
+      kind = "kUniform";
+    }
     table += fmt::format("    {{\"{}\", {}, {}, {}, {}, {}, {}, {}}},\n", d.name, d.offset, s.rank(), rows, cols, kind,
-                         doubleText(d.init.a), doubleText(d.init.b));
+                         doubleText(a), doubleText(b));
   }
   const bool classes = P.targets.size() == 1 && P.targets[0].shape.rank() == 1 && P.targets[0].shape[0] > 1;
   std::string init;

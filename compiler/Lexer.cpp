@@ -17,10 +17,15 @@ const char *tokName(Tok k) {
   case Tok::KwParam: return "param";
   case Tok::KwOutput: return "output";
   case Tok::KwLoss: return "loss";
+  case Tok::KwLayer: return "layer";
+  case Tok::KwReturn: return "return";
   case Tok::LParen: return "(";
   case Tok::RParen: return ")";
   case Tok::LBracket: return "[";
   case Tok::RBracket: return "]";
+  case Tok::LBrace: return "{";
+  case Tok::RBrace: return "}";
+  case Tok::Colon: return ":";
   case Tok::Comma: return ",";
   case Tok::Equal: return "=";
   case Tok::Tilde: return "~";
@@ -41,6 +46,7 @@ std::string describeToken(const Token &t) {
   case Tok::Name: return fmt::format("name '{}'", t.text);
   case Tok::Number: return fmt::format("number '{}'", t.text);
   case Tok::KwInput: case Tok::KwTarget: case Tok::KwParam: case Tok::KwOutput: case Tok::KwLoss:
+  case Tok::KwLayer: case Tok::KwReturn:
     return fmt::format("keyword '{}'", t.text);
   case Tok::Newline: return "end of line";
   case Tok::Eof: return "end of file";
@@ -59,6 +65,9 @@ public:
   Lexer(const SourceFile &f, DiagnosticEngine &d) : src_(f.text), diags_(d) {}
 
   std::vector<Token> run() {
+    // A UTF-8 byte-order mark at the start is not part of the text (editors on Windows write
+    // one); columns on line 1 count from after it, as SourceFile::lineText shows the line.
+    if (src_.substr(0, 3) == "\xEF\xBB\xBF") pos_ = lineStart_ = 3;
     while (pos_ < src_.size()) step();
     if (toks_.empty() || toks_.back().kind != Tok::Newline) push(Tok::Newline, pos_, 0);
     push(Tok::Eof, pos_, 0);
@@ -126,6 +135,9 @@ private:
     case ')': k = Tok::RParen; break;
     case '[': k = Tok::LBracket; break;
     case ']': k = Tok::RBracket; break;
+    case '{': k = Tok::LBrace; break;
+    case '}': k = Tok::RBrace; break;
+    case ':': k = Tok::Colon; break;
     case ',': k = Tok::Comma; break;
     case '=': k = Tok::Equal; break;
     case '~': k = Tok::Tilde; break;
@@ -151,18 +163,20 @@ private:
     ++pos_;
   }
 
+  // name ::= word { "." word }: a dotted name is what `dense`, `conv` or a layer call declares
+  // (h.W, h1.inner.W); whether it exists is sema's question. Each part after a dot is a word.
   void lexName(size_t start) {
     while (pos_ < src_.size() && isNameChar(src_[pos_])) ++pos_;
-    if (pos_ < src_.size() && src_[pos_] == '.') {
-      size_t dot = pos_++;
+    bool bad = false;
+    while (pos_ < src_.size() && src_[pos_] == '.') {
+      ++pos_;
+      if (pos_ >= src_.size() || !isNameStart(src_[pos_])) bad = true;
       while (pos_ < src_.size() && isNameChar(src_[pos_])) ++pos_;
-      std::string_view suffix = std::string_view(src_).substr(dot + 1, pos_ - dot - 1);
-      if (suffix != "W" && suffix != "b") {
-        diags_.report(DiagId::BadDottedName,
-                      SourceRange{locAt(start), static_cast<uint32_t>(pos_ - start)},
-                      src_.substr(start, pos_ - start));
-      }
     }
+    if (bad)
+      diags_.report(DiagId::BadDottedName,
+                    SourceRange{locAt(start), static_cast<uint32_t>(pos_ - start)},
+                    src_.substr(start, pos_ - start));
     std::string_view text = std::string_view(src_).substr(start, pos_ - start);
     Tok k = Tok::Name;
     if (text == "input") k = Tok::KwInput;
@@ -170,6 +184,8 @@ private:
     else if (text == "param") k = Tok::KwParam;
     else if (text == "output") k = Tok::KwOutput;
     else if (text == "loss") k = Tok::KwLoss;
+    else if (text == "layer") k = Tok::KwLayer;
+    else if (text == "return") k = Tok::KwReturn;
     push(k, start, pos_ - start);
   }
 

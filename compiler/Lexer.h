@@ -9,14 +9,16 @@
 namespace nabla {
 
 enum class Tok {
-  Name,     // x, W_i, h.W
+  Name,     // x, W_i, h.W, block2.inner.W
   Number,   // 3, 0.5, 1e-3
   KwInput,  // input
   KwTarget, // target
   KwParam,  // param
   KwOutput, // output
   KwLoss,   // loss
-  LParen, RParen, LBracket, RBracket, Comma, Equal, Tilde,
+  KwLayer,  // layer
+  KwReturn, // return
+  LParen, RParen, LBracket, RBracket, LBrace, RBrace, Comma, Colon, Equal, Tilde,
   Plus, Minus, Star, Slash, At, Caret,
   Newline,
   Eof,

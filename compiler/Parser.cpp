@@ -113,7 +113,8 @@ private:
     }
   };
 
-  // statement = input_decl | target_decl | param_decl | output_stmt | loss_stmt | assignment ;
+  // statement = input_decl | target_decl | param_decl | output_stmt | loss_stmt | assignment
+  //           | layer_def ;
   Stmt statement() {
     const Token &t = peek();
     switch (t.kind) {
@@ -122,10 +123,114 @@ private:
     case Tok::KwParam: return declaration(Stmt::Param);
     case Tok::KwOutput: return outputStmt();
     case Tok::KwLoss: return lossStmt();
-    case Tok::Name: return assignment();
+    case Tok::KwLayer: return layerDef();
+    case Tok::KwReturn: error(DiagId::ReturnOutsideLayer, t.range());
+    case Tok::Name:
+      // Python's `def f(x):` is nabla's `layer f(x) { ... }`.
+      if ((t.text == "def" || t.text == "function" || t.text == "fn") &&
+          toks_[pos_ + 1].kind == Tok::Name)
+        error(DiagId::DefHint, t.range(), t.text);
+      return assignment();
     default: break;
     }
     error(DiagId::ExpectedStatement, at(t), describeToken(t));
+  }
+
+  // layer_def = "layer" , name , "(" , [ name , { "," , name } ] , ")" , "{" ,
+  //             { [ body_stmt ] , newline } , "return" , expr , { newline } , "}" ;
+  // body_stmt = param_decl | assignment ;
+  Stmt layerDef() {
+    const Token &kw = take();
+    Stmt s{Stmt::Layer, kw.loc, {}, {}, {}, {}, {}, {}, {}};
+    auto L = std::make_shared<LayerAst>();
+    try {
+      layerHeader(*L, s);
+    } catch (ParseError &) {
+      // A broken header: skip its body too (up to the '}' before the next layer), so that the
+      // body's lines are not read as top-level statements.
+      size_t p = pos_;
+      while (toks_[p].kind != Tok::Eof && toks_[p].kind != Tok::RBrace && toks_[p].kind != Tok::KwLayer) ++p;
+      if (toks_[p].kind == Tok::RBrace) pos_ = p + 1;
+      throw;
+    }
+    const Token &brace = toks_[pos_ - 1];
+    // The body, a line at a time; an error skips to the end of its line (or to the '}').
+    bool returned = false;
+    for (;;) {
+      if (diags_.errorCount() >= DiagnosticEngine::kMaxErrors) throw ParseError{};
+      const Token &t = peek();
+      if (t.kind == Tok::Newline) {
+        take();
+        continue;
+      }
+      if (t.kind == Tok::Eof) {
+        if (report(DiagId::UnclosedLayer, at(t), L->name))
+          diags_.report(DiagId::UnclosedBracket, brace.range(), brace.text);
+        throw ParseError{};
+      }
+      if (t.kind == Tok::RBrace) {
+        take();
+        if (!returned) error(DiagId::LayerWithoutReturn, t.range(), L->name);
+        break;
+      }
+      try {
+        nesting_ = brackets_ = 0;
+        if (returned) error(DiagId::AfterReturn, t.range(), describeToken(t));
+        if (t.kind == Tok::KwReturn) {
+          take();
+          L->returnLoc = t.loc;
+          L->result = expr();
+          returned = true;
+          if (peek().kind != Tok::Newline && peek().kind != Tok::RBrace && peek().kind != Tok::Eof)
+            error(DiagId::ExtraAfterStatement, peek().range(), describeToken(peek()));
+          continue;
+        }
+        Stmt b = bodyStatement();
+        if (peek().kind != Tok::Newline && peek().kind != Tok::Eof)
+          error(DiagId::ExtraAfterStatement, peek().range(), describeToken(peek()));
+        L->body.push_back(std::move(b));
+      } catch (ParseError &) {
+        nesting_ = brackets_ = 0;
+        while (peek().kind != Tok::Newline && peek().kind != Tok::Eof && peek().kind != Tok::RBrace)
+          ++pos_;
+      }
+    }
+    s.layer = std::move(L);
+    return s;
+  }
+
+  // The header `NAME(ARG, ...) {`.
+  void layerHeader(LayerAst &L, Stmt &s) {
+    const Token &n = expect(Tok::Name, "the layer's name");
+    s.name = L.name = n.text;
+    s.nameRange = L.nameRange = n.range();
+    const Token &open = expect(Tok::LParen, "'(' and the layer's arguments");
+    {
+      Nest nest(*this, open.range());
+      if (peek().kind != Tok::RParen) {
+        do {
+          const Token &a = expect(Tok::Name, "an argument name");
+          L.args.emplace_back(a.text, a.range());
+        } while (accept(Tok::Comma));
+      }
+      expectClose(Tok::RParen, open);
+    }
+    expect(Tok::LBrace, "'{'");
+  }
+
+  Stmt bodyStatement() {
+    const Token &t = peek();
+    switch (t.kind) {
+    case Tok::KwParam: return declaration(Stmt::Param);
+    case Tok::Name: return assignment();
+    case Tok::KwInput:
+    case Tok::KwTarget:
+    case Tok::KwOutput:
+    case Tok::KwLoss:
+    case Tok::KwLayer: error(DiagId::NotInLayerBody, t.range(), t.text);
+    default: break;
+    }
+    error(DiagId::ExpectedBodyStatement, at(t), describeToken(t));
   }
 
   // input_decl  = "input" , name , [ shape ] ;
@@ -133,7 +238,7 @@ private:
   // param_decl  = "param" , name , [ shape ] , [ init ] ;
   Stmt declaration(Stmt::Kind kind) {
     const Token &t = take();
-    Stmt s{kind, t.loc, {}, {}, {}, {}, {}, {}};
+    Stmt s{kind, t.loc, {}, {}, {}, {}, {}, {}, {}};
     const Token &n = expect(Tok::Name, "a name");
     s.name = n.text;
     s.nameRange = n.range();
@@ -199,7 +304,7 @@ private:
 
   // output_stmt = "output" , name , { "," , name } ;
   Stmt outputStmt() {
-    Stmt s{Stmt::Output, take().loc, {}, {}, {}, {}, {}, {}};
+    Stmt s{Stmt::Output, take().loc, {}, {}, {}, {}, {}, {}, {}};
     do {
       const Token &n = expect(Tok::Name, "a name");
       s.outputs.emplace_back(n.text, n.range());
@@ -209,7 +314,7 @@ private:
 
   // loss_stmt = "loss" , name , "=" , expr ;
   Stmt lossStmt() {
-    Stmt s{Stmt::Loss, take().loc, {}, {}, {}, {}, {}, {}};
+    Stmt s{Stmt::Loss, take().loc, {}, {}, {}, {}, {}, {}, {}};
     const Token &n = expect(Tok::Name, "the loss's name");
     s.name = n.text;
     s.nameRange = n.range();
@@ -221,7 +326,7 @@ private:
   // assignment = name , "=" , expr ;
   Stmt assignment() {
     const Token &n = take();
-    Stmt s{Stmt::Assign, n.loc, n.text, n.range(), {}, {}, {}, {}};
+    Stmt s{Stmt::Assign, n.loc, n.text, n.range(), {}, {}, {}, {}, {}};
     expect(Tok::Equal, "'='");
     s.expr = expr();
     return s;
@@ -265,6 +370,9 @@ private:
     ExprPtr lhs = unary();
     while (peek().kind == Tok::Star || peek().kind == Tok::Slash || peek().kind == Tok::At) {
       const Token &op = take();
+      // Python's `x ** 2` is nabla's `x ^ 2`.
+      if (op.kind == Tok::Star && peek().kind == Tok::Star && peek().loc.offset == op.loc.offset + 1)
+        error(DiagId::PowerHint, SourceRange{op.loc, 2});
       char c = op.kind == Tok::Star ? '*' : op.kind == Tok::Slash ? '/' : '@';
       lhs = binary(c, op, std::move(lhs), unary());
     }
@@ -285,9 +393,9 @@ private:
     return e;
   }
 
-  // power = primary , [ "^" , signed ] ;
+  // power = postfix , [ "^" , signed ] ;
   ExprPtr power() {
-    ExprPtr base = primary();
+    ExprPtr base = postfix();
     if (peek().kind != Tok::Caret) return base;
     const Token &caret = take();
     const Token &first = peek();
@@ -308,8 +416,77 @@ private:
     return e;
   }
 
-  // primary = number | call | name | "(" , expr , ")" ;
-  // call    = name , "(" , [ expr , { "," , expr } ] , ")" ;
+  // postfix = primary , { "[" , index , { "," , index } , "]" } ;   (* not after a number *)
+  // index   = expr | [ expr ] , ":" , [ expr ] ;
+  ExprPtr postfix() {
+    ExprPtr e = primary();
+    if (e->kind == Expr::Number) return e;
+    while (peek().kind == Tok::LBracket) {
+      const Token &open = take();
+      Nest nest(*this, open.range());
+      auto ix = make(Expr::Index, e->range);
+      int depth = e->depth;
+      do {
+        IndexAst entry;
+        SourceLoc begin = peek().loc;
+        if (peek().kind != Tok::Colon) {
+          entry.lo = expr();
+          depth = std::max(depth, entry.lo->depth);
+        }
+        if (accept(Tok::Colon)) {
+          entry.slice = true;
+          if (peek().kind != Tok::Comma && peek().kind != Tok::RBracket) {
+            entry.hi = expr();
+            depth = std::max(depth, entry.hi->depth);
+          }
+        }
+        entry.range = through(begin);
+        ix->indices.push_back(std::move(entry));
+      } while (accept(Tok::Comma));
+      const Token &close = peek();
+      expectClose(Tok::RBracket, open);
+      ix->opRange = {open.loc, close.loc.offset + 1 - open.loc.offset};
+      ix->range.length = close.loc.offset + 1 - e->range.begin.offset;
+      ix->depth = depth + 1;
+      if (ix->depth > kMaxExprDepth) error(DiagId::TooDeep, ix->opRange, kMaxExprDepth);
+      ix->args.push_back(std::move(e));
+      e = std::move(ix);
+    }
+    return e;
+  }
+
+  // From `begin` to the end of the last token taken.
+  SourceRange through(SourceLoc begin) const {
+    const Token &last = toks_[pos_ > 0 ? pos_ - 1 : 0];
+    uint32_t end = last.loc.offset + last.length;
+    return {begin, end > begin.offset ? end - begin.offset : 1};
+  }
+
+  // list = "[" , [ expr , { "," , expr } ] , "]" ;     (* sizes: reshape, zeros, ones *)
+  ExprPtr list() {
+    const Token &open = take();
+    Nest nest(*this, open.range());
+    auto e = make(Expr::List, open.range());
+    e->opRange = open.range();
+    int depth = 0;
+    if (peek().kind != Tok::RBracket) {
+      do {
+        e->args.push_back(expr());
+        depth = std::max(depth, e->args.back()->depth);
+      } while (accept(Tok::Comma));
+    }
+    const Token &close = peek();
+    expectClose(Tok::RBracket, open);
+    e->range.length = close.loc.offset + 1 - open.loc.offset;
+    e->depth = depth + 1;
+    return e;
+  }
+
+  // primary  = number | call | name | "(" , expr , ")" ;
+  // call     = name , "(" , [ args ] , ")" ;
+  // args     = argument , { "," , argument } , { "," , option } | option , { "," , option } ;
+  // argument = expr | list ;
+  // option   = name , "=" , expr ;      (* sema: a signed number, true or false, or a size *)
   ExprPtr primary() {
     const Token &t = peek();
     switch (t.kind) {
@@ -335,7 +512,21 @@ private:
       int depth = 0;
       if (peek().kind != Tok::RParen) {
         do {
-          e->args.push_back(expr());
+          if (peek().kind == Tok::Name && toks_[pos_ + 1].kind == Tok::Equal) {
+            const Token &name = take();
+            take(); // '='
+            OptionAst o;
+            o.name = name.text;
+            o.nameRange = name.range();
+            o.value = expr();
+            depth = std::max(depth, o.value->depth);
+            o.range = through(name.loc);
+            e->options.push_back(std::move(o));
+            continue;
+          }
+          if (!e->options.empty())
+            error(DiagId::PositionalAfterOption, peek().range(), e->options.back().name);
+          e->args.push_back(peek().kind == Tok::LBracket ? list() : expr());
           depth = std::max(depth, e->args.back()->depth);
         } while (accept(Tok::Comma));
       }

@@ -25,14 +25,20 @@ static std::string describeInit(const Decl &d) {
 }
 
 std::string describeProgram(const Program &p) {
-  size_t width = 4;
+  size_t width = 4, shapeWidth = 10;
   auto widen = [&](const std::string &n) { width = std::max(width, n.size()); };
   for (auto *list : {&p.inputs, &p.targets, &p.params})
-    for (auto &d : *list) widen(d.name);
-  for (auto &v : p.values) widen(v.name);
+    for (auto &d : *list) {
+      widen(d.name);
+      shapeWidth = std::max(shapeWidth, d.shape.describe().size() + 1);
+    }
+  for (auto &v : p.values) {
+    widen(v.name);
+    shapeWidth = std::max(shapeWidth, p.graph.shape(v.node).describe().size() + 1);
+  }
   std::string out;
   auto line = [&](const char *kind, const std::string &name, const Shape &s, const std::string &extra) {
-    std::string text = fmt::format("{:<6} {:<{}} {:<10}{}", kind, name, width, s.describe(), extra);
+    std::string text = fmt::format("{:<6} {:<{}} {:<{}}{}", kind, name, width, s.describe(), shapeWidth, extra);
     while (!text.empty() && text.back() == ' ') text.pop_back();
     out += text + "\n";
   };
@@ -70,6 +76,34 @@ std::string dumpGraph(const Graph &g, const std::vector<std::pair<std::string, N
     case Op::Const: line += " " + formatNumber(n.fattr); break;
     case Op::Pow: line += fmt::format(" %{}, {}", n.a(), formatNumber(n.fattr)); break;
     case Op::SumAxis: line += fmt::format(" %{}, axis {}", n.a(), n.iattr); break;
+    case Op::Max:
+    case Op::Min:
+    case Op::ExtremeMask:
+      line += fmt::format(" %{}", n.a());
+      if (n.op == Op::ExtremeMask) line += n.fattr > 0 ? ", max" : ", min";
+      if (n.iattr >= 0) line += fmt::format(", axis {}", n.iattr);
+      break;
+    case Op::LeakyRelu: line += fmt::format(" %{}, slope {}", n.a(), formatNumber(n.fattr)); break;
+    case Op::Concat: line += fmt::format(" %{}, %{}, axis {}", n.a(), n.b(), n.iattr); break;
+    case Op::Slice:
+    case Op::Pad: {
+      line += fmt::format(" %{}, start [", n.a());
+      for (size_t k = 0; k < n.attrs.size(); ++k) line += fmt::format("{}{}", k ? ", " : "", n.attrs[k]);
+      line += "]";
+      break;
+    }
+    case Op::Conv2d:
+    case Op::Conv2dInputGrad:
+    case Op::Conv2dKernelGrad:
+      line += fmt::format(" %{}, %{}, stride {}, padding {}", n.a(), n.b(), n.attrs.at(0), n.attrs.at(1));
+      break;
+    case Op::MaxPool2d:
+    case Op::MaxPool2dGrad:
+    case Op::AvgPool2d:
+    case Op::AvgPool2dGrad:
+      for (int k = 0; k < n.nin; ++k) line += fmt::format("{} %{}", k ? "," : "", n.in[static_cast<size_t>(k)]);
+      line += fmt::format(", window {}, stride {}", n.attrs.at(0), n.attrs.at(1));
+      break;
     case Op::Broadcast:
       line += fmt::format(" %{}", n.a());
       if (n.iattr >= 0) line += fmt::format(", along axis {}", n.iattr);

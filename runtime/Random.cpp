@@ -77,10 +77,14 @@ std::vector<double> initParams(const Program &program, uint64_t seed) {
       for (int64_t i = 0; i < n; ++i) out[i] = rng.uniform(init.a, init.b);
       break;
     case Init::Glorot: {
-      if (p.shape.rank() != 2)
+      // [out, in, k...]: uniform in ±sqrt(6 / (fan_in + fan_out)) with fan_in = in·Πk and
+      // fan_out = out·Πk (PyTorch's xavier_uniform_ for convolution kernels too).
+      if (p.shape.rank() < 2)
         throw InternalError("glorot init of param \"" + p.name + "\" of shape " +
-                            p.shape.describe() + " (needs rank 2)");
-      double limit = std::sqrt(6.0 / static_cast<double>(p.shape[0] + p.shape[1]));
+                            p.shape.describe() + " (needs rank 2 or more)");
+      double field = 1;
+      for (int k = 2; k < p.shape.rank(); ++k) field *= static_cast<double>(p.shape[k]);
+      double limit = std::sqrt(6.0 / (static_cast<double>(p.shape[0] + p.shape[1]) * field));
       for (int64_t i = 0; i < n; ++i) out[i] = rng.uniform(-limit, limit);
       break;
     }

@@ -9,7 +9,10 @@
 #include "Lexer.h"
 #include "Parser.h"
 #include "Program.h"
+#include "Random.h"
 #include "Sema.h"
+
+#include <cmath>
 
 #include <memory>
 #include <string>
@@ -202,16 +205,18 @@ TEST_CASE("lexer: bad numbers are errors at their place", "[lexer]") {
   }
 }
 
-TEST_CASE("lexer: dotted names are one token; only .W and .b exist", "[lexer]") {
-  Lexed ok("h.W h.b layer_1.W");
+TEST_CASE("lexer: dotted names are one token; a dot is followed by a name", "[lexer]") {
+  Lexed ok("h.W h.b layer_1.W block2.inner.W h1.h_2");
   REQUIRE_FALSE(ok.diags.hasErrors());
-  REQUIRE(ok.tokens.size() == 5);
+  REQUIRE(ok.tokens.size() == 7);
   CHECK(ok.tokens[0].kind == Tok::Name);
   CHECK(ok.tokens[0].text == "h.W");
   CHECK(ok.tokens[1].text == "h.b");
   CHECK(ok.tokens[2].text == "layer_1.W");
+  CHECK(ok.tokens[3].text == "block2.inner.W");
+  CHECK(ok.tokens[4].text == "h1.h_2");
 
-  for (const char *bad : {"h.w", "h.B", "h.bias", "h.", "h.Wx"}) {
+  for (const char *bad : {"h.", "h.1", "h.W.", "h..W", "a.b.2c"}) {
     INFO(bad);
     Lexed l(std::string("y = ") + bad);
     REQUIRE(l.diags.diagnostics().size() == 1);
@@ -327,7 +332,7 @@ TEST_CASE("parser: precedence and associativity", "[parser]") {
   CHECK(exprAst("(a + b) * c") == "(* (+ a b) c)");
   CHECK(exprAst("f(a, b + c)") == "(call f a (+ b c))");
   CHECK(exprAst("sum(x ^ 2, 0)") == "(call sum (^ x 2) 0)");
-  CHECK(exprAst("g()") == "(call g )");
+  CHECK(exprAst("g()") == "(call g)");
 }
 
 TEST_CASE("parser: every statement kind", "[parser]") {
@@ -610,7 +615,7 @@ TEST_CASE("sema: params' initializers", "[sema]") {
 }
 
 TEST_CASE("sema: shapes of declarations", "[sema]") {
-  Checked c("input a[0]\ninput b[2.5]\ninput c[n]\ninput d[2, 3, 4]\ninput e[100000, 100000]\n"
+  Checked c("input a[0]\ninput b[2.5]\ninput c[n]\ninput d[2, 3, 4, 1, 1]\ninput e[100000, 100000]\n"
             "input f[1000000000]\n");
   CHECK(c.errors() == std::vector<DiagId>{DiagId::BadDimension, DiagId::BadDimension,
                                           DiagId::BadDimension, DiagId::RankTooHigh,
@@ -723,4 +728,489 @@ TEST_CASE("front end: the diagnostics of compileSource are complete and in sourc
                  "scalar (use '*' to scale)\n"
                  "z = x @ 2\n"
                  "      ^\n");
+}
+
+// --- the grown-up language: ranks 0-4, options, indexing, new functions, layers, images --------
+
+namespace {
+
+// The errors of a program, each with its line:col, e.g. {"BadAxis@3:12"} is too opaque; the
+// rendered first line of each error is clearer: "t.nn:3:12: error: ...".
+std::vector<std::string> errorLines(const std::string &text) {
+  std::string diags;
+  std::optional<Program> p = compileSource(SourceFile{"t.nn", text}, diags);
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < diags.size()) {
+    size_t end = diags.find('\n', pos);
+    if (end == std::string::npos) end = diags.size();
+    std::string line = diags.substr(pos, end - pos);
+    if (line.rfind("t.nn:", 0) == 0) out.push_back(line);
+    pos = end + 1;
+  }
+  return out;
+}
+
+bool hasLine(const std::vector<std::string> &lines, const std::string &prefix) {
+  for (auto &l : lines)
+    if (l.rfind(prefix, 0) == 0) return true;
+  return false;
+}
+
+} // namespace
+
+TEST_CASE("lexer: layer and return are keywords; braces and colons are tokens", "[lexer]") {
+  Lexed l("layer f(x) {\n return x[1:]\n}");
+  REQUIRE_FALSE(l.diags.hasErrors());
+  CHECK(l.kinds() == std::vector<Tok>{Tok::KwLayer, Tok::Name, Tok::LParen, Tok::Name,
+                                      Tok::RParen, Tok::LBrace, Tok::Newline, Tok::KwReturn,
+                                      Tok::Name, Tok::LBracket, Tok::Number, Tok::Colon,
+                                      Tok::RBracket, Tok::Newline, Tok::RBrace, Tok::Newline,
+                                      Tok::Eof});
+}
+
+TEST_CASE("lexer: a UTF-8 byte-order mark at the start is skipped; columns start after it",
+          "[lexer]") {
+  Lexed l("\xEF\xBB\xBFinput x[3]\n");
+  REQUIRE_FALSE(l.diags.hasErrors());
+  CHECK(l.tokens[0].kind == Tok::KwInput);
+  CHECK(l.tokens[0].loc.col == 1);
+  CHECK(l.tokens[1].loc.col == 7);
+  // Only at the start: elsewhere it is a stray character.
+  Lexed mid("input x[3]\n\xEF\xBB\xBFy = x\n");
+  CHECK(mid.diags.hasErrors());
+  // The caret of an error on line 1 lines up with the text after the mark.
+  CHECK(errorLines("\xEF\xBB\xBFy = q\n") == std::vector<std::string>{"t.nn:1:5: error: unknown name 'q'"});
+  std::string diags;
+  compileSource(SourceFile{"t.nn", "\xEF\xBB\xBFy = q\n"}, diags);
+  CHECK(diags.find("y = q\n    ^\n") != std::string::npos);
+}
+
+TEST_CASE("diagnostics: a caret under a multi-byte character is one column wide", "[parser]") {
+  std::string diags;
+  compileSource(SourceFile{"t.nn", "c = é + x\ny = \"é\" ü\n"}, diags);
+  // LINE:COL count bytes; the caret counts characters.
+  CHECK(diags.find("t.nn:1:5: error: unexpected character 'é'\nc = é + x\n    ^\n") !=
+        std::string::npos);
+  CHECK(diags.find("t.nn:2:10: error: unexpected character 'ü'\ny = \"é\" ü\n        ^\n") !=
+        std::string::npos);
+  // A range after a multi-byte character starts at its character column.
+  compileSource(SourceFile{"t.nn", "# é\ninput x[3]\nz = \"é\"\n"}, diags);
+  CHECK(diags.find("t.nn:3:8: error: unexpected character '\"'\nz = \"é\"\n      ^\n") != std::string::npos);
+}
+
+TEST_CASE("parser: options, lists and index postfixes", "[parser]") {
+  CHECK(exprAst("sum(x, 1, keepdims=true)") == "(call sum x 1 keepdims=true)");
+  CHECK(exprAst("conv2d(x, K, stride=2, padding=-1)") ==
+        "(call conv2d x K stride=2 padding=(neg 1))");
+  CHECK(exprAst("concat(a, b, c, axis=1)") == "(call concat a b c axis=1)");
+  CHECK(exprAst("reshape(x, [2, 3])") == "(call reshape x (list 2 3))");
+  CHECK(exprAst("zeros([])") == "(call zeros (list))");
+  CHECK(exprAst("x[1]") == "(index x 1)");
+  CHECK(exprAst("x[a:b]") == "(index x (: a b))");
+  CHECK(exprAst("x[:, 0]") == "(index x (: _ _) 0)");
+  CHECK(exprAst("x[1, 2:5]") == "(index x 1 (: 2 5))");
+  CHECK(exprAst("x[-1, :-2]") == "(index x (neg 1) (: _ (neg 2)))");
+  CHECK(exprAst("x[2:]") == "(index x (: 2 _))");
+  CHECK(exprAst("x[0][1]") == "(index (index x 0) 1)");
+  CHECK(exprAst("f(x)[0]") == "(index (call f x) 0)");
+  CHECK(exprAst("(a + b)[0]") == "(index (+ a b) 0)");
+  // Indexing binds tightest: -x[0]^2 is -((x[0])^2).
+  CHECK(exprAst("-x[0]^2") == "(neg (^ (index x 0) 2))");
+  CHECK(exprAst("a @ B[0]") == "(@ a (index B 0))");
+}
+
+TEST_CASE("parser: layer definitions", "[parser]") {
+  Parsed p("layer res(x, n) {\n  param W[n, n]\n\n  h = W @ x  # c\n  return h + x\n}\n"
+           "y = res(x, 3)\nlayer id(x) {\nreturn x }\n");
+  INFO(p.diags.render());
+  REQUIRE_FALSE(p.diags.hasErrors());
+  CHECK(p.ast() == "1:1 layer res(x, n)\n"
+                   "  2:3 param W [n, n]\n"
+                   "  4:3 h = (@ W x)\n"
+                   "  5:3 return (+ h x)\n"
+                   "7:1 y = (call res x 3)\n"
+                   "8:1 layer id(x)\n"
+                   "  9:1 return x\n");
+}
+
+TEST_CASE("parser: layer, option and hint errors at their place", "[parser]") {
+  auto first = [](const std::string &text) {
+    Parsed p(text);
+    REQUIRE(p.diags.hasErrors());
+    const Diagnostic &d = p.diags.diagnostics()[0];
+    return std::make_tuple(d.id, d.range.begin.line, d.range.begin.col);
+  };
+  CHECK(first("y = sum(x, keepdims=true, 1)\n") == std::make_tuple(DiagId::PositionalAfterOption, 1u, 27u));
+  CHECK(first("y = x ** 2\n") == std::make_tuple(DiagId::PowerHint, 1u, 7u));
+  CHECK(first("def f(x):\n") == std::make_tuple(DiagId::DefHint, 1u, 1u));
+  CHECK(first("return x\n") == std::make_tuple(DiagId::ReturnOutsideLayer, 1u, 1u));
+  CHECK(first("layer f(x) {\n  h = x\n}\n") == std::make_tuple(DiagId::LayerWithoutReturn, 3u, 1u));
+  CHECK(first("layer f(x) {\n  return x\n  h = x\n}\n") == std::make_tuple(DiagId::AfterReturn, 3u, 3u));
+  CHECK(first("layer f(x) {\n  input y\n  return x\n}\n") == std::make_tuple(DiagId::NotInLayerBody, 2u, 3u));
+  CHECK(first("layer f(x) {\n  return x\n") == std::make_tuple(DiagId::UnclosedLayer, 2u, 11u));
+  CHECK(first("layer f(x) {\n  + 1\n  return x\n}\n") == std::make_tuple(DiagId::ExpectedBodyStatement, 2u, 3u));
+  // A body error does not end the body: the rest is still parsed, and so is the next line.
+  Parsed p("layer f(x) {\n  h = x +\n  g = x ^ y\n  return x\n}\ny = )\n");
+  CHECK(p.errors() == std::vector<DiagId>{DiagId::Expected, DiagId::BadExponent, DiagId::Expected});
+  // `x = 3`, `stride = 2` stay assignments; `def` alone is a name.
+  Parsed ok("def = 1\nstride = 2\n");
+  CHECK_FALSE(ok.diags.hasErrors());
+}
+
+TEST_CASE("sema: rank 0 to 4 values and reductions along any axis", "[sema]") {
+  Program p = compiled("input x[2, 3, 4]\ninput q[2, 3, 4, 5]\ninput s\n"
+                       "a = sum(x, 1)\nb = mean(q, 3)\nc = sum(q, 0)\nd = softmax(x)\n"
+                       "e = log_softmax(q)\nf = x * s + q[0, :, :, 0]\ng = mean(x, 2, keepdims=true)\n"
+                       "h = x - mean(x, 1, keepdims=true)\nk = sum(s)\nm = sum(x[0, 0], 0, keepdims=true)\n");
+  CHECK(shapeOf(p, "a") == Shape{2, 4});
+  CHECK(shapeOf(p, "b") == Shape{2, 3, 4});
+  CHECK(shapeOf(p, "c") == Shape{3, 4, 5});
+  CHECK(shapeOf(p, "d") == Shape{2, 3, 4});
+  CHECK(shapeOf(p, "e") == Shape{2, 3, 4, 5});
+  CHECK(shapeOf(p, "f") == Shape{2, 3, 4});
+  CHECK(shapeOf(p, "g") == Shape{2, 3, 1});
+  CHECK(shapeOf(p, "h") == Shape{2, 3, 4});
+  CHECK(shapeOf(p, "k") == Shape{});
+  CHECK(shapeOf(p, "m") == Shape{1});
+  CHECK(p.graph.op(value(p, "a").node) == Op::SumAxis);
+  CHECK(p.graph.node(value(p, "a").node).iattr == 1);
+  // keepdims: the reduction, then a Reshape that puts the size-1 axis back.
+  const Node &g = p.graph.node(value(p, "g").node);
+  CHECK(g.op == Op::Reshape);
+  CHECK(p.graph.op(g.a()) == Op::Div);
+
+  auto lines = errorLines("input x[2, 3, 4]\na = sum(x, 3)\nb = mean(x, keepdims=true)\n"
+                          "c = sum(x, 1, keepdims=1)\nd = x @ x\ne = transpose(x)\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:2:12: error: the axis of sum(a, AXIS) must be the integer literal 0 to 2 for a of shape [2, 3, 4], found number '3'",
+                     "t.nn:3:13: error: keepdims needs an axis: mean(a, AXIS, keepdims=true)",
+                     "t.nn:4:24: error: option 'keepdims' takes true or false, found number '1'",
+                     "t.nn:5:7: error: '@' needs vectors or matrices, but its left operand has shape [2, 3, 4]",
+                     "t.nn:6:15: error: 'transpose' needs a matrix, but the argument has shape [2, 3, 4]"});
+}
+
+TEST_CASE("sema: options are checked at the option", "[sema]") {
+  auto lines = errorLines("input x[3]\na = sum(x, 0, keep=true)\nb = relu(x, slope=1)\n"
+                          "c = leaky_relu(x, slope=0.1, slope=0.2)\nd = leaky_relu(x, slope=true)\n"
+                          "e = concat(x, x, axis=0.5)\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:2:15: error: 'keep' is not an option of 'sum' (its options: keepdims)",
+                     "t.nn:3:13: error: 'relu' takes no options",
+                     "t.nn:4:30: error: option 'slope' is given twice",
+                     "t.nn:4:19: note: 'slope' was first given here",
+                     "t.nn:5:25: error: option 'slope' takes a number, found name 'true'",
+                     "t.nn:6:23: error: option 'axis' takes an integer, found number '0.5'"});
+  Program p = compiled("input x[3]\na = leaky_relu(x)\nb = leaky_relu(x, slope=-0.5)\nc = sum(x, 0, keepdims=false)\n");
+  CHECK(p.graph.node(value(p, "a").node).op == Op::LeakyRelu);
+  CHECK(p.graph.node(value(p, "a").node).fattr == 0.01);
+  CHECK(p.graph.node(value(p, "b").node).fattr == -0.5);
+  CHECK(shapeOf(p, "c") == Shape{});
+}
+
+TEST_CASE("sema: max, min, maximum, minimum and the new elementwise functions", "[sema]") {
+  Program p = compiled("input x[2, 3]\ninput v[3]\na = max(x)\nb = min(x, 1)\nc = max(x, 0, keepdims=true)\n"
+                       "d = maximum(x, v)\ne = minimum(v, 0)\nf = gelu(x) + elu(x) + erf(x) + sin(x) + cos(x)\n"
+                       "g = max(v, 0)\n");
+  CHECK(shapeOf(p, "a") == Shape{});
+  CHECK(shapeOf(p, "b") == Shape{2});
+  CHECK(shapeOf(p, "c") == Shape{1, 3});
+  CHECK(shapeOf(p, "d") == Shape{2, 3});
+  CHECK(shapeOf(p, "e") == Shape{3});
+  CHECK(shapeOf(p, "f") == Shape{2, 3});
+  const Node &a = p.graph.node(value(p, "a").node);
+  CHECK(a.op == Op::Max);
+  CHECK(a.iattr == -1);
+  const Node &b = p.graph.node(value(p, "b").node);
+  CHECK(b.op == Op::Min);
+  CHECK(b.iattr == 1);
+  // Along the only axis of a vector is all of it.
+  CHECK(p.graph.node(value(p, "g").node).iattr == -1);
+  CHECK(p.graph.op(value(p, "d").node) == Op::Maximum);
+  CHECK(p.graph.op(value(p, "e").node) == Op::Minimum);
+  auto lines = errorLines("input x[2, 3]\ninput v[4]\na = maximum(x, v)\nb = max(x, 2)\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:3:5: error: cannot broadcast shapes [2, 3] and [4] in 'maximum'",
+                     "t.nn:4:12: error: the axis of max(a, AXIS) must be the integer literal 0 or 1 for a of shape [2, 3], found number '2'"});
+}
+
+TEST_CASE("sema: concat, reshape, flatten, zeros and ones", "[sema]") {
+  Program p = compiled("input x[2, 3]\ninput v[3]\na = concat(x, x, x)\nb = concat(x, x, axis=1)\n"
+                       "c = reshape(x, [3, 2])\nd = flatten(x)\ne = zeros([2, 3]) + ones([3])\n"
+                       "f = zeros([])\ng = reshape(v, [1, 3, 1, 1])\nh = flatten(v)\nk = reshape(sum(v), [1])\n");
+  CHECK(shapeOf(p, "a") == Shape{6, 3});
+  CHECK(shapeOf(p, "b") == Shape{2, 6});
+  CHECK(shapeOf(p, "c") == Shape{3, 2});
+  CHECK(shapeOf(p, "d") == Shape{6});
+  CHECK(shapeOf(p, "e") == Shape{2, 3});
+  CHECK(shapeOf(p, "f") == Shape{});
+  CHECK(shapeOf(p, "g") == Shape{1, 3, 1, 1});
+  CHECK(shapeOf(p, "k") == Shape{1});
+  // concat(a, b, c) is concat(concat(a, b), c).
+  const Node &a = p.graph.node(value(p, "a").node);
+  CHECK(a.op == Op::Concat);
+  CHECK(p.graph.op(a.a()) == Op::Concat);
+  CHECK(p.graph.node(value(p, "b").node).iattr == 1);
+  CHECK(p.graph.isConst(value(p, "f").node, 0));
+  CHECK(value(p, "h").node == p.inputs[1].node); // flatten of a vector is the vector
+  auto lines = errorLines("input x[2, 3]\ninput v[3]\na = concat(x, v)\nb = concat(x, x, axis=2)\n"
+                          "c = reshape(x, [4, 2])\nd = reshape(x, 6)\ne = zeros([0])\nf = concat(sum(v), v)\n"
+                          "g = tanh([1, 2])\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:3:15: error: concat needs values of one rank whose dimensions agree except along the axis, but this one has shape [3] while the first has shape [2, 3] (axis 0)",
+                     "t.nn:4:18: error: option 'axis' must be an axis 0 or 1 of [2, 3], found 2",
+                     "t.nn:5:16: error: cannot reshape a value of shape [2, 3] (6 elements) to [4, 2] (8 elements)",
+                     "t.nn:6:16: error: 'reshape' needs a list of sizes [d1, ...], found number '6'",
+                     "t.nn:7:12: error: a dimension must be a positive integer literal, found number '0'",
+                     "t.nn:8:12: error: 'concat' needs values of rank 1 or more, but the argument is a scalar",
+                     "t.nn:9:10: error: a list [d1, ...] is not a value; lists give the sizes of reshape, zeros and ones"});
+}
+
+TEST_CASE("sema: indexing and slicing", "[sema]") {
+  Program p = compiled("input x[4, 5, 6]\ninput v[5]\na = x[1]\nb = x[:, 0]\nc = x[1, 2:5]\n"
+                       "d = x[-1, :, -2:]\ne = v[:2]\nf = v[-1]\ng = x[:]\nh = (v * 2)[1:4][0]\n"
+                       "k = x[0, 0, 0]\n");
+  CHECK(shapeOf(p, "a") == Shape{5, 6});
+  CHECK(shapeOf(p, "b") == Shape{4, 6});
+  CHECK(shapeOf(p, "c") == Shape{3, 6});
+  CHECK(shapeOf(p, "d") == Shape{5, 2});
+  CHECK(shapeOf(p, "e") == Shape{2});
+  CHECK(shapeOf(p, "f") == Shape{});
+  CHECK(shapeOf(p, "g") == Shape{4, 5, 6});
+  CHECK(shapeOf(p, "h") == Shape{});
+  CHECK(shapeOf(p, "k") == Shape{});
+  CHECK(value(p, "g").node == p.inputs[0].node); // a whole slice is the value itself
+  // x[-1, :, -2:]: Slice at [3, 0, 4] of shape [1, 5, 2], then a Reshape to [5, 2].
+  const Node &d = p.graph.node(value(p, "d").node);
+  REQUIRE(d.op == Op::Reshape);
+  const Node &s = p.graph.node(d.a());
+  REQUIRE(s.op == Op::Slice);
+  CHECK(s.attrs == std::vector<int64_t>{3, 0, 4});
+  CHECK(s.shape == Shape{1, 5, 2});
+  // A slice keeps its axis: no Reshape.
+  CHECK(p.graph.op(value(p, "e").node) == Op::Slice);
+  auto lines = errorLines("input x[4, 5]\ninput s\na = x[4]\nb = x[-5]\nc = x[1, 3:3]\nd = x[0, 0, 0]\n"
+                          "e = s[0]\nf = x[q]\ng = x[1:9]\nh = x[0.5]\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:3:7: error: index 4 is out of range for axis 0 of size 4 (indices run from 0 to 3, or from -4 to -1 counting from the end)",
+                     "t.nn:4:7: error: index -5 is out of range for axis 0 of size 4 (indices run from 0 to 3, or from -4 to -1 counting from the end)",
+                     "t.nn:5:10: error: slice 3:3 of axis 1 (size 5) is empty or out of range: it needs 0 <= a < b <= 5, here a = 3 and b = 3",
+                     "t.nn:6:6: error: 3 indices for a value of shape [4, 5], which has 2 axes",
+                     "t.nn:7:6: error: a scalar cannot be indexed",
+                     "t.nn:8:7: error: an index must be an integer literal, found name 'q'",
+                     "t.nn:9:7: error: slice 1:9 of axis 0 (size 4) is empty or out of range: it needs 0 <= a < b <= 4, here a = 1 and b = 9",
+                     "t.nn:10:7: error: an index must be an integer literal, found number '0.5'"});
+}
+
+TEST_CASE("sema: conv2d, pools and the conv sugar", "[sema]") {
+  Program p = compiled("input img[3, 8, 8]\nparam K[4, 3, 3, 3]\nparam b[4]\n"
+                       "a = conv2d(img, K)\nc = conv2d(img, K, b, stride=2, padding=1)\n"
+                       "m = maxpool2d(a, 2)\nv = avgpool2d(a, 3, stride=1)\nh = conv(img, 5, 3, relu, padding=1)\n"
+                       "g = conv(img, 2, 8, linear)\n");
+  CHECK(shapeOf(p, "a") == Shape{4, 6, 6});
+  CHECK(shapeOf(p, "c") == Shape{4, 4, 4});
+  CHECK(shapeOf(p, "m") == Shape{4, 3, 3});
+  CHECK(shapeOf(p, "v") == Shape{4, 4, 4});
+  CHECK(shapeOf(p, "h") == Shape{5, 8, 8});
+  CHECK(shapeOf(p, "g") == Shape{2, 1, 1});
+  const Node &a = p.graph.node(value(p, "a").node);
+  CHECK(a.op == Op::Conv2d);
+  CHECK(a.attrs == std::vector<int64_t>{1, 0});
+  // The bias [F] is reshaped to [F, 1, 1] and broadcast.
+  const Node &c = p.graph.node(value(p, "c").node);
+  REQUIRE(c.op == Op::Add);
+  CHECK(p.graph.node(c.a()).attrs == std::vector<int64_t>{2, 1});
+  CHECK(p.graph.shape(c.b()) == Shape{4, 1, 1});
+  CHECK(p.graph.node(value(p, "m").node).attrs == std::vector<int64_t>{2, 2});
+  CHECK(p.graph.node(value(p, "v").node).attrs == std::vector<int64_t>{3, 1});
+  REQUIRE(p.params.size() == 6);
+  CHECK(p.params[2].name == "h.K");
+  CHECK(p.params[2].shape == Shape{5, 3, 3, 3});
+  CHECK(p.params[2].init.kind == Init::Glorot);
+  CHECK(p.params[3].name == "h.b");
+  CHECK(p.params[3].shape == Shape{5});
+  CHECK(p.params[3].init.kind == Init::Constant);
+
+  auto lines = errorLines("input img[3, 8, 8]\ninput v[8]\nparam K[4, 2, 3, 3]\nparam K3[4, 3, 3, 3]\nparam b[3]\n"
+                          "a = conv2d(img, K)\nc = conv2d(img, K3, b)\nd = conv2d(v, K3)\ne = maxpool2d(img, 9)\n"
+                          "f = conv2d(img, K3, stride=0)\ng = conv(img, 4, 11, relu, padding=1)\nh = conv(v, 4, 3, relu)\n"
+                          "k = avgpool2d(img, 0)\nm = conv(img, 4, 3, relu) + 1\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:6:17: error: the kernel of shape [4, 2, 3, 3] expects 2 input channels, but the image of shape [3, 8, 8] has 3",
+                     "t.nn:7:21: error: the bias of conv2d must have shape [4] (one per filter), but it has shape [3]",
+                     "t.nn:8:12: error: 'conv2d' needs an image [C, H, W], but the argument has shape [8]",
+                     "t.nn:9:20: error: the maxpool2d window (9 × 9) is larger than the image (8 × 8)",
+                     "t.nn:10:21: error: option 'stride' must be a positive integer, found 0",
+                     "t.nn:11:18: error: the conv window (11 × 11) is larger than the padded image (10 × 10, padding 1)",
+                     "t.nn:12:10: error: the input of 'conv' must be an image [C, H, W], but it has shape [8]",
+                     "t.nn:13:20: error: the window of a pool must be a positive integer literal, found number '0'",
+                     "t.nn:14:5: error: 'conv' is only allowed as the whole right-hand side of 'NAME = conv(IN, F, k, ACT)'"});
+}
+
+TEST_CASE("sema: layers instantiate their bodies with dotted names", "[sema]") {
+  Program p = compiled("layer residual(x, n) {\n  param W[n, n]\n  param b[n]\n  h = relu(W @ x + b)\n"
+                       "  return h + x\n}\ninput x[4]\nh1 = residual(x, 4)\nh2 = residual(h1, dim(x, 0))\n"
+                       "y = h2.h + h1.W @ h1\noutput h1.h, y\n");
+  REQUIRE(p.params.size() == 4);
+  CHECK(p.params[0].name == "h1.W");
+  CHECK(p.params[0].shape == Shape{4, 4});
+  CHECK(p.params[0].loc.line == 2);
+  CHECK(p.params[1].name == "h1.b");
+  CHECK(p.params[2].name == "h2.W");
+  CHECK(p.params[3].name == "h2.b");
+  CHECK(p.params[3].offset == 16 + 4 + 16);
+  std::vector<std::string> names;
+  for (auto &v : p.values) names.push_back(v.name);
+  CHECK(names == std::vector<std::string>{"h1.h", "h1", "h2.h", "h2", "y"});
+  CHECK(value(p, "h1.h").loc.line == 4); // the body's line
+  CHECK(value(p, "h1").loc.line == 8);   // the call's line
+  CHECK(value(p, "h1.h").statement == value(p, "h1").statement);
+  REQUIRE(p.outputs.size() == 2);
+  CHECK(p.outputs[0].name == "h1.h");
+  // Each call makes new params: the two instances do not share nodes.
+  CHECK(value(p, "h1.h").node != value(p, "h2.h").node);
+}
+
+TEST_CASE("sema: nested layers, size arguments, dim and shared top-level params", "[sema]") {
+  Program p = compiled("param S[3, 3]\n"
+                       "layer lin(x, m) {\n  param W[m, dim(x, 0)]\n  return W @ x\n}\n"
+                       "layer block(x, k) {\n  a = lin(x, k)\n  z = dense(a, 3, tanh)\n  s = S @ z\n"
+                       "  return s[0:k]\n}\ninput x[5]\nb1 = block(x, 2)\nb2 = block(x, 3)\n"
+                       "layer scale(x, c) {\n  return x * c\n}\nq = scale(x, 2)\n");
+  std::vector<std::string> params;
+  for (auto &d : p.params) params.push_back(d.name);
+  CHECK(params == std::vector<std::string>{"S", "b1.a.W", "b1.z.W", "b1.z.b", "b2.a.W", "b2.z.W", "b2.z.b"});
+  CHECK(p.params[1].shape == Shape{2, 5});
+  CHECK(p.params[4].shape == Shape{3, 5});
+  CHECK(shapeOf(p, "b1") == Shape{2});
+  CHECK(shapeOf(p, "b2") == Shape{3});
+  CHECK(shapeOf(p, "b1.a") == Shape{2});
+  // S is shared: both instances use the one param node.
+  const Node &s1 = p.graph.node(value(p, "b1.s").node), &s2 = p.graph.node(value(p, "b2.s").node);
+  CHECK(s1.a() == p.params[0].node);
+  CHECK(s2.a() == p.params[0].node);
+  // c is used as a value, not a size: 2 is a constant operand.
+  CHECK(shapeOf(p, "q") == Shape{5});
+}
+
+TEST_CASE("sema: layer errors, with a note at the call", "[sema]") {
+  SECTION("an error in the body is reported at the body's line, once, with the call") {
+    std::string diags;
+    auto p = compileSource(SourceFile{"t.nn", "layer f(x) {\n  h = x @ x @ x\n  return h\n}\n"
+                                              "input v[3]\na = f(v)\nb = f(v)\n"},
+                           diags);
+    CHECK_FALSE(p.has_value());
+    CHECK(diags == "t.nn:2:13: error: '@' needs vectors or matrices, but its left operand is a scalar (use '*' to scale)\n"
+                   "  h = x @ x @ x\n"
+                   "            ^\n"
+                   "t.nn:6:5: note: in layer 'f' called here\n"
+                   "a = f(v)\n"
+                   "    ^\n");
+  }
+  SECTION("nested calls give one note a level, innermost first") {
+    auto lines = errorLines("layer g(x) {\n  return x + q\n}\nlayer f(x) {\n  y = g(x)\n  return y\n}\n"
+                            "input v[3]\na = f(v)\n");
+    CHECK(lines == std::vector<std::string>{"t.nn:2:14: error: unknown name 'q'",
+                                            "t.nn:5:7: note: in layer 'g' called here",
+                                            "t.nn:9:5: note: in layer 'f' called here"});
+  }
+  SECTION("recursion, arity, sizes, visibility, whole right-hand sides") {
+    auto lines = errorLines("input v[3]\nparam late[3]\n"
+                            "layer r(x) {\n  y = r(x)\n  return y\n}\n"
+                            "layer f(x, n) {\n  param W[n, 3]\n  return W @ x + late\n}\n"
+                            "a = f(v)\nb = f(v, v)\nc = f(v, 3) + 1\n"
+                            "layer g(x) {\n  return x + v\n}\nd = g(v)\nloss E = f(v, 2)\n");
+    CHECK(lines == std::vector<std::string>{
+                       "t.nn:4:7: error: layer 'r' calls itself; recursion is not allowed",
+                       "t.nn:11:5: error: 'f' takes 2 arguments, but was given 1",
+                       "t.nn:12:10: error: argument 'n' of layer 'f' is a size (its body uses it where an integer is expected), so the call must give an integer literal, found name 'v'",
+                       "t.nn:13:5: error: 'f' is only allowed as the whole right-hand side of 'NAME = f(x, n)'",
+                       "t.nn:15:14: error: 'v' is a top-level input; the body of layer 'g' sees its arguments, its own names and the top-level params declared before its first call (pass it as an argument)",
+                       "t.nn:17:5: note: in layer 'g' called here",
+                       "t.nn:18:10: error: 'f' declares params and cannot be the loss; name the layer first"});
+  }
+  SECTION("a top-level param declared after the first call is not visible") {
+    auto lines = errorLines("layer f(x) {\n  return x * P\n}\ninput v[3]\nparam P[3]\na = f(v)\nparam Q[3]\n"
+                            "layer g(x) {\n  return x * Q\n}\nb = g(v)\nparam R\nlayer h(x) {\n  return x * R\n}\n"
+                            "c = h(v)\nparam Late\nd = h(v)\n");
+    CHECK(lines.empty());
+    auto late = errorLines("layer f(x) {\n  return x * P\n}\ninput v[3]\na = f(v)\nparam P[3]\nb = f(v)\n");
+    CHECK(late == std::vector<std::string>{
+                      "t.nn:2:14: error: 'P' is used before its definition; every name must be defined above its uses",
+                      "t.nn:6:7: note: 'P' is defined here", "t.nn:5:5: note: in layer 'f' called here",
+                      "t.nn:2:14: error: 'P' is a top-level param declared after the layer's first call; the body of layer 'f' sees its arguments, its own names and the top-level params declared before its first call (pass it as an argument)",
+                      "t.nn:7:5: note: in layer 'f' called here"});
+  }
+  SECTION("names: layers are defined once, before use; instance names after the call") {
+    auto lines = errorLines("input v[3]\na = f(v)\nlayer f(x) {\n  return x\n}\nlayer f(y) {\n  return y\n}\n"
+                            "layer sum(x) {\n  return x\n}\nlayer k(x, x) {\n  return x\n}\nb = c.h\nc = f(v)\n"
+                            "d = f\n");
+    CHECK(lines == std::vector<std::string>{
+                       "t.nn:2:5: error: 'f' is used before its definition; every name must be defined above its uses",
+                       "t.nn:3:7: note: 'f' is defined here",
+                       "t.nn:6:7: error: 'f' is already defined",
+                       "t.nn:3:7: note: 'f' was defined here",
+                       "t.nn:9:7: error: 'sum' is a reserved name (a function) and cannot be declared",
+                       "t.nn:12:12: error: argument 'x' of layer 'k' is named twice",
+                       "t.nn:15:5: error: 'c.h' is used before its definition; every name must be defined above its uses",
+                       "t.nn:16:1: note: 'c' is defined here",
+                       "t.nn:17:5: error: 'f' is a layer; call it as NAME = f(...)"});
+  }
+  SECTION("a body's names hide top-level ones") {
+    Program p = compiled("input x[3]\nparam W[2, 2]\nlayer f(x) {\n  param W[3, 3]\n  h = W @ x\n  return h\n}\n"
+                         "a = f(x)\nh = a + 1\n");
+    CHECK(p.params[1].name == "a.W");
+    CHECK(p.params[1].shape == Shape{3, 3});
+  }
+}
+
+TEST_CASE("sema: programs without input or target (a function to minimize)", "[sema]") {
+  Program p = compiled("param x = -1.2\nparam y = 1\nloss f = (1 - x)^2 + 100 * (y - x^2)^2\n");
+  CHECK(p.inputs.empty());
+  CHECK(p.targets.empty());
+  REQUIRE(p.loss.has_value());
+  CHECK(p.params.size() == 2);
+  CHECK(p.params[0].init.a == -1.2);
+}
+
+TEST_CASE("sema: did you mean, for names and functions", "[sema]") {
+  auto lines = errorLines("input x[3]\nparam weight[3]\na = tahn(x)\nb = wieght * x\nc = sofmax(x)\n"
+                          "d = q * x\ne = maxpool(x, 2)\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:3:5: error: unknown function 'tahn'; did you mean 'tanh'?",
+                     "t.nn:4:5: error: unknown name 'wieght'; did you mean 'weight'?",
+                     "t.nn:5:5: error: unknown function 'sofmax'; did you mean 'softmax'?",
+                     "t.nn:6:5: error: unknown name 'q'",
+                     "t.nn:7:5: error: unknown function 'maxpool'; did you mean 'maxpool2d'?"});
+}
+
+TEST_CASE("sema: no user error reaches Graph::make", "[sema]") {
+  // Each of these once could pass sema with operands the shape rules reject.
+  for (const char *text : {"input x[2, 3, 4]\ny = x @ x\n", "input x[2, 3, 4]\ny = dot(x, x)\n",
+                           "input x[3]\ny = x[3]\n", "input x[3, 3]\ny = conv2d(x, x)\n",
+                           "input x[1, 2, 2]\nparam K[1, 1, 3, 3]\ny = conv2d(x, K)\n",
+                           "input x[1, 2, 2]\ny = maxpool2d(x, 3)\n", "input x[3]\ny = concat(x, x, axis=1)\n",
+                           "input x[3]\ny = reshape(x, [2])\n", "input x[2, 2, 2, 2]\ny = concat(x, x, axis=4)\n",
+                           "input x[1, 1, 1, 1]\ny = x + zeros([2, 1, 1, 1, 1])\n"}) {
+    INFO(text);
+    std::string diags;
+    std::optional<Program> p;
+    REQUIRE_NOTHROW(p = compileSource(SourceFile{"t.nn", text}, diags));
+    CHECK_FALSE(p.has_value());
+    CHECK(diags.find(": error: ") != std::string::npos);
+  }
+}
+
+TEST_CASE("params: glorot of rank 3 and 4 uses fan_in = in·Πk and fan_out = out·Πk", "[sema]") {
+  Program p = compiled("param K[4, 2, 3, 3]\nparam W[5, 7]\nparam D ~ normal(0, 1)\n");
+  CHECK(p.params[0].init.kind == Init::Glorot); // the default for rank 2 or more
+  std::vector<double> flat = initParams(p, 3);
+  const double limitK = std::sqrt(6.0 / ((4 + 2) * 9.0)), limitW = std::sqrt(6.0 / 12.0);
+  double maxK = 0, maxW = 0;
+  for (int64_t i = 0; i < 72; ++i) maxK = std::max(maxK, std::abs(flat[static_cast<size_t>(i)]));
+  for (int64_t i = 72; i < 72 + 35; ++i) maxW = std::max(maxW, std::abs(flat[static_cast<size_t>(i)]));
+  CHECK(maxK <= limitK);
+  CHECK(maxK > 0.8 * limitK); // 72 uniform draws reach near the bound
+  CHECK(maxW <= limitW);
+  CHECK(maxW > 0.8 * limitW);
 }
