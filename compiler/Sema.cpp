@@ -9,6 +9,7 @@
 
 #include "Lexer.h"
 #include "Parser.h"
+#include "Recurrence.h"
 
 #include <algorithm>
 #include <cmath>
@@ -74,6 +75,7 @@ bool isSugarName(std::string_view name) {
 
 const char *reservedKind(std::string_view name) {
   if (name == "dense" || name == "conv") return "the layer sugar";
+  if (name == "true" || name == "false") return "an option value";
   if (isSugarName(name)) return "a recurrence";
   if (findFunction(name)) return "a function";
   for (auto a : kActivations)
@@ -601,6 +603,13 @@ private:
                               : kind == Symbol::Target ? P.targets
                                                        : P.params;
     Op op = kind == Symbol::Input ? Op::Input : kind == Symbol::Target ? Op::Target : Op::Param;
+    // In the steps of a scan after the first, the cell's params are step 0's: one instance.
+    if (kind == Symbol::Param && scan_ && scan_->t > 0)
+      if (const Decl *shared = P.findParam(cur_->prefix + local)) {
+        cur_->syms[local] = {kind, shared->node, loc};
+        cur_->order.push_back(local);
+        return shared->node;
+      }
     Decl d;
     d.name = cur_->prefix + local;
     d.shape = sh;
@@ -644,7 +653,9 @@ private:
       }
       if (!P.loss) P.loss = nv;
     }
-    P.values.push_back(nv);
+    // A value of a scan's cell is one of a step (NAME.V[t]), not a statement.
+    if (scan_) scan_->steps->values.push_back({nv.name.substr(scan_->prefix.size()), scan_->t, *v});
+    else P.values.push_back(nv);
   }
 
   bool isSugar(std::string_view name) const {
@@ -662,6 +673,8 @@ private:
     std::string_view f = call.text;
     if (f == "dense") return dense(s, call);
     if (f == "conv") return conv(s, call);
+    if (f == "rnn" || f == "gru" || f == "lstm") return recurrence(s, call);
+    if (f == "scan") return scan(s, call);
     if (isSugarName(f)) {
       D.report(DiagId::NotSupported, call.opRange, f);
       return std::nullopt;
@@ -747,6 +760,47 @@ private:
     Value y = conv2dNode(call, *in, K, b, sp->first, sp->second);
     if (!y) return std::nullopt;
     return applyActivation(call.args[3]->text, *y);
+  }
+
+  // NAME = rnn(XS, H[, relu]), gru(XS, H), lstm(XS, H): PyTorch's one-layer recurrences over the
+  // sequence XS [T, d], unrolled into the graph (Recurrence.h). Declares NAME.W_ih, NAME.W_hh,
+  // NAME.b_ih, NAME.b_hh (PyTorch's names, shapes and gate order) ~ uniform(±1/sqrt(H)) and means
+  // every state, [T, H].
+  Value recurrence(const Stmt &s, const Expr &call) {
+    Options opts;
+    if (!checkCall(call, opts)) return std::nullopt;
+    const std::string_view f = call.text;
+    Value xs = expr(*call.args[0]);
+    bool ok = true;
+    if (xs && G.shape(*xs).rank() != 2) {
+      D.report(DiagId::SequenceRank, call.args[0]->range, f, shapePhrase(G.shape(*xs)));
+      ok = false;
+    }
+    std::optional<int64_t> H = positiveInt(*call.args[1], DiagId::HiddenSize);
+    ok &= H.has_value();
+    CellKind kind = f == "gru" ? CellKind::Gru : f == "lstm" ? CellKind::Lstm : CellKind::RnnTanh;
+    if (call.args.size() == 3) {
+      const Expr &act = *call.args[2];
+      if (act.kind == Expr::Name && act.text == "relu") kind = CellKind::RnnRelu;
+      else if (!(act.kind == Expr::Name && act.text == "tanh")) {
+        D.report(DiagId::RnnActivation, act.range, describeExpr(act));
+        ok = false;
+      }
+    }
+    if (!xs || !ok) return std::nullopt;
+    const int64_t d = G.shape(*xs)[1];
+    std::array<Shape, 4> shapes = recurrenceParamShapes(kind, d, *H);
+    for (const Shape &sh : shapes)
+      if (!checkedShape(sh, call.args[1]->range)) return std::nullopt;
+    const std::string name(s.name);
+    std::array<NodeId, 4> p;
+    for (size_t i = 0; i < 4; ++i)
+      p[i] = declare(Symbol::Param, name + "." + std::string(kRecurrenceParamNames[i]), shapes[i],
+                     s.nameRange.begin, recurrenceInit(*H));
+    Unrolled u = unrollRecurrence(G, kind, *xs, *H, RecurrenceParams{p[0], p[1], p[2], p[3]});
+    if (!scan_ || scan_->t == 0) // inside a scan's cell: recorded once, at step 0
+      P.recurrences.push_back({cur_->prefix + name, topStmt_, G.shape(*xs)[0], std::move(u.values)});
+    return u.states;
   }
 
   // stride (default 1, at least 1) and padding (default 0, not negative).
@@ -903,6 +957,14 @@ private:
       D.report(DiagId::LayersTooDeep, call.opRange, kMaxLayerDepth);
       return std::nullopt;
     }
+    // Calls that call layers twice, nested, double at each level: bound the whole expansion so
+    // that no program makes sema run (or allocate) without end.
+    instantiated_ += A.body.size() + 1;
+    if (instantiated_ > kMaxInstantiated) {
+      if (!expansionReported_) D.report(DiagId::LayersTooLarge, call.opRange, kMaxInstantiated);
+      expansionReported_ = true;
+      return std::nullopt;
+    }
     // The arguments, in the caller's scope.
     Scope body;
     body.prefix = cur_->prefix + std::string(s.name) + ".";
@@ -934,12 +996,27 @@ private:
       L.called = true;
       L.visibleParams = P.params.size();
     }
-    // The body, with a note at this call on every error inside it.
+    int errors = D.errorCount();
+    Value result = runBody(call, A, body);
+    // Its names, for the caller: h1.W, h1.h, h1.inner.W.
+    for (const std::string &n : body.order) {
+      std::string full = std::string(s.name) + "." + n;
+      if (!cur_->syms.count(full)) {
+        cur_->syms[full] = body.syms[n];
+        cur_->order.push_back(full);
+      }
+    }
+    if (D.errorCount() != errors) return std::nullopt;
+    return result;
+  }
+
+  // The body of layer A in scope `body` (its arguments bound), with a note at `call` on every
+  // error inside it; the returned value.
+  Value runBody(const Expr &call, const LayerAst &A, Scope &body) {
     Scope *caller = cur_;
     cur_ = &body;
     ++depth_;
     D.pushContext(call.opRange, std::string(A.name));
-    int errors = D.errorCount();
     for (size_t i = 0; i < A.body.size(); ++i) {
       body.stmt = static_cast<int>(i);
       const Stmt &b = A.body[i];
@@ -951,16 +1028,115 @@ private:
     D.popContext();
     --depth_;
     cur_ = caller;
-    // Its names, for the caller: h1.W, h1.h, h1.inner.W.
-    for (const std::string &n : body.order) {
-      std::string full = std::string(s.name) + "." + n;
+    return result;
+  }
+
+  // NAME = scan(CELL, INIT, XS): state_t = CELL(state_(t-1), XS[t]) from state_(-1) = INIT,
+  // unrolled (Recurrence.h); the value stacks state_0 .. state_(T-1). The cell's body is
+  // instantiated once a step in the scope NAME (its params NAME.W, its values NAME.V), and the
+  // params that step 0 declares are the ones every later step uses: one instance shared by all
+  // steps, so their gradient is the sum of the T steps' terms. The cell's named values become the
+  // per-step values NAME.V[t] (Program::recurrences), not statements.
+  Value scan(const Stmt &s, const Expr &call) {
+    Options opts;
+    if (!checkCall(call, opts)) return std::nullopt;
+    const Expr &cellArg = *call.args[0];
+    if (cellArg.kind != Expr::Name || !isLayer(cellArg.text)) {
+      D.report(DiagId::ScanCell, cellArg.range, describeExpr(cellArg));
+      return std::nullopt;
+    }
+    LayerDef &L = layers_.at(std::string(cellArg.text));
+    const LayerAst &A = *L.ast;
+    if (L.stmt > (cur_ == &top_ ? topStmt_ : cur_->layer->stmt)) {
+      D.report(DiagId::UsedBeforeDefinition, cellArg.range, cellArg.text);
+      D.report(DiagId::LaterDefinition, A.nameRange, cellArg.text);
+      return std::nullopt;
+    }
+    bool ok = true;
+    if (A.args.size() != 2) {
+      D.report(DiagId::ScanCellArguments, cellArg.range, A.name,
+               fmt::format("takes {}", argCount(static_cast<int>(A.args.size()), static_cast<int>(A.args.size()))));
+      ok = false;
+    } else if (L.isSize[0] || L.isSize[1]) {
+      D.report(DiagId::ScanCellArguments, cellArg.range, A.name,
+               fmt::format("uses its argument '{}' as a size", A.args[L.isSize[0] ? 0 : 1].first));
+      ok = false;
+    }
+    Value init = expr(*call.args[1]);
+    Value xs = expr(*call.args[2]);
+    if (xs && G.shape(*xs).isScalar()) {
+      D.report(DiagId::ScanSequence, call.args[2]->range);
+      ok = false;
+    }
+    if (!init || !xs || !ok || L.bad) return std::nullopt;
+    if (depth_ >= kMaxLayerDepth) {
+      D.report(DiagId::LayersTooDeep, call.opRange, kMaxLayerDepth);
+      return std::nullopt;
+    }
+    // The stacked states' shape [T, ...] must be a value's.
+    std::vector<int64_t> stacked = G.shape(*init).dims;
+    stacked.insert(stacked.begin(), G.shape(*xs)[0]);
+    if (stacked.size() > 4) {
+      D.report(DiagId::ResultRankTooHigh, call.range, Shape(stacked).str());
+      return std::nullopt;
+    }
+    if (!checkedShape(Shape(stacked), call.range)) return std::nullopt;
+    if (!L.called) {
+      L.called = true;
+      L.visibleParams = P.params.size();
+    }
+    const std::string name(s.name);
+    RecurrenceSteps steps{cur_->prefix + name, topStmt_, G.shape(*xs)[0], {}};
+    Scope first; // step 0's scope: its params and values are NAME.P, NAME.V for the caller
+    bool failed = false;
+    const int errors = D.errorCount();
+    auto cell = [&](NodeId state, NodeId x, int64_t t) -> NodeId {
+      if (failed) return state;
+      // Every step instantiates the cell's body: it counts toward the bound on expansion.
+      instantiated_ += A.body.size() + 1;
+      if (instantiated_ > kMaxInstantiated) {
+        if (!expansionReported_) D.report(DiagId::LayersTooLarge, call.opRange, kMaxInstantiated);
+        expansionReported_ = true;
+        failed = true;
+        return state;
+      }
+      Scope body;
+      body.prefix = cur_->prefix + name + ".";
+      body.layer = &L;
+      body.definitions = definitionsOf(A.body);
+      body.syms[std::string(A.args[0].first)] = {Symbol::Value, state, A.args[0].second.begin};
+      body.syms[std::string(A.args[1].first)] = {Symbol::Value, x, A.args[1].second.begin};
+      ScanStep step{body.prefix, t, &steps, scan_};
+      scan_ = &step;
+      Value next = runBody(call, A, body);
+      scan_ = step.outer;
+      if (!next || D.errorCount() != errors) {
+        failed = true;
+        return state;
+      }
+      if (G.shape(*next) != G.shape(state)) {
+        D.report(DiagId::ScanStateShape, cellArg.range, A.name, G.shape(state).str(),
+                 G.shape(*next).str());
+        failed = true;
+        return state;
+      }
+      steps.values.push_back({"h", t, *next});
+      if (t == 0) first = std::move(body);
+      return *next;
+    };
+    Unrolled u = unrollScan(G, *init, *xs, cell);
+    if (failed) return std::nullopt;
+    for (const std::string &n : first.order) {
+      const Symbol &sym = first.syms[n];
+      if (sym.kind != Symbol::Param) continue; // the values are per step: NAME.V[t]
+      std::string full = name + "." + n;
       if (!cur_->syms.count(full)) {
-        cur_->syms[full] = body.syms[n];
+        cur_->syms[full] = sym;
         cur_->order.push_back(full);
       }
     }
-    if (D.errorCount() != errors) return std::nullopt;
-    return result;
+    if (!scan_ || scan_->t == 0) P.recurrences.push_back(std::move(steps));
+    return u.states;
   }
 
   // --- elementwise, outputs -------------------------------------------------------------------
@@ -1439,6 +1615,7 @@ private:
 
   static constexpr size_t kMaxRank = 4;
   static constexpr int kMaxLayerDepth = 64;
+  static constexpr size_t kMaxInstantiated = 20000; // body statements over all layer calls
 
   Program &P;
   Graph &G;
@@ -1448,6 +1625,16 @@ private:
   std::unordered_map<std::string, LayerDef> layers_;
   int topStmt_ = 0;
   int depth_ = 0;
+  size_t instantiated_ = 0;
+  bool expansionReported_ = false;
+  // The scan step whose cell body is being instantiated (innermost), or null.
+  struct ScanStep {
+    std::string prefix; // "hs."
+    int64_t t = 0;
+    RecurrenceSteps *steps = nullptr;
+    ScanStep *outer = nullptr;
+  };
+  ScanStep *scan_ = nullptr;
   const Stmt *firstLoss_ = nullptr;
 };
 

@@ -13,6 +13,7 @@
 #include "Sema.h"
 
 #include <cmath>
+#include <set>
 
 #include <memory>
 #include <string>
@@ -1173,6 +1174,16 @@ TEST_CASE("sema: programs without input or target (a function to minimize)", "[s
   CHECK(p.params[0].init.a == -1.2);
 }
 
+TEST_CASE("sema: true, false and the new functions are reserved", "[sema]") {
+  auto lines = errorLines("input true\nparam false[2]\nconcat = 1\nlayer dim(x) {\n  return x\n}\ngru = 2\n");
+  CHECK(lines == std::vector<std::string>{
+                     "t.nn:1:7: error: 'true' is a reserved name (an option value) and cannot be declared",
+                     "t.nn:2:7: error: 'false' is a reserved name (an option value) and cannot be declared",
+                     "t.nn:3:1: error: 'concat' is a reserved name (a function) and cannot be declared",
+                     "t.nn:4:7: error: 'dim' is a reserved name (a function) and cannot be declared",
+                     "t.nn:7:1: error: 'gru' is a reserved name (a recurrence) and cannot be declared"});
+}
+
 TEST_CASE("sema: did you mean, for names and functions", "[sema]") {
   auto lines = errorLines("input x[3]\nparam weight[3]\na = tahn(x)\nb = wieght * x\nc = sofmax(x)\n"
                           "d = q * x\ne = maxpool(x, 2)\n");
@@ -1213,4 +1224,24 @@ TEST_CASE("params: glorot of rank 3 and 4 uses fan_in = in·Πk and fan_out = ou
   CHECK(maxK > 0.8 * limitK); // 72 uniform draws reach near the bound
   CHECK(maxW <= limitW);
   CHECK(maxW > 0.8 * limitW);
+}
+
+TEST_CASE("sema: layer calls that double at every level are bounded", "[sema]") {
+  // L_k calls L_(k-1) twice: 2^40 instantiations if unbounded.
+  std::string text = "input x[2]\nlayer L0(x) {\n  return x * 2\n}\n";
+  for (int i = 1; i < 40; ++i)
+    text += fmt::format("layer L{}(x) {{\n  a = L{}(x)\n  b = L{}(a)\n  return b\n}}\n", i, i - 1, i - 1);
+  text += "y = L39(x)\nloss E = sum(y)\n";
+  Checked c(text);
+  CHECK(c.errors() == std::vector<DiagId>{DiagId::LayersTooLarge});
+  // 2^11 calls of 3 statements are fine, and their names are distinct.
+  std::string ok = "input x[2]\nlayer L0(x) {\n  return x * 2\n}\n";
+  for (int i = 1; i < 12; ++i)
+    ok += fmt::format("layer L{}(x) {{\n  a = L{}(x)\n  b = L{}(a)\n  return b\n}}\n", i, i - 1, i - 1);
+  ok += "y = L11(x)\n";
+  Program p = compiled(ok);
+  std::set<std::string> names;
+  for (auto &v : p.values) names.insert(v.name);
+  CHECK(names.size() == p.values.size());
+  CHECK(names.count("y.b.a.b.a.b.a.b.a.b.a"));
 }

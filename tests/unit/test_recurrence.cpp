@@ -7,16 +7,23 @@
 //     gate, one product per gate, an explicit zero initial state, PyTorch's h' = n + z (h - n),
 //     states stacked as a sum of Pads): loss and gradients agree to 1e-12;
 //   - scan: with an rnn cell it is rnn; an initial state that is a param gets its gradient; a
-//     state of rank 2 is stacked to [T, 2, 3].
+//     state of rank 2 is stacked to [T, 2, 3];
+//   - the language: `hs = rnn/gru/lstm(xs, H)` against the same recurrence written out step by
+//     step in .nn source (1e-12, f64, loss and every gradient) and against finite differences;
+//     `scan` of a layer cell is `rnn` and shares one instance of its params; the params' names,
+//     shapes, order and initialization; the per-step values; errors at the right place.
 #include <catch2/catch.hpp>
 
 #include <stdexcept> // before Program.h: Graph.h uses std::runtime_error
 
 #include "Autodiff.h"
+#include "Evaluate.h"
 #include "Interpreter.h"
+#include "Pipeline.h"
 #include "Program.h"
 #include "Random.h"
 #include "Recurrence.h"
+#include "Sema.h"
 #include "Simplify.h"
 
 #include <fmt/format.h>
@@ -409,5 +416,258 @@ TEST_CASE("recurrence: scan stacks a state of rank 2 and differentiates through 
     std::vector<double> fd = b.finiteDifference(loss, i);
     CHECK(relError(grads[i], fd, 1e-4) <= 1e-8);
     CHECK(relError(grads[2 + i], fd, 1e-4) <= 1e-8);
+  }
+}
+
+// --- the language ------------------------------------------------------------------------------
+
+namespace {
+
+Program compiled(const std::string &text) {
+  std::string diags;
+  std::optional<Program> p = compileSource(SourceFile{"t.nn", text}, diags);
+  INFO(text << "\n" << diags);
+  REQUIRE(p.has_value());
+  CHECK(diags.empty());
+  return std::move(*p);
+}
+
+// The loss (mean over the rows) and the flat gradient of a program in f64 by the interpreter.
+struct Evaluated {
+  double loss;
+  std::vector<double> grads;
+};
+Evaluated evaluate(Program &p, const std::vector<double> &params, const std::vector<double> &inputs,
+                   const std::vector<double> &targets, int64_t rows) {
+  Expected<Derivation> d = derive(p);
+  REQUIRE(d);
+  LossAndGradient lg = interpretLossAndGradient(p, *d, DType::F64, params, inputs.data(), targets.data(), rows);
+  return {lg.loss, lg.grads};
+}
+
+std::vector<double> uniformDraws(Rng &rng, int64_t n, double lo, double hi) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (double &x : v) x = rng.uniform(lo, hi);
+  return v;
+}
+
+// The recurrence written out step by step in the language, with plain param names declared in
+// the built-in's order: each step reads xs[t], slices the stacked gates, and the states are
+// joined by concat. PyTorch's equations, as a learner would write them by hand.
+std::string handWritten(CellKind k, int64_t T, int64_t d, int64_t H, const std::string &loss) {
+  const int64_t G = gateCount(k);
+  std::string s = fmt::format("input  xs[{T}, {d}]\ntarget t[{H}]\nparam W_ih[{GH}, {d}]\n"
+                              "param W_hh[{GH}, {H}]\nparam b_ih[{GH}]\nparam b_hh[{GH}]\n",
+                              fmt::arg("T", T), fmt::arg("d", d), fmt::arg("H", H), fmt::arg("GH", G * H));
+  auto gate = [&](const std::string &v, int64_t j) { return fmt::format("{}[{}:{}]", v, j * H, (j + 1) * H); };
+  std::string rows;
+  for (int64_t t = 0; t < T; ++t) {
+    s += fmt::format("gi{0} = W_ih @ xs[{0}] + b_ih\n", t);
+    s += t == 0 ? "gh0 = b_hh\n" : fmt::format("gh{} = W_hh @ h{} + b_hh\n", t, t - 1);
+    const std::string gi = fmt::format("gi{}", t), gh = fmt::format("gh{}", t);
+    switch (k) {
+    case CellKind::RnnTanh:
+    case CellKind::RnnRelu:
+      s += fmt::format("h{} = {}({} + {})\n", t, k == CellKind::RnnTanh ? "tanh" : "relu", gi, gh);
+      break;
+    case CellKind::Gru:
+      s += fmt::format("r{} = logistic({} + {})\n", t, gate(gi, 0), gate(gh, 0));
+      s += fmt::format("z{} = logistic({} + {})\n", t, gate(gi, 1), gate(gh, 1));
+      s += fmt::format("n{0} = tanh({1} + r{0} * {2})\n", t, gate(gi, 2), gate(gh, 2));
+      s += t == 0 ? "h0 = (1 - z0) * n0\n" : fmt::format("h{0} = (1 - z{0}) * n{0} + z{0} * h{1}\n", t, t - 1);
+      break;
+    case CellKind::Lstm:
+      s += fmt::format("a{} = {} + {}\n", t, gi, gh);
+      s += fmt::format("i{0} = logistic({1})\nf{0} = logistic({2})\ng{0} = tanh({3})\no{0} = logistic({4})\n", t,
+                       gate("a" + std::to_string(t), 0), gate("a" + std::to_string(t), 1),
+                       gate("a" + std::to_string(t), 2), gate("a" + std::to_string(t), 3));
+      s += t == 0 ? "c0 = i0 * g0\n" : fmt::format("c{0} = f{0} * c{1} + i{0} * g{0}\n", t, t - 1);
+      s += fmt::format("h{0} = o{0} * tanh(c{0})\n", t);
+      break;
+    }
+    rows += fmt::format("{}reshape(h{}, [1, {}])", t ? ", " : "", t, H);
+  }
+  s += fmt::format("hs = concat({})\n", rows);
+  return s + loss;
+}
+
+const char *formOf(CellKind k) {
+  switch (k) {
+  case CellKind::RnnTanh: return "rnn(xs, {})";
+  case CellKind::RnnRelu: return "rnn(xs, {}, relu)";
+  case CellKind::Gru: return "gru(xs, {})";
+  case CellKind::Lstm: return "lstm(xs, {})";
+  }
+  return "";
+}
+
+const char *kSeqLoss = "loss E = sum(t * hs[-1]) + 0.1 * sum(hs ^ 2) + sum(hs[1, 0:2])\n";
+
+} // namespace
+
+TEST_CASE("recurrence: rnn, gru and lstm in the language equal the recurrence written out by "
+          "hand, and their gradients match finite differences",
+          "[recurrence]") {
+  const int64_t T = 4, d = 3, H = 3, rows = 3;
+  uint64_t seed = 500;
+  for (CellKind k : kKinds) {
+    INFO(kindName(k));
+    const std::string builtinSrc =
+        fmt::format("input  xs[{}, {}]\ntarget t[{}]\nhs = {}\n{}", T, d, H,
+                    fmt::format(fmt::runtime(formOf(k)), H), kSeqLoss);
+    Program builtin = compiled(builtinSrc);
+    Program hand = compiled(handWritten(k, T, d, H, kSeqLoss));
+    // The four params, in PyTorch's order, shapes and initialization.
+    const int64_t GH = gateCount(k) * H;
+    REQUIRE(builtin.params.size() == 4);
+    const std::vector<std::pair<std::string, Shape>> want = {
+        {"hs.W_ih", Shape{GH, d}}, {"hs.W_hh", Shape{GH, H}}, {"hs.b_ih", Shape{GH}}, {"hs.b_hh", Shape{GH}}};
+    for (size_t i = 0; i < 4; ++i) {
+      CHECK(builtin.params[i].name == want[i].first);
+      CHECK(builtin.params[i].shape == want[i].second);
+      CHECK(builtin.params[i].init.kind == Init::Uniform);
+      CHECK(builtin.params[i].init.b == Approx(1 / std::sqrt(double(H))));
+      CHECK(builtin.params[i].shape == hand.params[i].shape);
+    }
+    CHECK(builtin.graph.shape(builtin.values[0].node) == Shape{T, H});
+    // One recurrence with its per-step values; the state is named h, the last value of a step.
+    REQUIRE(builtin.recurrences.size() == 1);
+    const RecurrenceSteps &rs = builtin.recurrences[0];
+    CHECK(rs.name == "hs");
+    CHECK(rs.steps == T);
+    CHECK(rs.values.back().name == "h");
+    CHECK(rs.values.back().t == T - 1);
+
+    Rng rng(++seed);
+    std::vector<double> P = uniformDraws(rng, builtin.paramCount(), -0.7, 0.7);
+    std::vector<double> X = uniformDraws(rng, rows * builtin.inputCount(), -1.5, 1.5);
+    std::vector<double> Tg = uniformDraws(rng, rows * builtin.targetCount(), 0, 1);
+    Evaluated a = evaluate(builtin, P, X, Tg, rows), b = evaluate(hand, P, X, Tg, rows);
+    CHECK(relError({a.loss}, {b.loss}) <= 1e-12);
+    CHECK(relError(a.grads, b.grads) <= 1e-12);
+    // Central differences of the mean loss (fourth order) for every param element; a small step,
+    // so that relu's kink is rarely inside it.
+    std::vector<double> fd;
+    const double h = 1e-4;
+    Expected<Derivation> dv = derive(builtin);
+    REQUIRE(dv);
+    for (size_t i = 0; i < P.size(); ++i) {
+      auto f = [&](double x) {
+        std::vector<double> Q = P;
+        Q[i] = x;
+        return interpretLoss(builtin, dv->loss, Q, X.data(), Tg.data(), rows);
+      };
+      fd.push_back((f(P[i] - 2 * h) - 8 * f(P[i] - h) + 8 * f(P[i] + h) - f(P[i] + 2 * h)) / (12 * h));
+    }
+    INFO("gradient:           " << show(a.grads));
+    INFO("finite differences: " << show(fd));
+    CHECK(relError(a.grads, fd, 1e-4) <= 1e-8);
+  }
+}
+
+TEST_CASE("recurrence: scan of a layer cell is rnn, with one instance of the cell's params",
+          "[recurrence]") {
+  const std::string cell = "layer cell(h, x) {\n  param W_ih[4, 3]\n  param W_hh[4, 4]\n  param b_ih[4]\n"
+                           "  param b_hh[4]\n  a = W_ih @ x + b_ih\n  return tanh(a + W_hh @ h + b_hh)\n}\n";
+  const std::string head = "input  xs[5, 3]\ntarget t[4]\n";
+  const std::string loss = "loss E = sum(t * hs[-1]) + 0.1 * sum(hs ^ 2)\n";
+  Program scanned = compiled(cell + head + "hs = scan(cell, zeros([4]), xs)\n" + loss);
+  Program rnn = compiled(head + "hs = rnn(xs, 4)\n" + loss);
+  // The same names in the same order: the cell's params, once, under the statement's name.
+  REQUIRE(scanned.params.size() == 4);
+  for (size_t i = 0; i < 4; ++i) {
+    CHECK(scanned.params[i].name == rnn.params[i].name);
+    CHECK(scanned.params[i].shape == rnn.params[i].shape);
+  }
+  // The cell's value `a` is a per-step value hs.a[t], not a statement.
+  CHECK(scanned.values.size() == 2); // hs, E
+  REQUIRE(scanned.recurrences.size() == 1);
+  const RecurrenceSteps &rs = scanned.recurrences[0];
+  REQUIRE(rs.values.size() == 10);
+  CHECK(rs.values[0].name == "a");
+  CHECK(rs.values[1].name == "h");
+  CHECK(rs.values[9].t == 4);
+  Rng rng(77);
+  std::vector<double> P = uniformDraws(rng, rnn.paramCount(), -0.7, 0.7);
+  std::vector<double> X = uniformDraws(rng, 2 * rnn.inputCount(), -1.5, 1.5);
+  std::vector<double> Tg = uniformDraws(rng, 2 * rnn.targetCount(), 0, 1);
+  Evaluated a = evaluate(scanned, P, X, Tg, 2), b = evaluate(rnn, P, X, Tg, 2);
+  CHECK(relError({a.loss}, {b.loss}) <= 1e-12);
+  CHECK(relError(a.grads, b.grads) <= 1e-12);
+}
+
+TEST_CASE("recurrence: scan with nested calls, a learned initial state and a matrix state",
+          "[recurrence]") {
+  // The cell's dense nests under the scan's name (hs.z.W); the initial state h0 is a param; the
+  // state is [2, 3]; the stacked value is [T, 2, 3].
+  const std::string src =
+      "layer cell(s, x) {\n  param U[2, 3]\n  z = dense(flatten(s * U) + x, 6, tanh)\n"
+      "  return reshape(z, [2, 3])\n}\n"
+      "input  xs[4, 6]\ntarget t[2, 3]\nparam h0[2, 3]\nhs = scan(cell, h0, xs)\n"
+      "loss E = sum(t * hs[-1]) + 0.2 * sum(hs ^ 2)\n";
+  Program p = compiled(src);
+  std::vector<std::string> names;
+  for (auto &d : p.params) names.push_back(d.name);
+  CHECK(names == std::vector<std::string>{"h0", "hs.U", "hs.z.W", "hs.z.b"});
+  CHECK(p.graph.shape(p.values[0].node) == Shape{4, 2, 3});
+  REQUIRE(p.recurrences.size() == 1);
+  CHECK(p.recurrences[0].values[0].name == "z");
+  Rng rng(78);
+  std::vector<double> P = uniformDraws(rng, p.paramCount(), -0.8, 0.8);
+  std::vector<double> X = uniformDraws(rng, 2 * p.inputCount(), -1, 1);
+  std::vector<double> Tg = uniformDraws(rng, 2 * p.targetCount(), 0, 1);
+  Evaluated a = evaluate(p, P, X, Tg, 2);
+  Expected<Derivation> dv = derive(p);
+  REQUIRE(dv);
+  std::vector<double> fd;
+  const double h = 1e-3;
+  for (size_t i = 0; i < P.size(); ++i) {
+    auto f = [&](double x) {
+      std::vector<double> Q = P;
+      Q[i] = x;
+      return interpretLoss(p, dv->loss, Q, X.data(), Tg.data(), 2);
+    };
+    fd.push_back((f(P[i] - 2 * h) - 8 * f(P[i] - h) + 8 * f(P[i] + h) - f(P[i] + 2 * h)) / (12 * h));
+  }
+  CHECK(relError(a.grads, fd, 1e-4) <= 1e-8);
+}
+
+TEST_CASE("recurrence: a recurrence inside a layer is named after the call", "[recurrence]") {
+  Program p = compiled("layer enc(xs) {\n  hs = gru(xs, 4)\n  return hs[-1]\n}\n"
+                       "input xs[3, 2]\ntarget t[4]\ne = enc(xs)\nloss E = sum((e - t) ^ 2)\n");
+  REQUIRE(p.params.size() == 4);
+  CHECK(p.params[0].name == "e.hs.W_ih");
+  CHECK(p.params[3].name == "e.hs.b_hh");
+  REQUIRE(p.recurrences.size() == 1);
+  CHECK(p.recurrences[0].name == "e.hs");
+}
+
+TEST_CASE("recurrence: errors name the place and say what is expected", "[recurrence]") {
+  struct Case {
+    std::string src, place, words;
+  };
+  const std::string head = "input xs[5, 3]\ninput v[3]\ntarget t[4]\n";
+  const std::string cell = "layer c(h, x) {\n  return tanh(h + x)\n}\n";
+  const std::vector<Case> cases = {
+      {head + "hs = gru(v, 4)\n", "t.nn:4:10", "must be a matrix [T, d]"},
+      {head + "hs = gru(xs, 0)\n", "t.nn:4:14", "hidden size"},
+      {head + "hs = rnn(xs, 4, sigmoid)\n", "t.nn:4:17", "tanh (the default) or relu"},
+      {head + "hs = lstm(xs)\n", "t.nn:4:6", "takes 2 arguments"},
+      {head + "E = sum(gru(xs, 4))\n", "t.nn:4:9", "whole right-hand side"},
+      {head + "hs = scan(tanh, zeros([3]), xs)\n", "t.nn:4:11", "must be the name of a layer"},
+      {cell + head + "hs = scan(c, zeros([4]), xs)\n", "t.nn:2:17", "cannot broadcast"},
+      {"layer c(h, x) {\n  return sum(h) + x[0:2]\n}\n" + head + "hs = scan(c, zeros([3]), xs)\n",
+       "t.nn:7:11", "state's shape [3]"},
+      {"layer c(h) {\n  return h\n}\n" + head + "hs = scan(c, zeros([3]), xs)\n", "t.nn:7:11",
+       "two value arguments"},
+      {cell + head + "hs = scan(c, zeros([3]), 2)\n", "t.nn:7:26", "first (time) axis"},
+  };
+  for (const Case &c : cases) {
+    std::string diags;
+    std::optional<Program> p = compileSource(SourceFile{"t.nn", c.src}, diags);
+    INFO(c.src << "\n" << diags);
+    CHECK_FALSE(p.has_value());
+    CHECK(diags.find(c.place + ": error:") != std::string::npos);
+    CHECK(diags.find(c.words) != std::string::npos);
   }
 }
