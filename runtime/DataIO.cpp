@@ -471,7 +471,13 @@ Expected<std::string> gunzipIfGzip(std::string bytes, const std::string &fileNam
     inflateEnd(&z);
     return Error{fmt::format("{}: error: at byte {} of the compressed file: {}", fileName, inAt, msg)};
   };
-  constexpr size_t kChunk = size_t(1) << 20;
+  // The gzip trailer's size (mod 2^32) of the last member, trusted only as far as deflate can
+  // expand (1032:1) and the limit allow: one allocation for the usual file, no reallocations.
+  if (bytes.size() >= 18) {
+    const auto *t = reinterpret_cast<const unsigned char *>(bytes.data() + bytes.size() - 4);
+    const size_t isize = size_t(t[0]) | size_t(t[1]) << 8 | size_t(t[2]) << 16 | size_t(t[3]) << 24;
+    out.reserve(std::min({isize, maxBytes, bytes.size() * 1032}));
+  }
   for (;;) {
     if (z.avail_in == 0) {
       const size_t n = std::min<size_t>(bytes.size() - inAt, size_t(1) << 30);
@@ -481,7 +487,9 @@ Expected<std::string> gunzipIfGzip(std::string bytes, const std::string &fileNam
     if (out.size() == maxBytes)
       return error(fmt::format("the data decompresses to more than {}, the most that can be read",
                                formatBytes(static_cast<double>(maxBytes))));
-    const size_t room = std::min(kChunk, maxBytes - out.size());
+    // Room for at least as much again as there is (64 KiB at first), within the limit.
+    const size_t room = std::min(std::max<size_t>(size_t(1) << 16, out.capacity() - out.size()),
+                                 maxBytes - out.size());
     const size_t before = out.size();
     out.resize(before + room);
     z.next_out = reinterpret_cast<Bytef *>(out.data() + before);

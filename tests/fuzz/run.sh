@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one fuzz target for a fixed time, growing its corpus in tests/fuzz/corpus/TARGET.
 #
-#   bash tests/fuzz/run.sh TARGET SECONDS [LIBFUZZER-OPTIONS...]   TARGET: source, csv or json
+#   bash tests/fuzz/run.sh TARGET SECONDS [LIBFUZZER-OPTIONS...]   TARGET: source, csv, json or idx
 #   bash tests/fuzz/run.sh --minimize TARGET                       shrink corpus/TARGET (-merge=1)
 #
 # The targets come from a build with NABLA_BUILD_FUZZ=ON (clang-19):
@@ -22,7 +22,7 @@ minimize=0
 if [[ "${1:-}" == --minimize ]]; then minimize=1; shift; fi
 [[ $# -ge 1 ]] || usage
 target=$1
-case $target in source|csv|json) ;; *) usage ;; esac
+case $target in source|csv|json|idx) ;; *) usage ;; esac
 bin=$BUILD/tests/fuzz/fuzz_$target
 [[ -x $bin ]] || { echo "run.sh: $bin not found: build with -DNABLA_BUILD_FUZZ=ON (see the top of this file)" >&2; exit 2; }
 corpus=$HERE/corpus/$target
