@@ -155,6 +155,20 @@ std::string listForms(const std::vector<Form> &forms) {
   return out;
 }
 
+// A file to read is a regular file, a pipe or FIFO, a socket or a terminal. Another character
+// device (/dev/zero, /dev/urandom, a disk's raw node) is refused before reading it: it never ends,
+// or is not data; /dev/null, which ends at once, reads as empty.
+Expected<bool> readableKind(int fd, const struct stat &st, const std::string &path) {
+  if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) return true;
+  if (S_ISCHR(st.st_mode) && ::isatty(fd)) return true;
+  struct stat null {};
+  if (S_ISCHR(st.st_mode) && ::stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+      null.st_rdev == st.st_rdev)
+    return true;
+  return Error{fmt::format("{}: error: cannot read: it is a {} device, not a file", path,
+                           S_ISCHR(st.st_mode) ? "character" : "block")};
+}
+
 } // namespace
 
 Expected<std::string> readFile(const std::string &path, size_t maxBytes, const std::string &reason) {
@@ -181,7 +195,18 @@ Expected<std::string> readFile(const std::string &path, size_t maxBytes, const s
     ::close(fd);
     return tooBig(static_cast<double>(st.st_size));
   }
+  if (Expected<bool> file = readableKind(fd, st, path); !file) {
+    ::close(fd);
+    return file.error();
+  }
+  // Memory never passes maxBytes while reading: a regular file's string is reserved at its size
+  // (exactly); anything else (a pipe, a terminal) is gathered in a vector whose capacity grows by
+  // doubling but is capped at maxBytes (a string's growth is at least doubling, which would cost
+  // up to twice the budget for an endless pipe), and copied into the string once it has ended.
+  const bool regular = S_ISREG(st.st_mode);
   std::string text;
+  std::vector<char> stream;
+  if (regular && st.st_size > 0) text.reserve(static_cast<size_t>(st.st_size));
   char buf[65536];
   for (;;) {
     ssize_t got = ::read(fd, buf, sizeof buf);
@@ -193,13 +218,21 @@ Expected<std::string> readFile(const std::string &path, size_t maxBytes, const s
       return fail("cannot read");
     }
     if (got == 0) break;
-    if (static_cast<size_t>(got) > maxBytes - text.size()) { // a file that grew, a device, a pipe
+    const size_t n = static_cast<size_t>(got), have = regular ? text.size() : stream.size();
+    if (n > maxBytes - have) { // a file that grew, a device, a pipe
       ::close(fd);
       return tooBig(0);
     }
-    text.append(buf, static_cast<size_t>(got));
+    if (regular) {
+      text.append(buf, n);
+    } else {
+      if (have + n > stream.capacity())
+        stream.reserve(std::min(maxBytes, std::max(have + n, std::max<size_t>(2 * stream.capacity(), 1 << 16))));
+      stream.insert(stream.end(), buf, buf + n);
+    }
   }
   ::close(fd);
+  if (!regular) text.assign(stream.data(), stream.size());
   return text;
 }
 

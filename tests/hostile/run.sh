@@ -205,5 +205,28 @@ expect "8. --log a FIFO that is read" 0 '' -- train s.nn --data d.csv --epochs 1
 sleep 0.2
 check "8. ... and the reader got the log" grep -q '^epoch,' "$W/fifo.out"
 
+# --- 9. endless devices ---------------------------------------------------------------------------
+# `eval --data /dev/zero` took a minute and 8.5 GB before its error; `--params /dev/urandom` ran on.
+# A character device other than a terminal is refused before it is read, at once.
+expect "9. --data /dev/zero, at once" 1 '^/dev/zero: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- eval s.nn --data /dev/zero
+expect "9. --params /dev/urandom, at once" 1 '^/dev/urandom: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- predict s.nn --params /dev/urandom --data d.csv
+expect "9. train --init /dev/zero" 1 '^/dev/zero: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- train s.nn --data d.csv --init /dev/zero
+expect "9. a source /dev/urandom" 1 '^/dev/urandom: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- check /dev/urandom
+expect "9. /dev/null reads as empty" 1 '^/dev/null:1: error: no examples: the file is empty$' -- eval s.nn --data /dev/null
+# An endless pipe is read up to a quarter of the budget (300 MiB of 1200M), and the buffer never
+# grows past it: a string's doubling took 256 + 512 MiB here, more than this address space.
+if ((asan)); then
+  skip "9. the reader's memory under ulimit -v: an ASan build cannot run under an address-space limit"
+else
+  (ulimit -v 850000 && expect "9. an endless pipe within its budget" 1 \
+     '^/dev/fd/[0-9]+: error: file is larger than 300.0 MiB, the most that can be read \(a quarter of the 1.2 GiB allowed by NABLA_MEMORY_LIMIT=1200M\)$' \
+     NABLA_MEMORY_LIMIT=1200M -- eval s.nn --data <(cat /dev/zero) --threads 1 && exit 0; exit 1)
+  if [[ $? -eq 0 ]]; then ok; else failed=$((failed + 1)); fi
+fi
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
