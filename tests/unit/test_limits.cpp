@@ -109,7 +109,7 @@ TEST_CASE("limits: files are read up to a limit, never to the end of an endless 
   Expected<std::string> zero = readFile("/dev/zero", 1000);
   REQUIRE_FALSE(zero);
   CHECK(zero.error().message == "/dev/zero: error: cannot read: it is a character device, not a file");
-  CHECK(readFile("/dev/null", 1000).value() == ""); // ends at once
+  CHECK(*readFile("/dev/null", 1000) == ""); // ends at once
   // An endless pipe is read up to the limit.
   {
     FILE *endless = ::popen("cat /dev/zero", "r");
