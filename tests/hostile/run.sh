@@ -228,5 +228,56 @@ else
   if [[ $? -eq 0 ]]; then ok; else failed=$((failed + 1)); fi
 fi
 
+# --- 5. the emitted --main trainer's save ------------------------------------------------------------
+# It wrote a fixed PATH.tmp (a planted symlink there was followed; two runs shared it) and renamed
+# it over PATH (a symlink PATH was replaced, not its target; a FIFO or device node was replaced by a
+# regular file). Now it writes as nabla does.
+CXX=""
+for c in g++ clang++; do command -v "$c" >/dev/null && { CXX=$c; break; }; done
+if [[ -z $CXX ]]; then
+  skip "5. the emitted trainer's save: no C++ compiler"
+elif ! (cd "$W" && "$NABLA" emit-cpp s.nn --main -o gen >/dev/null 2>"$W/err" &&
+        "$CXX" -std=c++17 -O1 -Wall -Wextra -Werror gen/s.cpp gen/s_main.cpp -o gen/train 2>>"$W/err"); then
+  bad "5. emit-cpp --main does not compile:"; head -c 1500 "$W/err"
+else
+  T=$W/gen
+  trainer() { (cd "$T" && timeout -k 5 20 ./train ../d.csv --epochs 1 "$@" >"$W/out" 2>"$W/err"); st=$?; }
+  # A link planted at the old fixed name and at the first exclusive names (the pid is exec's).
+  printf 'precious\n' >"$T/victim"
+  (cd "$T" && exec bash -c 'for n in out.json.tmp "out.json.tmp.$$.0" "out.json.tmp.$$.1"; do ln -s victim "$n"; done; exec timeout -k 5 20 ./train ../d.csv --epochs 1 --save out.json' >"$W/out" 2>"$W/err")
+  st=$?
+  check "5. a planted link at the temporary name: the save succeeds (exit $st)" test "$st" -eq 0
+  check "5. ... the link's target is untouched" grep -qx precious "$T/victim"
+  check "5. ... and the params are in out.json, a regular file" bash -c "[[ -f '$T/out.json' && ! -L '$T/out.json' ]] && grep -q '\"w\"' '$T/out.json'"
+  # A symbolic link PATH: its target is replaced, the link stays.
+  printf 'old\n' >"$T/real.json" && ln -s real.json "$T/link.json"
+  trainer --save link.json
+  check "5. a symlink --save: exit 0 (got $st)" test "$st" -eq 0
+  check "5. a symlink --save keeps the link" test -L "$T/link.json"
+  check "5. ... and replaces its target" grep -q '"w"' "$T/real.json"
+  # A FIFO with a reader is written in place, and stays a FIFO.
+  mkfifo "$T/fifo"
+  (timeout 20 cat "$T/fifo" >"$T/fifo.out" &)
+  sleep 0.2
+  trainer --save fifo
+  sleep 0.2
+  check "5. a FIFO --save stays a FIFO" test -p "$T/fifo"
+  check "5. ... and its reader got the params" grep -q '"w"' "$T/fifo.out"
+  # A FIFO nobody reads: an error at once, not a wait, and not replaced.
+  trainer --save fifo
+  check "5. a FIFO nobody reads: exit 1 (got $st)" test "$st" -eq 1
+  check "5. ... it says why" grep -q '^fifo: error: cannot write: ' "$W/err"
+  check "5. ... and stays a FIFO" test -p "$T/fifo"
+  # A device is written in place: /dev/full says so (run as root, the old trainer replaced the node).
+  if [[ -w /dev/full && $(id -u) -ne 0 ]]; then
+    trainer --save /dev/full
+    check "5. --save /dev/full: exit 1" grep -q '^/dev/full: error: cannot write: No space left on device' "$W/err"
+  fi
+  # Two runs at once have a temporary each: no leftovers, and both succeed.
+  (cd "$T" && ./train ../d.csv --epochs 3 --save two.json >/dev/null 2>&1 & cd "$T" && ./train ../d.csv --epochs 3 --save two.json >/dev/null 2>&1; wait)
+  check "5. two runs: no temporary files left" bash -c "! ls '$T' | grep -q '^two.json.tmp'"
+  check "5. two runs: the params saved" grep -q '"w"' "$T/two.json"
+fi
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
