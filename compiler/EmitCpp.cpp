@@ -41,13 +41,39 @@ bool isCppKeyword(std::string_view w) {
   return kKeywords.count(w) != 0;
 }
 
+// Whether `w`, as the name of a namespace at global scope, breaks the emitted files: a macro or a
+// global name of the headers they include (glibc and libstdc++ in ISO and GNU modes, g++ and
+// clang: NULL, EOF, errno, unix, linux, size_t, FILE, index, random, y0...), a name the emitted
+// files use unqualified outside the namespace (real, main, usage...), or a name the standard
+// reserves (std, std2, posix).
+bool isReservedGlobalName(std::string_view w) {
+  static constexpr std::string_view kNames[] = {
+#include "CppReservedNames.inc"
+  };
+  if (std::binary_search(std::begin(kNames), std::end(kNames), w)) return true;
+  if (w == "posix" || w.substr(0, 3) == "std")
+    return w == "posix" || w.find_first_not_of("0123456789", 3) == std::string_view::npos;
+  return false;
+}
+
 std::string cppName(std::string_view stem) {
+  // Letters, digits and '_' stay, any other byte (of UTF-8 too) becomes '_', and a run of '_' is
+  // one: "__" anywhere in a name is reserved to the implementation, and so is a leading '_' at
+  // global scope (hence the prefix).
   std::string s;
   for (char c : stem) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
-    s += ok ? c : '_';
+    if (!ok || c == '_') {
+      if (s.empty() || s.back() != '_') s += '_';
+    } else {
+      s += c;
+    }
   }
-  if (s.empty() || (s[0] >= '0' && s[0] <= '9') || isCppKeyword(s)) s = "nn_" + s;
+  if (s.empty() || (s[0] >= '0' && s[0] <= '9') || isCppKeyword(s) || isReservedGlobalName(s))
+    s = "nn_" + s;
+  else if (s[0] == '_')
+    s = "nn" + s;
+  if (s.substr(0, 4) == "nn__") s.erase(2, 1);
   return s;
 }
 
