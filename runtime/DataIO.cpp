@@ -392,6 +392,13 @@ Expected<Target> resolveTarget(const std::string &requested) {
     }
   t.exists = ::stat(t.path.c_str(), &t.st) == 0;
   if (t.exists && S_ISDIR(t.st.st_mode)) return writeError(requested, EISDIR);
+  if (!t.exists) { // a name the file system cannot take fails now, before any file is written
+    const size_t slash = t.path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : t.path.substr(0, slash);
+    const long nameMax = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+    if (nameMax > 0 && t.path.size() - (slash == std::string::npos ? 0 : slash + 1) > static_cast<size_t>(nameMax))
+      return writeError(requested, ENAMETOOLONG);
+  }
   t.inPlace = t.exists && !S_ISREG(t.st.st_mode);
   return t;
 }
@@ -411,18 +418,29 @@ Expected<int> openInPlace(const Target &t) {
 
 // Creates a new temporary file next to `path`, exclusively (O_EXCL | O_NOFOLLOW, as mkstemp
 // does): a file or a symbolic link planted at the name is never opened, truncated or followed;
-// another name is tried instead. PATH.tmp.<pid> first, then PATH.tmp.<pid>.<random>.
+// another name is tried instead. PATH.tmp.<pid> first, then PATH.tmp.<pid>.<random>; for a PATH
+// whose name fits the file system only without a suffix, DIR/.nabla-<pid>[.<random>].tmp.
 int createTemp(const std::string &path, std::string &tmp) {
   static uint64_t counter = 0;
   uint64_t mix = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull ^
                  static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&tmp));
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  bool shortName = false;
   for (int attempt = 0; attempt < 100; ++attempt) {
-    tmp = path + ".tmp." + std::to_string(::getpid());
+    std::string random;
     if (attempt > 0) {
       mix = (mix ^ ++counter ^ static_cast<uint64_t>(::time(nullptr))) * 0xbf58476d1ce4e5b9ull;
-      tmp += fmt::format(".{:08x}", static_cast<uint32_t>(mix >> 32));
+      random = fmt::format(".{:08x}", static_cast<uint32_t>(mix >> 32));
     }
+    tmp = shortName ? fmt::format("{}.nabla-{}{}.tmp", dir, ::getpid(), random)
+                    : fmt::format("{}.tmp.{}{}", path, ::getpid(), random);
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == ENAMETOOLONG && !shortName) {
+      shortName = true;
+      attempt = -1; // the short names from the start
+      continue;
+    }
     if (fd >= 0 || errno != EEXIST) return fd;
   }
   errno = EEXIST;
@@ -539,8 +557,12 @@ Expected<bool> checkOutputFile(const std::string &path, const std::string &optio
   auto error = [&](const std::string &why) {
     return Error{fmt::format("{}: error: cannot write the {} file: {}", path, option, why)};
   };
+  errno = 0;
   Expected<Target> t = resolveTarget(path);
-  if (!t) return error(std::strerror(EISDIR));
+  if (!t) { // "PATH: error: cannot write: WHY" from resolveTarget, said for this option
+    const std::string &m = t.error().message;
+    return error(m.substr(m.find("cannot write: ") + 14));
+  }
   if (t->inPlace) {
     // A FIFO is not opened now: opening and closing it would end its reader's input. A device
     // must be one that can be opened for writing.
@@ -550,8 +572,8 @@ Expected<bool> checkOutputFile(const std::string &path, const std::string &optio
     ::close(fd);
     return true;
   }
-  // A regular file or none yet: a temporary file must be possible beside it (the directory exists
-  // and is writable, the name is not too long).
+  // A regular file or none yet: the name must fit the file system, and a temporary file must be
+  // possible beside it (the directory exists and is writable).
   std::string tmp;
   int fd = createTemp(t->path, tmp);
   if (fd < 0) return error(std::strerror(errno));

@@ -279,5 +279,68 @@ else
   check "5. two runs: the params saved" grep -q '"w"' "$T/two.json"
 fi
 
+# --- 10. emit-cpp namespaces from any file name ----------------------------------------------------
+# NULL, EOF, errno, main, real, size_t and FILE emitted C++ that did not compile; unix and linux
+# failed in GNU modes; std emitted `namespace std`; __x and a__b and non-ASCII names gave reserved
+# identifiers. Every one is compiled here (with --main, the trainer too) by g++ and clang++ in ISO
+# and GNU modes.
+stems=(NULL EOF errno main real size_t FILE unix linux std std2 __x a__b _Upper index random \
+       Data Rng "$(printf 'caf\xc3\xa9')" "$(printf '\xff\xfe')" "x y" 2layer)
+compilers=()
+for c in g++ clang++; do command -v "$c" >/dev/null && compilers+=("$c"); done
+if ((${#compilers[@]} == 0)); then
+  skip "10. emit-cpp names: no C++ compiler"
+else
+  rm -rf "$W/names" && mkdir "$W/names"
+  : >"$W/names/all.cpp"
+  i=0
+  for stem in "${stems[@]}"; do
+    i=$((i + 1))
+    mkdir "$W/names/$i" && cp "$W/s.nn" "$W/names/$i/$stem.nn"
+    if ! (cd "$W/names/$i" && "$NABLA" emit-cpp "$stem.nn" --main --params ../../p.json -o gen >/dev/null 2>"$W/err"); then
+      bad "10. emit-cpp $stem.nn: $(head -c 300 "$W/err")"; continue
+    fi
+    name=$(cd "$W/names/$i/gen" && ls ./*.hpp | sed 's|^\./||; s|\.hpp$||')
+    [[ $name =~ ^[A-Za-z][A-Za-z0-9_]*$ && $name != *__* && ! $name =~ ^std[0-9]*$ ]] || { bad "10. $stem.nn: the name '$name' is not a plain identifier"; continue; }
+    # Every stem's library in one translation unit (a namespace each), used from outside.
+    printf '#include "%s/gen/%s.cpp"\nint use%d() { return static_cast<int>(%s::kParams); }\n' "$i" "$name" "$i" "$name" >>"$W/names/all.cpp"
+  done
+  # The libraries by both compilers in ISO and GNU modes (GNU modes predefine unix and linux);
+  # each trainer (a translation unit a stem) by the first compiler in a GNU mode.
+  for cxx in "${compilers[@]}"; do
+    for std in c++17 gnu++17 c++20 gnu++20; do
+      ("$cxx" -std="$std" -Wall -Wextra -Werror -fsyntax-only "$W/names/all.cpp" >"$W/names/err.$cxx.$std" 2>&1 ||
+         { echo "$cxx -std=$std"; grep -m 5 error "$W/names/err.$cxx.$std"; } >"$W/names/fail.$cxx.$std") &
+    done
+    wait
+  done
+  for f in "$W"/names/*/gen/*_main.cpp; do
+    ("${compilers[0]}" -std=gnu++17 -Wall -Wextra -Werror -fsyntax-only "$f" >"$f.err" 2>&1 ||
+       { echo "${compilers[0]} -std=gnu++17 ${f#"$W"/names/}"; grep -m 5 error "$f.err"; } >"$f.fail") &
+    (($(jobs -r | wc -l) >= 2)) && wait -n
+  done
+  wait
+  for f in "$W"/names/fail.* "$W"/names/*/gen/*.fail; do
+    [[ -e $f ]] || continue
+    bad "10. emitted C++ that does not compile: $(head -1 "$f")"; tail -n +2 "$f" | sed 's/^/  | /'
+  done
+  ok
+fi
+
+# --- 11. emit-cpp writes all its files or none ---------------------------------------------------------
+# A directory named NAME.cpp in DIR, or a NAME_main.cpp too long for the file system, left NAME.hpp
+# (and NAME.cpp) behind.
+rm -rf "$W/e11" && mkdir -p "$W/e11/out/s.cpp"
+expect "11. a directory in the way of NAME.cpp" 1 '^e11/out/s.cpp: error: cannot write: Is a directory$' -- emit-cpp s.nn -o e11/out
+check "11. ... and nothing was written" bash -c "[[ \$(ls -A '$W/e11/out') == s.cpp ]]"
+long=$(printf 'n%.0s' {1..248}) # NAME.hpp and NAME.cpp fit in 255 bytes, NAME_main.cpp does not
+cp "$W/s.nn" "$W/e11/$long.nn"
+expect "11. NAME_main.cpp too long" 1 "error: cannot write: File name too long$" -- emit-cpp "e11/$long.nn" --main -o e11/long
+check "11. ... and nothing was written" bash -c "[[ -z \$(ls -A '$W/e11/long' 2>/dev/null) ]]"
+mid=$(printf 'm%.0s' {1..240}) # every name fits, but not with a .tmp.<pid> suffix
+cp "$W/s.nn" "$W/e11/$mid.nn"
+expect "11. names that fit only without a suffix" 0 '' -- emit-cpp "e11/$mid.nn" --main -o e11/mid
+check "11. ... all three written, no temporary left" bash -c "[[ \$(ls -A '$W/e11/mid' | wc -l) == 3 ]]"
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
