@@ -342,5 +342,46 @@ cp "$W/s.nn" "$W/e11/$mid.nn"
 expect "11. names that fit only without a suffix" 0 '' -- emit-cpp "e11/$mid.nn" --main -o e11/mid
 check "11. ... all three written, no temporary left" bash -c "[[ \$(ls -A '$W/e11/mid' | wc -l) == 3 ]]"
 
+# --- 12. SVG plots are well-formed XML, whatever the source file's name --------------------------------
+# Bytes that are not UTF-8 in the file name went raw into the plot's <text>.
+rm -rf "$W/svg" && mkdir "$W/svg"
+i=0
+for stem in "$(printf 'bad\xff\xfename')" "$(printf 'caf\xc3\xa9 \xe2\x88\x87')" "$(printf 'ctl\x01\x1b[0m')" \
+            "$(printf 'over\xc0\xaflong')" "$(printf 'sur\xed\xa0\x80rogate')" "a&b<c>\"d\"" "$(printf 'cut\xe2\x88')"; do
+  i=$((i + 1))
+  cp "$W/s.nn" "$W/svg/$stem.nn"
+  (cd "$W/svg" && timeout 60 "$NABLA" train "$stem.nn" --data ../d.csv --epochs 2 --plot "plot$i.svg" >/dev/null 2>"$W/err")
+  if [[ ! -s $W/svg/plot$i.svg ]]; then bad "12. no plot for stem $i: $(head -c 300 "$W/err")"; continue; fi
+  if msg=$(python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$W/svg/plot$i.svg" 2>&1); then ok
+  else bad "12. the plot of stem $i ($(printf '%q' "$stem")) is not well-formed XML: $(tail -1 <<<"$msg")"; fi
+done
+check "12. valid UTF-8 in the name stays as it is" grep -q "$(printf 'caf\xc3\xa9 \xe2\x88\x87')" "$W/svg/plot2.svg"
+
+# --- 13. out of memory while compiling -----------------------------------------------------------------
+# Under `ulimit -v`, "out of memory while compiling" came without the `nabla: error:` prefix, or
+# LLVM printed "LLVM ERROR: out of memory" and aborted, or a compile thread was left joinable
+# (std::terminate). A sweep of address-space limits across the compile (two LLVM modules on two
+# threads): every run finishes with status 0, or 1 and messages that all have nabla's prefix.
+if ((asan)); then
+  skip "13. out of memory under ulimit -v: an ASan build cannot run under an address-space limit"
+else
+  { printf 'input x[64]\ntarget t\nparam W[64, 64] ~ glorot\nv0 = tanh(W @ x)\n'
+    for k in $(seq 1 12); do printf 'v%d = tanh(W @ v%d)\n' "$k" $((k - 1)); done
+    printf 'y = sum(v12)\noutput y\nloss E = (y - t) ^ 2\n'; } >"$W/deep.nn"
+  { for k in $(seq 1 64); do printf '0.5,'; done; printf '1\n'; } >"$W/deep.csv"
+  swept=0
+  for ((v = 170000; v <= 420000; v += 10000)); do
+    (ulimit -v "$v" && cd "$W" && exec timeout -k 5 60 "$NABLA" eval deep.nn --data deep.csv --threads 1 >/dev/null 2>"$W/err.13")
+    st=$?
+    # 127: the dynamic loader could not map nabla's libraries, before nabla runs at all.
+    [[ $st -eq 127 ]] && grep -q 'error while loading shared libraries' "$W/err.13" && continue
+    swept=$((swept + 1))
+    if [[ $st -ne 0 && $st -ne 1 ]] || grep -Ev '^(nabla: (error|internal error)|deep\.nn:)' "$W/err.13" | grep -q .; then
+      bad "13. eval under ulimit -v $v: exited $st, stderr:"; head -c 600 "$W/err.13" | sed 's/^/  | /'
+    else ok; fi
+  done
+  check "13. the sweep ran nabla (at least 5 limits where it starts)" test "$swept" -ge 5
+fi
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))
