@@ -179,6 +179,20 @@ std::string listForms(const std::vector<Form> &forms) {
   return out;
 }
 
+// A file to read is a regular file, a pipe or FIFO, a socket or a terminal. Another character
+// device (/dev/zero, /dev/urandom, a disk's raw node) is refused before reading it: it never ends,
+// or is not data; /dev/null, which ends at once, reads as empty.
+Expected<bool> readableKind(int fd, const struct stat &st, const std::string &path) {
+  if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode)) return true;
+  if (S_ISCHR(st.st_mode) && ::isatty(fd)) return true;
+  struct stat null {};
+  if (S_ISCHR(st.st_mode) && ::stat("/dev/null", &null) == 0 && S_ISCHR(null.st_mode) &&
+      null.st_rdev == st.st_rdev)
+    return true;
+  return Error{fmt::format("{}: error: cannot read: it is a {} device, not a file", path,
+                           S_ISCHR(st.st_mode) ? "character" : "block")};
+}
+
 } // namespace
 
 Expected<std::string> readFile(const std::string &path, size_t maxBytes, const std::string &reason) {
@@ -205,7 +219,18 @@ Expected<std::string> readFile(const std::string &path, size_t maxBytes, const s
     ::close(fd);
     return tooBig(static_cast<double>(st.st_size));
   }
+  if (Expected<bool> file = readableKind(fd, st, path); !file) {
+    ::close(fd);
+    return file.error();
+  }
+  // Memory never passes maxBytes while reading: a regular file's string is reserved at its size
+  // (exactly); anything else (a pipe, a terminal) is gathered in a vector whose capacity grows by
+  // doubling but is capped at maxBytes (a string's growth is at least doubling, which would cost
+  // up to twice the budget for an endless pipe), and copied into the string once it has ended.
+  const bool regular = S_ISREG(st.st_mode);
   std::string text;
+  std::vector<char> stream;
+  if (regular && st.st_size > 0) text.reserve(static_cast<size_t>(st.st_size));
   char buf[65536];
   for (;;) {
     ssize_t got = ::read(fd, buf, sizeof buf);
@@ -217,13 +242,21 @@ Expected<std::string> readFile(const std::string &path, size_t maxBytes, const s
       return fail("cannot read");
     }
     if (got == 0) break;
-    if (static_cast<size_t>(got) > maxBytes - text.size()) { // a file that grew, a device, a pipe
+    const size_t n = static_cast<size_t>(got), have = regular ? text.size() : stream.size();
+    if (n > maxBytes - have) { // a file that grew, a device, a pipe
       ::close(fd);
       return tooBig(0);
     }
-    text.append(buf, static_cast<size_t>(got));
+    if (regular) {
+      text.append(buf, n);
+    } else {
+      if (have + n > stream.capacity())
+        stream.reserve(std::min(maxBytes, std::max(have + n, std::max<size_t>(2 * stream.capacity(), 1 << 16))));
+      stream.insert(stream.end(), buf, buf + n);
+    }
   }
   ::close(fd);
+  if (!regular) text.assign(stream.data(), stream.size());
   return text;
 }
 
@@ -690,6 +723,13 @@ Expected<Target> resolveTarget(const std::string &requested) {
     }
   t.exists = ::stat(t.path.c_str(), &t.st) == 0;
   if (t.exists && S_ISDIR(t.st.st_mode)) return writeError(requested, EISDIR);
+  if (!t.exists) { // a name the file system cannot take fails now, before any file is written
+    const size_t slash = t.path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : t.path.substr(0, slash);
+    const long nameMax = ::pathconf(dir.c_str(), _PC_NAME_MAX);
+    if (nameMax > 0 && t.path.size() - (slash == std::string::npos ? 0 : slash + 1) > static_cast<size_t>(nameMax))
+      return writeError(requested, ENAMETOOLONG);
+  }
   t.inPlace = t.exists && !S_ISREG(t.st.st_mode);
   return t;
 }
@@ -709,18 +749,29 @@ Expected<int> openInPlace(const Target &t) {
 
 // Creates a new temporary file next to `path`, exclusively (O_EXCL | O_NOFOLLOW, as mkstemp
 // does): a file or a symbolic link planted at the name is never opened, truncated or followed;
-// another name is tried instead. PATH.tmp.<pid> first, then PATH.tmp.<pid>.<random>.
+// another name is tried instead. PATH.tmp.<pid> first, then PATH.tmp.<pid>.<random>; for a PATH
+// whose name fits the file system only without a suffix, DIR/.nabla-<pid>[.<random>].tmp.
 int createTemp(const std::string &path, std::string &tmp) {
   static uint64_t counter = 0;
   uint64_t mix = static_cast<uint64_t>(::getpid()) * 0x9e3779b97f4a7c15ull ^
                  static_cast<uint64_t>(reinterpret_cast<uintptr_t>(&tmp));
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "" : path.substr(0, slash + 1);
+  bool shortName = false;
   for (int attempt = 0; attempt < 100; ++attempt) {
-    tmp = path + ".tmp." + std::to_string(::getpid());
+    std::string random;
     if (attempt > 0) {
       mix = (mix ^ ++counter ^ static_cast<uint64_t>(::time(nullptr))) * 0xbf58476d1ce4e5b9ull;
-      tmp += fmt::format(".{:08x}", static_cast<uint32_t>(mix >> 32));
+      random = fmt::format(".{:08x}", static_cast<uint32_t>(mix >> 32));
     }
+    tmp = shortName ? fmt::format("{}.nabla-{}{}.tmp", dir, ::getpid(), random)
+                    : fmt::format("{}.tmp.{}{}", path, ::getpid(), random);
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == ENAMETOOLONG && !shortName) {
+      shortName = true;
+      attempt = -1; // the short names from the start
+      continue;
+    }
     if (fd >= 0 || errno != EEXIST) return fd;
   }
   errno = EEXIST;
@@ -837,8 +888,12 @@ Expected<bool> checkOutputFile(const std::string &path, const std::string &optio
   auto error = [&](const std::string &why) {
     return Error{fmt::format("{}: error: cannot write the {} file: {}", path, option, why)};
   };
+  errno = 0;
   Expected<Target> t = resolveTarget(path);
-  if (!t) return error(std::strerror(EISDIR));
+  if (!t) { // "PATH: error: cannot write: WHY" from resolveTarget, said for this option
+    const std::string &m = t.error().message;
+    return error(m.substr(m.find("cannot write: ") + 14));
+  }
   if (t->inPlace) {
     // A FIFO is not opened now: opening and closing it would end its reader's input. A device
     // must be one that can be opened for writing.
@@ -848,8 +903,8 @@ Expected<bool> checkOutputFile(const std::string &path, const std::string &optio
     ::close(fd);
     return true;
   }
-  // A regular file or none yet: a temporary file must be possible beside it (the directory exists
-  // and is writable, the name is not too long).
+  // A regular file or none yet: the name must fit the file system, and a temporary file must be
+  // possible beside it (the directory exists and is writable).
   std::string tmp;
   int fd = createTemp(t->path, tmp);
   if (fd < 0) return error(std::strerror(errno));

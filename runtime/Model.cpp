@@ -34,6 +34,15 @@ Expected<Model> Model::compileFile(const std::string &path, const CompileOptions
   return compileString(std::move(*text), path, o);
 }
 
+// The JIT's messages ("cannot compile the module: ...") say what failed, not that it is nabla's
+// error: they get the prefix every other message has.
+static Error withErrorPrefix(Error e) {
+  if (e.message.rfind("internal error", 0) == 0) e.message = "nabla: " + e.message;
+  else if (e.message.find("error: ") == std::string::npos && e.message.find("error (") == std::string::npos)
+    e.message = "nabla: error: " + e.message;
+  return e;
+}
+
 Expected<Model> Model::compileString(std::string source, std::string name, const CompileOptions &o) {
   std::string diags;
   std::optional<Program> p = compileSource(SourceFile{std::move(name), std::move(source)}, diags);
@@ -59,7 +68,7 @@ Expected<Model> Model::compileString(std::string source, std::string name, const
   }
   if (o.engine == Engine::Jit) {
     auto jit = JitSession::create(m.s_->loops, JitOptions{o.dtype == DType::F64, o.optLevel, o.jitModules});
-    if (!jit) return jit.error();
+    if (!jit) return withErrorPrefix(jit.error());
     m.s_->jit = std::move(*jit);
   }
   return m;

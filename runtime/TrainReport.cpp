@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace nabla {
 
@@ -88,15 +89,48 @@ std::string tickLabel(double v, double step) {
   return fmt::format("{:.{}f}", v, decimals);
 }
 
+// Text for XML: the five markup characters escaped, and whatever is not a character XML 1.0
+// allows in well-formed UTF-8 (a byte of a file name that is not UTF-8, an overlong or surrogate
+// form, a control character) replaced by U+FFFD, one for each such byte, so that every plot
+// parses as XML whatever the source file's name.
 std::string escapeXml(const std::string &s) {
+  static const char kReplacement[] = "\xEF\xBF\xBD";
   std::string r;
-  for (char c : s) {
-    switch (c) {
-    case '&': r += "&amp;"; break;
-    case '<': r += "&lt;"; break;
-    case '>': r += "&gt;"; break;
-    case '"': r += "&quot;"; break;
-    default: r += c;
+  const size_t n = s.size();
+  for (size_t i = 0; i < n;) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80) {
+      switch (b) {
+      case '&': r += "&amp;"; break;
+      case '<': r += "&lt;"; break;
+      case '>': r += "&gt;"; break;
+      case '"': r += "&quot;"; break;
+      default:
+        if (b < 0x20 && b != '\t' && b != '\n' && b != '\r') r += kReplacement;
+        else r += static_cast<char>(b);
+      }
+      ++i;
+      continue;
+    }
+    // A multi-byte sequence: its length from the lead byte, each continuation byte 10xxxxxx,
+    // and the value in the range of that length (no overlong forms), not a surrogate, at most
+    // U+10FFFF and not U+FFFE or U+FFFF.
+    const size_t len = b >= 0xC2 && b <= 0xDF ? 2 : b >= 0xE0 && b <= 0xEF ? 3 : b >= 0xF0 && b <= 0xF4 ? 4 : 0;
+    uint32_t cp = len == 2 ? b & 0x1Fu : len == 3 ? b & 0x0Fu : b & 0x07u;
+    bool ok = len != 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      ok = (c & 0xC0) == 0x80;
+      cp = cp << 6 | (c & 0x3Fu);
+    }
+    ok = ok && (len != 3 || (cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF) && cp != 0xFFFE && cp != 0xFFFF)) &&
+         (len != 4 || (cp >= 0x10000 && cp <= 0x10FFFF));
+    if (ok) {
+      r.append(s, i, len);
+      i += len;
+    } else {
+      r += kReplacement;
+      ++i;
     }
   }
   return r;

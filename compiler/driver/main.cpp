@@ -583,7 +583,7 @@ int cmdIr(const std::string &file, int optLevel, const std::string &dtype) {
   return 0;
 }
 
-// emit-cpp: DIR/NAME.hpp and DIR/NAME.cpp (and NAME_main.cpp), each written atomically.
+// emit-cpp: DIR/NAME.hpp and DIR/NAME.cpp (and NAME_main.cpp), written atomically, all or none.
 int cmdEmitCpp(const std::string &file, const std::string &dir, const std::string &dtype,
                const std::string &paramsPath, bool withMain) {
   Program p = compileFile(file);
@@ -608,11 +608,11 @@ int cmdEmitCpp(const std::string &file, const std::string &dir, const std::strin
   std::vector<std::pair<std::string, const std::string *>> out = {{files.name + ".hpp", &files.header},
                                                                   {files.name + ".cpp", &files.source}};
   if (withMain) out.push_back({files.name + "_main.cpp", &files.main});
-  for (auto &[name, text] : out) {
-    std::string path = (fs::path(dir) / name).string();
-    unwrap(writeFileAtomically(path, *text));
-    std::printf("wrote %s\n", path.c_str());
-  }
+  // All the files or none (a directory in the way of one, a name too long for the file system).
+  std::vector<std::pair<std::string, std::string_view>> writes;
+  for (auto &[name, text] : out) writes.emplace_back((fs::path(dir) / name).string(), *text);
+  unwrap(writeFilesAtomically(writes));
+  for (auto &w : writes) std::printf("wrote %s\n", w.first.c_str());
   return 0;
 }
 

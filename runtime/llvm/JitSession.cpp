@@ -2,6 +2,9 @@
 // registered so that exp vectorizes), the LLVM verifier on every module, and ORC LLJIT.
 #include "JitSession.h"
 
+#include <llvm/Support/ErrorHandling.h>
+#include <unistd.h>
+
 #include "EmitLLVM.h"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
@@ -48,6 +51,15 @@ bool haveLibmvec = false;
 void initializeOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
+    // An allocation LLVM itself cannot make (its safe_malloc, under `ulimit -v` or a cgroup's
+    // memory limit) printed "LLVM ERROR: out of memory" and aborted. Now nabla's message and exit
+    // status 1, at once: throwing std::bad_alloc instead would unwind through LLVM code built
+    // without exceptions and crash in the destructor of its half-built module. No allocation here.
+    install_bad_alloc_error_handler([](void *, const char *, bool) {
+      static const char kMessage[] = "nabla: error: out of memory while compiling\n";
+      [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+      ::_exit(1);
+    });
     InitializeNativeTarget();
     InitializeNativeTargetAsmPrinter();
     // libmvec provides the vector exp/log that the loop vectorizer calls; without it, scalar.
@@ -200,24 +212,26 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
   std::vector<std::optional<nabla::Expected<std::unique_ptr<MemoryBuffer>>>> objects(static_cast<size_t>(modules));
   {
     std::vector<std::thread> workers;
-    for (int k = 1; k < modules; ++k) {
-      auto job = [&, k] {
-        auto &slot = objects[static_cast<size_t>(k)];
-        try { // an exception must not leave a thread (std::terminate)
-          slot.emplace(compileModule(p, o, k, modules));
-        } catch (const std::bad_alloc &) {
-          slot.emplace(nabla::Error{"out of memory while compiling"});
-        } catch (const std::exception &e) {
-          slot.emplace(nabla::Error{std::string("internal error while compiling: ") + e.what()});
-        }
-      };
+    // Every module, module 0 on this thread too, under one guard: an exception must neither leave a
+    // thread (std::terminate) nor leave this one while workers are joinable (std::terminate again).
+    auto compileInto = [&](int k) {
+      auto &slot = objects[static_cast<size_t>(k)];
       try {
-        workers.emplace_back(job);
+        slot.emplace(compileModule(p, o, k, modules));
+      } catch (const std::bad_alloc &) {
+        slot.emplace(nabla::Error{"nabla: error: out of memory while compiling"});
+      } catch (const std::exception &e) {
+        slot.emplace(nabla::Error{std::string("nabla: internal error while compiling (a bug in nabla, please report it): ") + e.what()});
+      }
+    };
+    for (int k = 1; k < modules; ++k) {
+      try {
+        workers.emplace_back(compileInto, k);
       } catch (const std::system_error &) { // no thread to be had (ulimit -u): compile it here
-        job();
+        compileInto(k);
       }
     }
-    objects[0].emplace(compileModule(p, o, 0, modules));
+    compileInto(0);
     for (std::thread &t : workers) t.join();
   }
 

@@ -205,5 +205,183 @@ expect "8. --log a FIFO that is read" 0 '' -- train s.nn --data d.csv --epochs 1
 sleep 0.2
 check "8. ... and the reader got the log" grep -q '^epoch,' "$W/fifo.out"
 
+# --- 9. endless devices ---------------------------------------------------------------------------
+# `eval --data /dev/zero` took a minute and 8.5 GB before its error; `--params /dev/urandom` ran on.
+# A character device other than a terminal is refused before it is read, at once.
+expect "9. --data /dev/zero, at once" 1 '^/dev/zero: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- eval s.nn --data /dev/zero
+expect "9. --params /dev/urandom, at once" 1 '^/dev/urandom: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- predict s.nn --params /dev/urandom --data d.csv
+expect "9. train --init /dev/zero" 1 '^/dev/zero: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- train s.nn --data d.csv --init /dev/zero
+expect "9. a source /dev/urandom" 1 '^/dev/urandom: error: cannot read: it is a character device, not a file$' \
+  HOSTILE_TIMEOUT=10 -- check /dev/urandom
+expect "9. /dev/null reads as empty" 1 '^/dev/null:1: error: no examples: the file is empty$' -- eval s.nn --data /dev/null
+# An endless pipe is read up to a quarter of the budget (300 MiB of 1200M), and the buffer never
+# grows past it: a string's doubling took 256 + 512 MiB here, more than this address space.
+if ((asan)); then
+  skip "9. the reader's memory under ulimit -v: an ASan build cannot run under an address-space limit"
+else
+  (ulimit -v 850000 && expect "9. an endless pipe within its budget" 1 \
+     '^/dev/fd/[0-9]+: error: file is larger than 300.0 MiB, the most that can be read \(a quarter of the 1.2 GiB allowed by NABLA_MEMORY_LIMIT=1200M\)$' \
+     NABLA_MEMORY_LIMIT=1200M -- eval s.nn --data <(cat /dev/zero) --threads 1 && exit 0; exit 1)
+  if [[ $? -eq 0 ]]; then ok; else failed=$((failed + 1)); fi
+fi
+
+# --- 5. the emitted --main trainer's save ------------------------------------------------------------
+# It wrote a fixed PATH.tmp (a planted symlink there was followed; two runs shared it) and renamed
+# it over PATH (a symlink PATH was replaced, not its target; a FIFO or device node was replaced by a
+# regular file). Now it writes as nabla does.
+CXX=""
+for c in g++ clang++; do command -v "$c" >/dev/null && { CXX=$c; break; }; done
+if [[ -z $CXX ]]; then
+  skip "5. the emitted trainer's save: no C++ compiler"
+elif ! (cd "$W" && "$NABLA" emit-cpp s.nn --main -o gen >/dev/null 2>"$W/err" &&
+        "$CXX" -std=c++17 -O1 -Wall -Wextra -Werror gen/s.cpp gen/s_main.cpp -o gen/train 2>>"$W/err"); then
+  bad "5. emit-cpp --main does not compile:"; head -c 1500 "$W/err"
+else
+  T=$W/gen
+  trainer() { (cd "$T" && timeout -k 5 20 ./train ../d.csv --epochs 1 "$@" >"$W/out" 2>"$W/err"); st=$?; }
+  # A link planted at the old fixed name and at the first exclusive names (the pid is exec's).
+  printf 'precious\n' >"$T/victim"
+  (cd "$T" && exec bash -c 'for n in out.json.tmp "out.json.tmp.$$.0" "out.json.tmp.$$.1"; do ln -s victim "$n"; done; exec timeout -k 5 20 ./train ../d.csv --epochs 1 --save out.json' >"$W/out" 2>"$W/err")
+  st=$?
+  check "5. a planted link at the temporary name: the save succeeds (exit $st)" test "$st" -eq 0
+  check "5. ... the link's target is untouched" grep -qx precious "$T/victim"
+  check "5. ... and the params are in out.json, a regular file" bash -c "[[ -f '$T/out.json' && ! -L '$T/out.json' ]] && grep -q '\"w\"' '$T/out.json'"
+  # A symbolic link PATH: its target is replaced, the link stays.
+  printf 'old\n' >"$T/real.json" && ln -s real.json "$T/link.json"
+  trainer --save link.json
+  check "5. a symlink --save: exit 0 (got $st)" test "$st" -eq 0
+  check "5. a symlink --save keeps the link" test -L "$T/link.json"
+  check "5. ... and replaces its target" grep -q '"w"' "$T/real.json"
+  # A FIFO with a reader is written in place, and stays a FIFO.
+  mkfifo "$T/fifo"
+  (timeout 20 cat "$T/fifo" >"$T/fifo.out" &)
+  sleep 0.2
+  trainer --save fifo
+  sleep 0.2
+  check "5. a FIFO --save stays a FIFO" test -p "$T/fifo"
+  check "5. ... and its reader got the params" grep -q '"w"' "$T/fifo.out"
+  # A FIFO nobody reads: an error at once, not a wait, and not replaced.
+  trainer --save fifo
+  check "5. a FIFO nobody reads: exit 1 (got $st)" test "$st" -eq 1
+  check "5. ... it says why" grep -q '^fifo: error: cannot write: ' "$W/err"
+  check "5. ... and stays a FIFO" test -p "$T/fifo"
+  # A device is written in place: /dev/full says so (run as root, the old trainer replaced the node).
+  if [[ -w /dev/full && $(id -u) -ne 0 ]]; then
+    trainer --save /dev/full
+    check "5. --save /dev/full: exit 1" grep -q '^/dev/full: error: cannot write: No space left on device' "$W/err"
+  fi
+  # Two runs at once have a temporary each: no leftovers, and both succeed.
+  (cd "$T" && ./train ../d.csv --epochs 3 --save two.json >/dev/null 2>&1 & cd "$T" && ./train ../d.csv --epochs 3 --save two.json >/dev/null 2>&1; wait)
+  check "5. two runs: no temporary files left" bash -c "! ls '$T' | grep -q '^two.json.tmp'"
+  check "5. two runs: the params saved" grep -q '"w"' "$T/two.json"
+fi
+
+# --- 10. emit-cpp namespaces from any file name ----------------------------------------------------
+# NULL, EOF, errno, main, real, size_t and FILE emitted C++ that did not compile; unix and linux
+# failed in GNU modes; std emitted `namespace std`; __x and a__b and non-ASCII names gave reserved
+# identifiers. Every one is compiled here (with --main, the trainer too) by g++ and clang++ in ISO
+# and GNU modes.
+stems=(NULL EOF errno main real size_t FILE unix linux std std2 __x a__b _Upper index random \
+       Data Rng "$(printf 'caf\xc3\xa9')" "$(printf '\xff\xfe')" "x y" 2layer)
+compilers=()
+for c in g++ clang++; do command -v "$c" >/dev/null && compilers+=("$c"); done
+if ((${#compilers[@]} == 0)); then
+  skip "10. emit-cpp names: no C++ compiler"
+else
+  rm -rf "$W/names" && mkdir "$W/names"
+  : >"$W/names/all.cpp"
+  i=0
+  for stem in "${stems[@]}"; do
+    i=$((i + 1))
+    mkdir "$W/names/$i" && cp "$W/s.nn" "$W/names/$i/$stem.nn"
+    if ! (cd "$W/names/$i" && "$NABLA" emit-cpp "$stem.nn" --main --params ../../p.json -o gen >/dev/null 2>"$W/err"); then
+      bad "10. emit-cpp $stem.nn: $(head -c 300 "$W/err")"; continue
+    fi
+    name=$(cd "$W/names/$i/gen" && ls ./*.hpp | sed 's|^\./||; s|\.hpp$||')
+    [[ $name =~ ^[A-Za-z][A-Za-z0-9_]*$ && $name != *__* && ! $name =~ ^std[0-9]*$ ]] || { bad "10. $stem.nn: the name '$name' is not a plain identifier"; continue; }
+    # Every stem's library in one translation unit (a namespace each), used from outside.
+    printf '#include "%s/gen/%s.cpp"\nint use%d() { return static_cast<int>(%s::kParams); }\n' "$i" "$name" "$i" "$name" >>"$W/names/all.cpp"
+  done
+  # The libraries by both compilers in ISO and GNU modes (GNU modes predefine unix and linux);
+  # each trainer (a translation unit a stem) by the first compiler in a GNU mode.
+  for cxx in "${compilers[@]}"; do
+    for std in c++17 gnu++17 c++20 gnu++20; do
+      ("$cxx" -std="$std" -Wall -Wextra -Werror -fsyntax-only "$W/names/all.cpp" >"$W/names/err.$cxx.$std" 2>&1 ||
+         { echo "$cxx -std=$std"; grep -m 5 error "$W/names/err.$cxx.$std"; } >"$W/names/fail.$cxx.$std") &
+    done
+    wait
+  done
+  for f in "$W"/names/*/gen/*_main.cpp; do
+    ("${compilers[0]}" -std=gnu++17 -Wall -Wextra -Werror -fsyntax-only "$f" >"$f.err" 2>&1 ||
+       { echo "${compilers[0]} -std=gnu++17 ${f#"$W"/names/}"; grep -m 5 error "$f.err"; } >"$f.fail") &
+    (($(jobs -r | wc -l) >= 2)) && wait -n
+  done
+  wait
+  for f in "$W"/names/fail.* "$W"/names/*/gen/*.fail; do
+    [[ -e $f ]] || continue
+    bad "10. emitted C++ that does not compile: $(head -1 "$f")"; tail -n +2 "$f" | sed 's/^/  | /'
+  done
+  ok
+fi
+
+# --- 11. emit-cpp writes all its files or none ---------------------------------------------------------
+# A directory named NAME.cpp in DIR, or a NAME_main.cpp too long for the file system, left NAME.hpp
+# (and NAME.cpp) behind.
+rm -rf "$W/e11" && mkdir -p "$W/e11/out/s.cpp"
+expect "11. a directory in the way of NAME.cpp" 1 '^e11/out/s.cpp: error: cannot write: Is a directory$' -- emit-cpp s.nn -o e11/out
+check "11. ... and nothing was written" bash -c "[[ \$(ls -A '$W/e11/out') == s.cpp ]]"
+long=$(printf 'n%.0s' {1..248}) # NAME.hpp and NAME.cpp fit in 255 bytes, NAME_main.cpp does not
+cp "$W/s.nn" "$W/e11/$long.nn"
+expect "11. NAME_main.cpp too long" 1 "error: cannot write: File name too long$" -- emit-cpp "e11/$long.nn" --main -o e11/long
+check "11. ... and nothing was written" bash -c "[[ -z \$(ls -A '$W/e11/long' 2>/dev/null) ]]"
+mid=$(printf 'm%.0s' {1..240}) # every name fits, but not with a .tmp.<pid> suffix
+cp "$W/s.nn" "$W/e11/$mid.nn"
+expect "11. names that fit only without a suffix" 0 '' -- emit-cpp "e11/$mid.nn" --main -o e11/mid
+check "11. ... all three written, no temporary left" bash -c "[[ \$(ls -A '$W/e11/mid' | wc -l) == 3 ]]"
+
+# --- 12. SVG plots are well-formed XML, whatever the source file's name --------------------------------
+# Bytes that are not UTF-8 in the file name went raw into the plot's <text>.
+rm -rf "$W/svg" && mkdir "$W/svg"
+i=0
+for stem in "$(printf 'bad\xff\xfename')" "$(printf 'caf\xc3\xa9 \xe2\x88\x87')" "$(printf 'ctl\x01\x1b[0m')" \
+            "$(printf 'over\xc0\xaflong')" "$(printf 'sur\xed\xa0\x80rogate')" "a&b<c>\"d\"" "$(printf 'cut\xe2\x88')"; do
+  i=$((i + 1))
+  cp "$W/s.nn" "$W/svg/$stem.nn"
+  (cd "$W/svg" && timeout 60 "$NABLA" train "$stem.nn" --data ../d.csv --epochs 2 --plot "plot$i.svg" >/dev/null 2>"$W/err")
+  if [[ ! -s $W/svg/plot$i.svg ]]; then bad "12. no plot for stem $i: $(head -c 300 "$W/err")"; continue; fi
+  if msg=$(python3 -c 'import sys, xml.etree.ElementTree as E; E.parse(sys.argv[1])' "$W/svg/plot$i.svg" 2>&1); then ok
+  else bad "12. the plot of stem $i ($(printf '%q' "$stem")) is not well-formed XML: $(tail -1 <<<"$msg")"; fi
+done
+check "12. valid UTF-8 in the name stays as it is" grep -q "$(printf 'caf\xc3\xa9 \xe2\x88\x87')" "$W/svg/plot2.svg"
+
+# --- 13. out of memory while compiling -----------------------------------------------------------------
+# Under `ulimit -v`, "out of memory while compiling" came without the `nabla: error:` prefix, or
+# LLVM printed "LLVM ERROR: out of memory" and aborted, or a compile thread was left joinable
+# (std::terminate). A sweep of address-space limits across the compile (two LLVM modules on two
+# threads): every run finishes with status 0, or 1 and messages that all have nabla's prefix.
+if ((asan)); then
+  skip "13. out of memory under ulimit -v: an ASan build cannot run under an address-space limit"
+else
+  { printf 'input x[64]\ntarget t\nparam W[64, 64] ~ glorot\nv0 = tanh(W @ x)\n'
+    for k in $(seq 1 12); do printf 'v%d = tanh(W @ v%d)\n' "$k" $((k - 1)); done
+    printf 'y = sum(v12)\noutput y\nloss E = (y - t) ^ 2\n'; } >"$W/deep.nn"
+  { for k in $(seq 1 64); do printf '0.5,'; done; printf '1\n'; } >"$W/deep.csv"
+  swept=0
+  for ((v = 170000; v <= 420000; v += 10000)); do
+    (ulimit -v "$v" && cd "$W" && exec timeout -k 5 60 "$NABLA" eval deep.nn --data deep.csv --threads 1 >/dev/null 2>"$W/err.13")
+    st=$?
+    # 127: the dynamic loader could not map nabla's libraries, before nabla runs at all.
+    [[ $st -eq 127 ]] && grep -q 'error while loading shared libraries' "$W/err.13" && continue
+    swept=$((swept + 1))
+    if [[ $st -ne 0 && $st -ne 1 ]] || grep -Ev '^(nabla: (error|internal error)|deep\.nn:)' "$W/err.13" | grep -q .; then
+      bad "13. eval under ulimit -v $v: exited $st, stderr:"; head -c 600 "$W/err.13" | sed 's/^/  | /'
+    else ok; fi
+  done
+  check "13. the sweep ran nabla (at least 5 limits where it starts)" test "$swept" -ge 5
+fi
+
 echo "hostile: $passed passed, $failed failed"
 ((failed == 0))

@@ -55,9 +55,16 @@ TEST_CASE("emit-cpp: NAME from the file name", "[emit-cpp]") {
   CHECK(cppName("char8_t") == "nn_char8_t");
   CHECK(cppName("Class") == "Class");        // keywords are case-sensitive
   CHECK(cppName("net work+1") == "net_work_1");
-  CHECK(cppName("_x") == "_x");
+  CHECK(cppName("_x") == "nn_x");          // a leading _ is reserved at global scope
+  CHECK(cppName("a__b") == "a_b");         // and so is __ anywhere
+  CHECK(cppName("NULL") == "nn_NULL");     // macros and global names of the headers
+  CHECK(cppName("std") == "nn_std");
+  CHECK(cppName("std12") == "nn_std12");
+  CHECK(cppName("stdnet") == "stdnet");
+  CHECK(cppName("index") == "nn_index");
+  CHECK(cppName("real") == "nn_real");
   CHECK(cppName("") == "nn_");
-  CHECK(cppName("é") == "__");               // two bytes, two underscores
+  CHECK(cppName("é") == "nn_");              // two bytes, one underscore
   for (const char *k : {"alignas", "and_eq", "bitor", "compl", "concept", "consteval", "constinit",
                         "decltype", "export", "not_eq", "nullptr", "requires", "thread_local", "typeid",
                         "wchar_t", "xor_eq", "co_yield", "co_return"})

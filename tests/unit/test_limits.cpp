@@ -105,9 +105,21 @@ TEST_CASE("limits: memory estimates refuse huge programs before allocating", "[l
 }
 
 TEST_CASE("limits: files are read up to a limit, never to the end of an endless one", "[limits]") {
+  // A character device that is not a terminal is refused before reading (it never ends).
   Expected<std::string> zero = readFile("/dev/zero", 1000);
   REQUIRE_FALSE(zero);
-  CHECK(zero.error().message == "/dev/zero: error: file is larger than 1000 bytes, the most that can be read");
+  CHECK(zero.error().message == "/dev/zero: error: cannot read: it is a character device, not a file");
+  CHECK(*readFile("/dev/null", 1000) == ""); // ends at once
+  // An endless pipe is read up to the limit.
+  {
+    FILE *endless = ::popen("cat /dev/zero", "r");
+    REQUIRE(endless);
+    const std::string path = fmt::format("/dev/fd/{}", ::fileno(endless));
+    Expected<std::string> piped = readFile(path, 100000);
+    REQUIRE_FALSE(piped);
+    CHECK(piped.error().message == path + ": error: file is larger than 97.7 KiB, the most that can be read");
+    ::pclose(endless);
+  }
   char path[] = "/tmp/nabla-limits-XXXXXX";
   int fd = ::mkstemp(path);
   REQUIRE(fd >= 0);
