@@ -25,6 +25,32 @@ static std::string describeInit(const Decl &d) {
 }
 
 std::string describeProgram(const Program &p) {
+  // A recurrence's per-step values FAMILY[t] (hs.h[0], hs.h[1], ...) are one line per family,
+  // `hs.h[0..27]`, where its first step stands (a user's name cannot hold brackets).
+  std::unordered_map<std::string, std::pair<int64_t, int64_t>> steps; // family -> first, last t
+  auto familyOf = [](const std::string &n) -> std::pair<std::string, int64_t> {
+    size_t open = n.rfind('[');
+    if (open == std::string::npos || n.back() != ']' || open + 2 > n.size() - 1) return {"", -1};
+    int64_t t = 0;
+    for (size_t i = open + 1; i + 1 < n.size(); ++i) {
+      if (n[i] < '0' || n[i] > '9' || t > 100000000) return {"", -1};
+      t = t * 10 + (n[i] - '0');
+    }
+    return {n.substr(0, open), t};
+  };
+  for (auto &v : p.values)
+    if (auto [family, t] = familyOf(v.name); t >= 0) {
+      auto [it, fresh] = steps.try_emplace(family, t, t);
+      if (!fresh) it->second.second = std::max(it->second.second, t);
+    }
+  // The name a value is listed by, or "" for a later step of a family.
+  auto listed = [&](const std::string &n) -> std::string {
+    auto [family, t] = familyOf(n);
+    if (t < 0) return n;
+    auto [first, last] = steps.at(family);
+    if (t != first) return "";
+    return last == first ? n : fmt::format("{}[{}..{}]", family, first, last);
+  };
   size_t width = 4, shapeWidth = 10;
   auto widen = [&](const std::string &n) { width = std::max(width, n.size()); };
   for (auto *list : {&p.inputs, &p.targets, &p.params})
@@ -33,7 +59,7 @@ std::string describeProgram(const Program &p) {
       shapeWidth = std::max(shapeWidth, d.shape.describe().size() + 1);
     }
   for (auto &v : p.values) {
-    widen(v.name);
+    widen(listed(v.name));
     shapeWidth = std::max(shapeWidth, p.graph.shape(v.node).describe().size() + 1);
   }
   std::string out;
@@ -47,7 +73,9 @@ std::string describeProgram(const Program &p) {
   for (auto &d : p.params) line("param", d.name, d.shape, " " + describeInit(d));
   for (auto &v : p.values) {
     bool isLoss = p.loss && p.loss->statement == v.statement;
-    line(isLoss ? "loss" : "value", v.name, p.graph.shape(v.node), "");
+    std::string name = listed(v.name);
+    if (name.empty()) continue;
+    line(isLoss ? "loss" : "value", name, p.graph.shape(v.node), "");
   }
   for (auto &o : p.outputs) line("output", o.name, p.graph.shape(o.node), "");
   out += fmt::format("{} input scalars, {} target scalars, {} param scalars, {} output scalars per example\n",

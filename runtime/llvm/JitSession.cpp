@@ -3,6 +3,7 @@
 #include "JitSession.h"
 
 #include <llvm/Support/ErrorHandling.h>
+#include <new>
 #include <unistd.h>
 
 #include "EmitLLVM.h"
@@ -48,6 +49,27 @@ namespace {
 
 bool haveLibmvec = false;
 
+[[noreturn]] void outOfMemoryWhileCompiling() {
+  static const char kMessage[] = "nabla: error: out of memory while compiling\n";
+  [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+  ::_exit(1);
+}
+
+// While LLVM builds and compiles code, an allocation that fails ends the process with nabla's
+// message and status 1. std::bad_alloc cannot be thrown through LLVM: it is built without
+// exceptions, and unwinding out of a half-built module crashed in the module's destructor (found
+// by sweeping `ulimit -v`). The previous new-handler is restored afterwards.
+class CompileMemoryGuard {
+public:
+  CompileMemoryGuard() : previous_(std::set_new_handler(outOfMemoryWhileCompiling)) {}
+  ~CompileMemoryGuard() { std::set_new_handler(previous_); }
+  CompileMemoryGuard(const CompileMemoryGuard &) = delete;
+  CompileMemoryGuard &operator=(const CompileMemoryGuard &) = delete;
+
+private:
+  std::new_handler previous_;
+};
+
 void initializeOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -55,11 +77,7 @@ void initializeOnce() {
     // memory limit) printed "LLVM ERROR: out of memory" and aborted. Now nabla's message and exit
     // status 1, at once: throwing std::bad_alloc instead would unwind through LLVM code built
     // without exceptions and crash in the destructor of its half-built module. No allocation here.
-    install_bad_alloc_error_handler([](void *, const char *, bool) {
-      static const char kMessage[] = "nabla: error: out of memory while compiling\n";
-      [[maybe_unused]] ssize_t ignored = ::write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
-      ::_exit(1);
-    });
+    install_bad_alloc_error_handler([](void *, const char *, bool) { outOfMemoryWhileCompiling(); });
     InitializeNativeTarget();
     InitializeNativeTargetAsmPrinter();
     // libmvec provides the vector exp/log that the loop vectorizer calls; without it, scalar.
@@ -205,6 +223,7 @@ nabla::Expected<std::unique_ptr<MemoryBuffer>> compileModule(const loops::Progra
 
 nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Program &p, const JitOptions &o) {
   initializeOnce();
+  CompileMemoryGuard memory;
   // Code generation is most of the compile time: a program big enough is cut into modules that
   // compile on up to one thread a core (the calling thread compiles module 0).
   const int cores = static_cast<int>(std::max(1u, std::min(std::thread::hardware_concurrency(), 8u)));
@@ -263,6 +282,7 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
 
 nabla::Expected<std::string> optimizedIR(const loops::Program &p, const JitOptions &o) {
   initializeOnce();
+  CompileMemoryGuard memory;
   auto tm = hostMachine(o);
   if (!tm) return tm.error();
   LLVMContext ctx;
