@@ -335,6 +335,10 @@ std::pair<std::string, int64_t> stepOf(const std::string &name) {
   return {name.substr(0, open), t};
 }
 
+// The letter of the step index: `t`, unless the program has a name `t` (a target, often), then the
+// first of s, k, u, step that it does not use, so that `hs.h[t] - t` never mixes a step and a value.
+thread_local std::string stepVar = "t";
+
 bool isNameChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.';
 }
@@ -351,7 +355,8 @@ std::string abstractSteps(const std::string &text, int64_t t) {
       while (j < text.size() && text[j] >= '0' && text[j] <= '9' && k < 1000000000) k = k * 10 + (text[j++] - '0');
       if (j > i + 1 && j < text.size() && text[j] == ']') {
         const int64_t rel = k - t;
-        out += rel == 0 ? std::string("[t]") : fmt::format("[t{}{}]", rel > 0 ? "+" : "-", rel > 0 ? rel : -rel);
+        out += rel == 0 ? "[" + stepVar + "]"
+                        : fmt::format("[{}{}{}]", stepVar, rel > 0 ? "+" : "-", rel > 0 ? rel : -rel);
         i = j;
         continue;
       }
@@ -365,8 +370,9 @@ std::string abstractSteps(const std::string &text, int64_t t) {
 std::string concreteStep(const std::string &text, int64_t t) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text.compare(i, 2, "[t") == 0 && i > 0 && (isNameChar(text[i - 1]) || text[i - 1] == ')')) {
-      size_t j = i + 2;
+    if (text.compare(i, 1 + stepVar.size(), "[" + stepVar) == 0 && i > 0 &&
+        (isNameChar(text[i - 1]) || text[i - 1] == ')')) {
+      size_t j = i + 1 + stepVar.size();
       int64_t rel = 0, sign = 1;
       if (j < text.size() && (text[j] == '+' || text[j] == '-')) {
         sign = text[j] == '-' ? -1 : 1;
@@ -387,12 +393,14 @@ std::string concreteStep(const std::string &text, int64_t t) {
 // "t=1..5" for consecutive steps, else "t ∈ {1, 3, 4}" (the steps in increasing order).
 std::string stepRange(std::vector<int64_t> steps) {
   std::sort(steps.begin(), steps.end());
+  steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
+  if (steps.size() == 1) return fmt::format("{}={}", stepVar, steps[0]);
   bool consecutive = true;
   for (size_t i = 1; i < steps.size(); ++i) consecutive &= steps[i] == steps[i - 1] + 1;
-  if (consecutive) return fmt::format("t={}..{}", steps.front(), steps.back());
+  if (consecutive) return fmt::format("{}={}..{}", stepVar, steps.front(), steps.back());
   std::string list;
   for (size_t i = 0; i < steps.size(); ++i) list += fmt::format("{}{}", i ? ", " : "", steps[i]);
-  return fmt::format("t ∈ {{{}}}", list);
+  return fmt::format("{} ∈ {{{}}}", stepVar, list);
 }
 
 // The labels of the gradient's terms: the statements (Program::values) and the per-step values
@@ -457,6 +465,19 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   Renderer r(G, opts);
   for (auto *list : {&p.inputs, &p.targets, &p.params})
     for (auto &decl : *list) r.names.emplace(decl.node, decl.name);
+  {
+    auto used = [&](std::string_view v) {
+      for (auto *list : {&p.inputs, &p.targets, &p.params})
+        for (auto &decl : *list)
+          if (decl.name == v) return true;
+      for (auto &nv : p.values)
+        if (nv.name == v) return true;
+      return false;
+    };
+    stepVar = "step";
+    for (const char *v : {"t", "s", "k", "u"})
+      if (!used(v)) { stepVar = v; break; }
+  }
   // The step values' names before the statements' (`last = hs[-1]` is hs.h[T-1], which must
   // keep its step's name for the per-step terms to read the same over t).
   const std::vector<Owner> ownerInfo = ownerList(p, d);
@@ -501,6 +522,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   };
   for (size_t i = p.values.size(); i-- > 0;) {
     std::string alias = p.values[i].statement == p.loss->statement ? "" : aliasOf(i);
+    if (alias == p.values[i].name) alias.clear(); // a step value listed under its own name
     if (!alias.empty()) {
       aliases += fmt::format("# {} is {} after simplification; see d{}/d{}.\n", p.values[i].name, alias,
                              p.loss->name, alias);
@@ -579,7 +601,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
         continue;
       }
       // Over its own step t: a consumer h[5] of a param gives "... h[t] ... h[t-1] ...".
-      std::string overT = abstractSteps(term, step), label = family + "[t]";
+      std::string overT = abstractSteps(term, step), label = family + "[" + stepVar + "]";
       bool merged = false;
       for (Line &l : lines)
         if (!l.steps.empty() && l.term == overT && l.label == label) l.steps.push_back(step), merged = true;
@@ -652,6 +674,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     std::vector<int64_t> steps;
     for (size_t j : overTByFamily[family])
       if (overTText[j] == overTText[i]) steps.push_back(stepOf(items[j].name).second), printedSteps.insert(j);
+    std::sort(steps.begin(), steps.end());
+    steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
     out += steps.size() == 1 ? block(it, a, same, "")
                              : block(it, a, overT(step), "for " + stepRange(steps));
   }
