@@ -189,6 +189,9 @@ for f in "${sample_files[@]}"; do
     sed 's/^/  | /' "$TMP/err" | head -n 20
     continue
   fi
+  # An unrolled recurrence's source is megabytes (a kernel group a step): it must be emitted, but
+  # its text is not pinned (tests/emit/run.sh compiles the smaller recurrences of tests/golden/ok).
+  if grep -qE '(gru|rnn|lstm|scan)\(' "$f"; then continue; fi
   ns=$(sed -n 's|^wrote .*/\([A-Za-z0-9_]*\)\.hpp$|\1|p' "$TMP/out" | head -n 1)
   compare "$name hpp" "$TMP/emit-cpp/$ns.hpp" "$HERE/samples/$base.emit-cpp.hpp.expected"
   compare "$name cpp" "$TMP/emit-cpp/$ns.cpp" "$HERE/samples/$base.emit-cpp.cpp.expected"
