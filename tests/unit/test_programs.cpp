@@ -497,7 +497,12 @@ std::vector<std::filesystem::path> programsWithLoss() {
     std::error_code ec;
     if (!fs::is_directory(root / dir, ec)) continue;
     for (auto &e : fs::directory_iterator(root / dir, ec))
-      if (e.path().extension() == ".nn") files.push_back(e.path());
+      // Not the Fashion-MNIST samples: on gradcheck's inputs (0.5 to 1.5, scaled by 1/255) their
+      // 784 relu and max-pool positions a channel sit within a step of a kink by the hundred, so
+      // no difference quotient is smooth there; their forms are checked by the op table's finite
+      // differences and the conv_pool and gru_sequence conformance cases (PyTorch's numbers).
+      if (e.path().extension() == ".nn" && e.path().filename().string().rfind("fashion_", 0) != 0)
+        files.push_back(e.path());
   }
   std::error_code ec;
   if (fs::is_directory(root / "tests/conformance/cases", ec))
