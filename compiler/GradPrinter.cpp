@@ -142,6 +142,11 @@ private:
       prec = kProduct;
       return render(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + render(n.b(), kUnary);
     case Op::Outer:
+      if (o_.parseable) {
+        prec = kProduct;
+        return fmt::format("reshape({}, [{}, 1]) * reshape({}, [1, {}])", full(n.a()), n.shape[0],
+                           full(n.b()), n.shape[1]);
+      }
       if (o_.ascii) return fmt::format("outer({}, {})", render(n.a()), render(n.b()));
       prec = kProduct;
       return render(n.a(), kUnary) + " ⊗ " + render(n.b(), kUnary);
@@ -156,17 +161,15 @@ private:
       // X [2, 3] - sum(A, 1)) would align wrongly, so the operand keeps its axis there:
       // sum(A, 1, keepdims=true), or reshape(g, [2, 1]) for any other operand. That way every
       // printed formula is a program nabla accepts and computes the same thing.
+      // Parseable: explicitly at the full shape, for operands of transpose, sum(a, k), @ ...
+      if (o_.parseable) {
+        std::string inner = n.iattr <= 0 ? render(n.a(), kSum) : keepdims(n, kSum);
+        prec = kSum;
+        return fmt::format("{} + zeros({})", inner, n.shape.str());
+      }
       // (a value made of constants alone, as 1 / 4 broadcast in steps, is the same everywhere)
       if (n.iattr <= 0 || onlyConstants(n.a())) return body(n.a(), prec);
-      const NodeId src = n.a();
-      const Node &m = g_.node(src);
-      const bool unnamed = !adjoints.count(src) && !names.count(src) && !(outerNames && outerNames->count(src));
-      if (unnamed && m.iattr == n.iattr && (m.op == Op::SumAxis || m.op == Op::Max || m.op == Op::Min))
-        return fmt::format("{}({}, {}, keepdims=true)", m.op == Op::SumAxis ? "sum" : opSpelling(m.op),
-                           render(m.a()), m.iattr);
-      std::vector<int64_t> dims = n.shape.dims;
-      dims[static_cast<size_t>(n.iattr)] = 1;
-      return fmt::format("reshape({}, {})", render(src), Shape(std::move(dims)).str());
+      return keepdims(n, 0);
     }
     case Op::SumTo: {
       const Shape &from = g_.shape(n.a());
@@ -272,6 +275,26 @@ private:
     default: return fn(opSpelling(n.op));
     }
   }
+  // A Broadcast that inserts axis k > 0, as its operand with that axis kept (size 1).
+  std::string keepdims(const Node &n, int outer) {
+    const NodeId src = n.a();
+    const Node &m = g_.node(src);
+    const bool unnamed = !adjoints.count(src) && !names.count(src) && !(outerNames && outerNames->count(src));
+    (void)outer; // both forms are calls
+    if (unnamed && m.iattr == n.iattr && (m.op == Op::SumAxis || m.op == Op::Max || m.op == Op::Min))
+      return fmt::format("{}({}, {}, keepdims=true)", m.op == Op::SumAxis ? "sum" : opSpelling(m.op),
+                         render(m.a()), m.iattr);
+    std::vector<int64_t> dims = n.shape.dims;
+    dims[static_cast<size_t>(n.iattr)] = 1;
+    return fmt::format("reshape({}, {})", render(src), Shape(std::move(dims)).str());
+  }
+
+public:
+  // `render` (a name for the places where parseable mode needs the full shape, which its
+  // explicit broadcasts give).
+  std::string full(NodeId id, int outer = 0) { return render(id, outer); }
+
+private:
   // Whether a node is computed from constants alone (the same value at every index).
   bool onlyConstants(NodeId id, int depth = 0) const {
     const Node &m = g_.node(id);
@@ -683,7 +706,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       for (auto &[label, part] : parts) add(label, vjpInto(c.consumer, it.fwd, part));
     }
     const std::string suffix = range.empty() ? "" : "    (" + range + ")";
-    if (groups.size() <= 1) return lhs + abstract(r.render(a)) + suffix + "\n";
+    if (groups.size() <= 1) return lhs + abstract(r.full(a)) + suffix + "\n";
     // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
     struct Line {
       std::string term, label;
@@ -691,7 +714,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     };
     std::vector<Line> lines;
     for (auto &gp : groups) {
-      std::string term = r.render(gp.second, kSum);
+      std::string term = r.full(gp.second, kSum);
       auto [family, step] = stepOf(gp.first);
       if (step < 0) {
         lines.push_back({abstract(term), abstract(gp.first), {}});
