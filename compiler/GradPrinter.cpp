@@ -458,9 +458,20 @@ struct Owner {
   size_t statement; // index in Program::values
 };
 
+// Sema also lists a recurrence's step values among the statements' values (FAMILY[t], with the
+// recurrence's statement index, for the other printers); here they come from Program::recurrences
+// alone, once each.
+bool isStepValue(const Program &p, size_t i) {
+  if (stepOf(p.values[i].name).second < 0) return false;
+  for (const RecurrenceSteps &rs : p.recurrences)
+    if (rs.statement == p.values[i].statement) return true;
+  return false;
+}
+
 std::vector<Owner> ownerList(const Program &p, const Derivation &d) {
   std::vector<Owner> list;
   for (size_t i = 0; i < p.values.size(); ++i) {
+    if (isStepValue(p, i)) continue;
     // A recurrence's step values first, in step order: the nodes of step t belong to them, the
     // stacking of the states to the statement itself.
     for (const RecurrenceSteps &rs : p.recurrences)
@@ -581,6 +592,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     return "";
   };
   for (size_t i = p.values.size(); i-- > 0;) {
+    if (isStepValue(p, i)) continue; // listed with its recurrence's statement below
     std::string alias = p.values[i].statement == p.loss->statement ? "" : aliasOf(i);
     if (!alias.empty()) {
       aliases += fmt::format("# {} is {} after simplification; see d{}/d{}.\n", p.values[i].name, alias,
