@@ -48,6 +48,17 @@ std::string namedConstant(double v, bool ascii) {
   };
   for (const Named &n : kNamed)
     if (v == n.value) return ascii ? n.ascii : n.unicode;
+  // Square roots the derivative rules fold into constants (d/dx sqrt(3 x) = sqrt(3) / (2 sqrt(x)),
+  // a layer norm over 3 values): sqrt(3) and 1/sqrt(3) rather than 1.7320508075688772, spelled as
+  // the language writes them so that the formula stays a program.
+  const double a = std::abs(v);
+  const char *sign = v < 0 ? "-" : "";
+  for (int k = 2; k <= 1000; ++k) {
+    const double r = std::sqrt(static_cast<double>(k));
+    if (r == std::round(r)) continue;
+    if (a == r) return fmt::format("{}sqrt({})", sign, k);
+    if (a == 1 / r) return fmt::format("{}1 / sqrt({})", sign, k);
+  }
   return "";
 }
 
@@ -111,7 +122,7 @@ private:
     switch (n.op) {
     case Op::Const: {
       if (std::string named = namedConstant(n.fattr, o_.ascii); !named.empty()) {
-        prec = kProduct;
+        prec = named.rfind("sqrt(", 0) == 0 ? kAtom : kProduct; // sqrt(3) is a call
         return named;
       }
       std::string text = formatConstant(n.fattr);
@@ -659,7 +670,12 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     auto s = sets.find(c);
     auto o = owner.find(c);
     const NodeId adj = static_cast<size_t>(c) < d.gradient.adjoint.size() ? d.gradient.adjoint[static_cast<size_t>(c)] : kNoNode;
-    if (s == sets.end() || s->second.size() <= 1 || adj == kNoNode) {
+    // (not inside a recurrence: its step values' simplified roots need not be where the loss's
+    // expression reaches them, and the first-owner rule labels its steps as printed over t)
+    bool steps = false;
+    if (s != sets.end())
+      for (size_t k : s->second) steps |= stepOf(ownerInfo[k].label).second >= 0;
+    if (s == sets.end() || s->second.size() <= 1 || adj == kNoNode || steps) {
       // the statement whose (unsimplified) expression holds the consumer; else the first whose
       // simplified one does
       parts.emplace_back(o != owner.end() ? ownerInfo[o->second].label : "?", adj);
