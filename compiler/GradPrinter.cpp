@@ -18,6 +18,7 @@
 //   Σ_{t=1..T} TERM          the per-step terms of a recurrence (values named FAMILY[t])
 #include "GradPrinter.h"
 
+#include "Autodiff.h"
 #include "ProgramPrinter.h"
 
 #include <fmt/format.h>
@@ -47,6 +48,17 @@ std::string namedConstant(double v, bool ascii) {
   };
   for (const Named &n : kNamed)
     if (v == n.value) return ascii ? n.ascii : n.unicode;
+  // Square roots the derivative rules fold into constants (d/dx sqrt(3 x) = sqrt(3) / (2 sqrt(x)),
+  // a layer norm over 3 values): sqrt(3) and 1/sqrt(3) rather than 1.7320508075688772, spelled as
+  // the language writes them so that the formula stays a program.
+  const double a = std::abs(v);
+  const char *sign = v < 0 ? "-" : "";
+  for (int k = 2; k <= 1000; ++k) {
+    const double r = std::sqrt(static_cast<double>(k));
+    if (r == std::round(r)) continue;
+    if (a == r) return fmt::format("{}sqrt({})", sign, k);
+    if (a == 1 / r) return fmt::format("{}1 / sqrt({})", sign, k);
+  }
   return "";
 }
 
@@ -110,7 +122,7 @@ private:
     switch (n.op) {
     case Op::Const: {
       if (std::string named = namedConstant(n.fattr, o_.ascii); !named.empty()) {
-        prec = kProduct;
+        prec = named.rfind("sqrt(", 0) == 0 ? kAtom : kProduct; // sqrt(3) is a call
         return named;
       }
       std::string text = formatConstant(n.fattr);
@@ -141,6 +153,11 @@ private:
       prec = kProduct;
       return render(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + render(n.b(), kUnary);
     case Op::Outer:
+      if (o_.parseable) {
+        prec = kProduct;
+        return fmt::format("reshape({}, [{}, 1]) * reshape({}, [1, {}])", full(n.a()), n.shape[0],
+                           full(n.b()), n.shape[1]);
+      }
       if (o_.ascii) return fmt::format("outer({}, {})", render(n.a()), render(n.b()));
       prec = kProduct;
       return render(n.a(), kUnary) + " ⊗ " + render(n.b(), kUnary);
@@ -149,7 +166,22 @@ private:
       return render(n.a(), kAtom) + "ᵀ";
     case Op::Sum: return fn("sum");
     case Op::SumAxis: return fmt::format("sum({}, {})", render(n.a()), n.iattr);
-    case Op::Broadcast: return body(n.a(), prec); // broadcasting is implicit, as in the source
+    case Op::Broadcast: {
+      // Broadcasting is implicit, as in the source, where NumPy's alignment (trailing axes) gives
+      // the same result: iattr -1, or a new leading axis. A new axis k > 0 (SumAxis's adjoint:
+      // X [2, 3] - sum(A, 1)) would align wrongly, so the operand keeps its axis there:
+      // sum(A, 1, keepdims=true), or reshape(g, [2, 1]) for any other operand. That way every
+      // printed formula is a program nabla accepts and computes the same thing.
+      // Parseable: explicitly at the full shape, for operands of transpose, sum(a, k), @ ...
+      if (o_.parseable) {
+        std::string inner = n.iattr <= 0 ? render(n.a(), kSum) : keepdims(n, kSum);
+        prec = kSum;
+        return fmt::format("{} + zeros({})", inner, n.shape.str());
+      }
+      // (a value made of constants alone, as 1 / 4 broadcast in steps, is the same everywhere)
+      if (n.iattr <= 0 || onlyConstants(n.a())) return body(n.a(), prec);
+      return keepdims(n, 0);
+    }
     case Op::SumTo: {
       const Shape &from = g_.shape(n.a());
       if (from.rank() == 2 && n.shape.rank() == 1 && n.shape[0] == from[1])
@@ -253,6 +285,40 @@ private:
     }
     default: return fn(opSpelling(n.op));
     }
+  }
+  // A Broadcast that inserts axis k > 0, as its operand with that axis kept (size 1).
+  std::string keepdims(const Node &n, int outer) {
+    const NodeId src = n.a();
+    const Node &m = g_.node(src);
+    const bool unnamed = !adjoints.count(src) && !names.count(src) && !(outerNames && outerNames->count(src));
+    (void)outer; // both forms are calls
+    if (unnamed && m.iattr == n.iattr && (m.op == Op::SumAxis || m.op == Op::Max || m.op == Op::Min))
+      return fmt::format("{}({}, {}, keepdims=true)", m.op == Op::SumAxis ? "sum" : opSpelling(m.op),
+                         render(m.a()), m.iattr);
+    std::vector<int64_t> dims = n.shape.dims;
+    dims[static_cast<size_t>(n.iattr)] = 1;
+    return fmt::format("reshape({}, {})", render(src), Shape(std::move(dims)).str());
+  }
+
+public:
+  // `render` (a name for the places where parseable mode needs the full shape, which its
+  // explicit broadcasts give).
+  std::string full(NodeId id, int outer = 0) { return render(id, outer); }
+
+private:
+  // Whether a node is computed from constants alone (the same value at every index).
+  bool onlyConstants(NodeId id, int depth = 0) const {
+    const Node &m = g_.node(id);
+    if (m.op == Op::Const) return true;
+    if (m.nin == 0 || depth > 32) return false;
+    switch (m.op) { // these place values at some indices only
+    case Op::Pad: case Op::Concat: case Op::Conv2d: case Op::Conv2dInputGrad: case Op::Conv2dKernelGrad:
+    case Op::MaxPool2dGrad: case Op::AvgPool2dGrad: case Op::ExtremeMask: return false;
+    default: break;
+    }
+    for (int k = 0; k < m.nin; ++k)
+      if (!onlyConstants(m.in[static_cast<size_t>(k)], depth + 1)) return false;
+    return true;
   }
   // gelu's derivative rule builds Φ(u) + u φ(u) as 0.5 (1 + erf(u / √2)) + (1/√(2π)) u exp(-u²/2),
   // which simplifies to the Add of 0.5 * (1 + erf(1/√2 * u)) and 1/√(2π) * (u * exp(-0.5 * u^2)):
@@ -411,9 +477,20 @@ struct Owner {
   size_t statement; // index in Program::values
 };
 
+// Sema also lists a recurrence's step values among the statements' values (FAMILY[t], with the
+// recurrence's statement index, for the other printers); here they come from Program::recurrences
+// alone, once each.
+bool isStepValue(const Program &p, size_t i) {
+  if (stepOf(p.values[i].name).second < 0) return false;
+  for (const RecurrenceSteps &rs : p.recurrences)
+    if (rs.statement == p.values[i].statement) return true;
+  return false;
+}
+
 std::vector<Owner> ownerList(const Program &p, const Derivation &d) {
   std::vector<Owner> list;
   for (size_t i = 0; i < p.values.size(); ++i) {
+    if (isStepValue(p, i)) continue;
     // A recurrence's step values first, in step order: the nodes of step t belong to them, the
     // stacking of the states to the statement itself.
     for (const RecurrenceSteps &rs : p.recurrences)
@@ -446,6 +523,32 @@ std::unordered_map<NodeId, size_t> owners(const Program &p, const std::vector<Ow
     }
   }
   return owner;
+}
+
+// Every owner (index in `list`) whose expression, stopping at other named values, contains each
+// node: an unnamed node that two statements share (`h - mu` in both `var = mean((h - mu)^2)` and
+// `n = (h - mu) / s`) has both, and the gradient flowing through it is split between them. Only
+// owners on the loss's path count (`live`): a value that simplification left off the path (p1 in
+// `L = sum(p1 + p7)` with p1 = -x^2) keeps its nodes by the first-owner rule of `owners`.
+std::unordered_map<NodeId, std::vector<size_t>> ownerSets(const Program &p, const std::vector<Owner> &list,
+                                                          const std::unordered_map<NodeId, std::string> &names,
+                                                          const std::function<bool(NodeId)> &live) {
+  std::unordered_map<NodeId, std::vector<size_t>> sets;
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!live(list[i].root)) continue;
+    std::unordered_set<NodeId> seen;
+    std::vector<NodeId> stack{list[i].root};
+    while (!stack.empty()) {
+      NodeId id = stack.back();
+      stack.pop_back();
+      if (!seen.insert(id).second) continue;
+      if (id != list[i].root && names.count(id)) continue;
+      sets[id].push_back(i);
+      const Node &n = p.graph.node(id);
+      for (int k = 0; k < n.nin; ++k) stack.push_back(n.in[static_cast<size_t>(k)]);
+    }
+  }
+  return sets;
 }
 
 } // namespace
@@ -521,6 +624,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     return "";
   };
   for (size_t i = p.values.size(); i-- > 0;) {
+    if (isStepValue(p, i)) continue; // listed with its recurrence's statement below
     std::string alias = p.values[i].statement == p.loss->statement ? "" : aliasOf(i);
     if (alias == p.values[i].name) alias.clear(); // a step value listed under its own name
     if (!alias.empty()) {
@@ -563,6 +667,62 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     double c;
     if (it.isParam && a != kNoNode && !G.constValue(a, c) && !r.names.count(a)) r.adjoints.emplace(a, dname(it.name));
   }
+  // The statements a forward node's adjoint comes from, each with its part of the adjoint: one
+  // part (the whole adjoint) for a node of one statement, else the parts its consumers send,
+  // split recursively through consumers that are shared too.
+  const auto sets = ownerSets(p, ownerInfo, r.names, [&](NodeId root) {
+    return static_cast<size_t>(root) < d.gradient.adjoint.size() && d.gradient.adjoint[static_cast<size_t>(root)] != kNoNode;
+  });
+  std::unordered_map<NodeId, std::vector<std::pair<std::string, NodeId>>> partsMemo;
+  std::function<NodeId(NodeId, NodeId, NodeId)> vjpInto = [&](NodeId consumer, NodeId operand, NodeId adj) {
+    // consumer's VJP into `operand` (summed over the operand slots it fills) for adjoint `adj`
+    NodeId sum = kNoNode;
+    const Node n = G.node(consumer);
+    for (int k = 0; k < n.nin; ++k)
+      if (n.in[static_cast<size_t>(k)] == operand) {
+        NodeId v = vectorJacobianProduct(G, consumer, k, adj);
+        if (v == kNoNode) continue;
+        sum = sum == kNoNode ? v : G.make(Op::Add, {sum, v});
+      }
+    return sum == kNoNode ? G.constant(0) : sum;
+  };
+  std::function<std::vector<std::pair<std::string, NodeId>>(NodeId)> partsOf = [&](NodeId c) {
+    if (auto m = partsMemo.find(c); m != partsMemo.end()) return m->second;
+    std::vector<std::pair<std::string, NodeId>> parts;
+    auto s = sets.find(c);
+    auto o = owner.find(c);
+    const NodeId adj = static_cast<size_t>(c) < d.gradient.adjoint.size() ? d.gradient.adjoint[static_cast<size_t>(c)] : kNoNode;
+    // (not inside a recurrence: its step values' simplified roots need not be where the loss's
+    // expression reaches them, and the first-owner rule labels its steps as printed over t)
+    bool steps = false;
+    if (s != sets.end())
+      for (size_t k : s->second) steps |= stepOf(ownerInfo[k].label).second >= 0;
+    if (s == sets.end() || s->second.size() <= 1 || adj == kNoNode || steps) {
+      // the statement whose (unsimplified) expression holds the consumer; else the first whose
+      // simplified one does
+      parts.emplace_back(o != owner.end() ? ownerInfo[o->second].label : "?", adj);
+    } else {
+      for (const Contribution &cc : d.gradient.contributions[static_cast<size_t>(c)]) {
+        auto sub = partsOf(cc.consumer);
+        if (sub.size() == 1) {
+          parts.emplace_back(sub[0].first, cc.term);
+          continue;
+        }
+        for (auto &[label, part] : sub) parts.emplace_back(label, vjpInto(cc.consumer, c, part));
+      }
+      // one part per statement
+      std::vector<std::pair<std::string, NodeId>> merged;
+      for (auto &[label, part] : parts) {
+        bool found = false;
+        for (auto &mp : merged)
+          if (mp.first == label) mp.second = G.make(Op::Add, {mp.second, part}), found = true;
+        if (!found) merged.emplace_back(label, part);
+      }
+      parts = std::move(merged);
+    }
+    partsMemo[c] = parts;
+    return parts;
+  };
   std::string notes;
   const char *arrow = opts.ascii ? "<-" : "←";
   // Each item's text, from its pieces (the left side, the terms and the labels of their
@@ -572,21 +732,31 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     const std::string lhs = abstract(dname(it.name)) + " = ";
     r.self = dname(it.name);
     r.startFormula();
-    // Group the contributions by the statement of the consumer.
+    // Group the contributions by the statement of the consumer: a consumer shared by several
+    // statements passes back the sum of what each of them sends through it, so its term is split
+    // into one per statement (each the consumer's VJP of that statement's part of its adjoint).
     std::vector<std::pair<std::string, NodeId>> groups;
-    for (const Contribution &c : d.gradient.contributions[static_cast<size_t>(it.fwd)]) {
-      auto o = owner.find(c.consumer);
-      std::string label = o != owner.end() ? ownerInfo[o->second].label : "?";
-      NodeId term = S.simplify(c.term);
+    auto add = [&](const std::string &label, NodeId term) {
+      term = S.simplify(term);
       double zero;
-      if (G.constValue(term, zero) && zero == 0) continue; // a consumer that passes nothing back
-      bool merged = false;
+      if (G.constValue(term, zero) && zero == 0) return; // a consumer that passes nothing back
       for (auto &gp : groups)
-        if (gp.first == label) gp.second = S.make(Op::Add, gp.second, term), merged = true;
-      if (!merged) groups.emplace_back(label, term);
+        if (gp.first == label) {
+          gp.second = S.make(Op::Add, gp.second, term);
+          return;
+        }
+      groups.emplace_back(label, term);
+    };
+    for (const Contribution &c : d.gradient.contributions[static_cast<size_t>(it.fwd)]) {
+      const auto parts = partsOf(c.consumer);
+      if (parts.size() == 1) {
+        add(parts[0].first, c.term);
+        continue;
+      }
+      for (auto &[label, part] : parts) add(label, vjpInto(c.consumer, it.fwd, part));
     }
     const std::string suffix = range.empty() ? "" : "    (" + range + ")";
-    if (groups.size() <= 1) return lhs + abstract(r.render(a)) + suffix + "\n";
+    if (groups.size() <= 1) return lhs + abstract(r.full(a)) + suffix + "\n";
     // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
     struct Line {
       std::string term, label;
@@ -594,7 +764,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     };
     std::vector<Line> lines;
     for (auto &gp : groups) {
-      std::string term = r.render(gp.second, kSum);
+      std::string term = r.full(gp.second, kSum);
       auto [family, step] = stepOf(gp.first);
       if (step < 0) {
         lines.push_back({abstract(term), abstract(gp.first), {}});

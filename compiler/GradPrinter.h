@@ -12,6 +12,10 @@ namespace nabla {
 
 struct GradPrintOptions {
   bool ascii = false; // `@`, `transpose(A)`, `outer(a, b)` instead of juxtaposition, ᵀ and ⊗
+  // With ascii: every formula is a nabla expression that computes the printed value at its full
+  // shape (outer(a, b) as reshape(a, [n, 1]) * reshape(b, [1, m]); every broadcast explicit,
+  // `C + zeros([n])`), so that a test can parse the printout back as code.
+  bool parseable = false;
 };
 
 std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts);

@@ -204,11 +204,11 @@ int cmdCheck(const std::string &file, const std::string &emit) {
   return 0;
 }
 
-int cmdGrad(const std::string &file, bool ascii) {
+int cmdGrad(const std::string &file, bool ascii, bool parseable = false) {
   Program p = compileFile(file);
   requireLoss(p, "grad");
   Derivation d = deriveOrFail(p);
-  std::fputs(printGradient(p, d, GradPrintOptions{ascii}).c_str(), stdout);
+  std::fputs(printGradient(p, d, GradPrintOptions{ascii || parseable, parseable}).c_str(), stdout);
   return 0;
 }
 
@@ -725,6 +725,10 @@ int runCommand(int argc, char **argv) {
   auto *grad = app.add_subcommand("grad", "print dLOSS/dNAME for every value and param, as formulas");
   addFile(grad);
   grad->add_flag("--ascii", ascii, "ASCII notation only (no ᵀ, ⊗, Σ)");
+  bool parseable = false;
+  grad->add_flag("--parseable", parseable,
+                 "ASCII whose every formula is a nabla expression (outer products as reshapes, "
+                 "broadcast constants at full shape), for checking the formulas as code");
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
   eval->add_option("--data", data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
@@ -795,7 +799,7 @@ int runCommand(int argc, char **argv) {
   }
   try {
     if (check->parsed()) return cmdCheck(file, emit);
-    if (grad->parsed()) return cmdGrad(file, ascii);
+    if (grad->parsed()) return cmdGrad(file, ascii, parseable);
     if (eval->parsed()) return cmdEval(file, data, labels, params, seed, engine, dtype, json, threads);
     if (gradcheck->parsed()) return cmdGradcheck(file, data, labels, seed, engine, maxChecks);
     if (train->parsed()) return tc.lrGiven = lrOption->count() > 0, cmdTrain(tc);

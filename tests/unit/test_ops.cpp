@@ -657,7 +657,7 @@ TEST_CASE("ops: grad text of slices, concat, max and gelu", "[ops][print]") {
 # A param's gradient over a batch is the mean of these.
 dE/dmm = 2 * mm
 dE/dm = 2 * (mm * [m ≥ leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m ≥ leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m)))
-dE/dboth = argmax_mask(both, 1) * dE/dm
+dE/dboth = argmax_mask(both, 1) * reshape(dE/dm, [2, 1])
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
 dE/dW = xᵀ (dE/dh * gelu'(x W))
@@ -666,7 +666,7 @@ dE/dW = xᵀ (dE/dh * gelu'(x W))
 # A param's gradient over a batch is the mean of these.
 dE/dmm = 2 * mm
 dE/dm = 2 * (mm * [m >= leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m >= leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m)))
-dE/dboth = argmax_mask(both, 1) * dE/dm
+dE/dboth = argmax_mask(both, 1) * reshape(dE/dm, [2, 1])
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
 dE/dW = transpose(x) @ (dE/dh * gelu'(x @ W))
