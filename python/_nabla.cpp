@@ -193,7 +193,7 @@ Batch<T> gather(py::handle obj, const std::vector<TensorInfo> &infos, int64_t pe
       throw py::value_error(what + ": a batch of " + std::to_string(a.shape(0)) + ", but the others have " +
                             std::to_string(n) + " (shape " + shapeText(raw) + ")");
     n = a.shape(0);
-    if (!a.is(raw)) b.copied = true;
+    if (!a.is(values[k])) b.copied = true; // converted (dtype, order, or not an ndarray)
     arrays.push_back(a);
     b.keep.push_back(a);
   }

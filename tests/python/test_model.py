@@ -155,6 +155,7 @@ def test_zero_copy(samples):
     # the results do not depend on the path
     l2, g2, _ = m._loss_and_grad_stats(p2, np.asfortranarray(x.astype(np.float64)), t.tolist())
     assert l2 == loss and all(np.array_equal(g2[k], grads[k]) for k in grads)
+    assert m._loss_and_grad_stats(p, x, t.tolist())[2] == (False, False, True)            # a list
     out, (pc, xc) = m._forward_stats(p, x)
     assert (pc, xc) == (False, False)
     # The compiled code reads the caller's memory: a change to x is seen by the next call.

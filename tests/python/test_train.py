@@ -108,3 +108,24 @@ def test_params_files(samples, tmp_path):
     with pytest.raises(ValueError, match="cannot open"):
         nabla.load_params(m, tmp_path / "missing.json")
     assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+
+
+def test_stops_on_exception_and_ctrl_c_with_threads(samples):
+    import signal
+    import threading
+    m = nabla.compile(samples / "digits.nn")
+    x, labels = digits(samples)
+
+    def stop(stats):
+        raise KeyError("stop here")
+    with pytest.raises(KeyError, match="stop here"):
+        nabla.train(m, x, labels, epochs=3, threads=2, on_epoch=stop, verbose=False)
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nabla.train(m, x, labels, epochs=100000, batch=8, threads=2, verbose=False)
+    finally:
+        timer.cancel()
+    # the model is still usable
+    assert np.isfinite(m.loss_and_grad(m.init_params(), x[:5], labels[:5])[0])
