@@ -9,6 +9,8 @@
 #include "Sema.h"
 
 #include <exception>
+#include <fmt/format.h>
+#include <type_traits>
 #include <system_error>
 #include <thread>
 
@@ -108,10 +110,25 @@ int64_t Model::workspaceSize(int64_t n) const {
   return s_->loops.workspaceFixed + s_->loops.workspacePerExample * n;
 }
 
+// Why a raw entry point cannot run, or an empty string: the engine, the loss, and T against the
+// dtype the code was compiled for (a float* read as double* is garbage, not an error, otherwise).
+template <class T> static std::string rawProblem(const char *fn, bool jit, bool hasEntry, DType dtype, bool gradient) {
+  constexpr bool isDouble = std::is_same_v<T, double>;
+  const char *t = isDouble ? "double" : "float";
+  if (!jit) return fmt::format("{}<{}> needs the JIT engine (the model uses the interpreter)", fn, t);
+  if (!hasEntry) return fmt::format("{}<{}> needs a program with a loss", fn, t);
+  if (isDouble != (dtype == DType::F64))
+    return fmt::format("{}<{}> on a model compiled for {}: use {}<{}>", fn, t,
+                       dtype == DType::F64 ? "f64" : "f32", fn, dtype == DType::F64 ? "double" : "float");
+  (void)gradient;
+  return {};
+}
+
 template <class T>
 void Model::forwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const {
   using Fn = void (*)(const T *, const T *, int64_t, T *, T *);
-  if (!s_->jit || !s_->jit->forward()) throw InternalError("forwardRaw needs the JIT engine");
+  std::string p = rawProblem<T>("forwardRaw", s_->jit != nullptr, s_->jit && s_->jit->forward(), s_->opts.dtype, false);
+  if (!p.empty()) throw InternalError(p);
   reinterpret_cast<Fn>(s_->jit->forward())(params, inputs, n, outputs, workspace);
 }
 
@@ -119,14 +136,37 @@ template <class T>
 T Model::lossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
                             T *workspace) const {
   using Fn = T (*)(const T *, const T *, const T *, int64_t, T *, T *);
-  if (!s_->jit || !s_->jit->gradient()) throw InternalError("lossAndGradientRaw needs the JIT engine and a loss");
+  std::string p = rawProblem<T>("lossAndGradientRaw", s_->jit != nullptr, s_->jit && s_->jit->gradient(),
+                                s_->opts.dtype, true);
+  if (!p.empty()) throw InternalError(p);
   return reinterpret_cast<Fn>(s_->jit->gradient())(params, inputs, targets, n, grads, workspace);
+}
+
+template <class T>
+Expected<bool> Model::tryForwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const {
+  std::string p = rawProblem<T>("forwardRaw", s_->jit != nullptr, s_->jit && s_->jit->forward(), s_->opts.dtype, false);
+  if (!p.empty()) return Error{"nabla: error: " + p};
+  forwardRaw<T>(params, inputs, n, outputs, workspace);
+  return true;
+}
+
+template <class T>
+Expected<T> Model::tryLossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
+                                         T *workspace) const {
+  std::string p = rawProblem<T>("lossAndGradientRaw", s_->jit != nullptr, s_->jit && s_->jit->gradient(),
+                                s_->opts.dtype, true);
+  if (!p.empty()) return Error{"nabla: error: " + p};
+  return lossAndGradientRaw<T>(params, inputs, targets, n, grads, workspace);
 }
 
 template void Model::forwardRaw<float>(const float *, const float *, int64_t, float *, float *) const;
 template void Model::forwardRaw<double>(const double *, const double *, int64_t, double *, double *) const;
 template float Model::lossAndGradientRaw<float>(const float *, const float *, const float *, int64_t, float *, float *) const;
 template double Model::lossAndGradientRaw<double>(const double *, const double *, const double *, int64_t, double *, double *) const;
+template Expected<bool> Model::tryForwardRaw<float>(const float *, const float *, int64_t, float *, float *) const;
+template Expected<bool> Model::tryForwardRaw<double>(const double *, const double *, int64_t, double *, double *) const;
+template Expected<float> Model::tryLossAndGradientRaw<float>(const float *, const float *, const float *, int64_t, float *, float *) const;
+template Expected<double> Model::tryLossAndGradientRaw<double>(const double *, const double *, const double *, int64_t, double *, double *) const;
 
 namespace {
 

@@ -63,12 +63,23 @@ public:
                          int threads = 1) const;
 
   // The compiled entry points in the model's own dtype (JIT engine only), for the hot loop of
-  // training: no conversion, no allocation. `workspace` holds workspaceSize(n) reals.
+  // training: no conversion, no allocation. `workspace` holds workspaceSize(n) reals. T must be
+  // the model's dtype (float for F32, double for F64): the compiled code reads the arrays as that
+  // type, so another T would give garbage; these throw InternalError instead (as for the wrong
+  // engine), a programming error of the caller.
   int64_t workspaceSize(int64_t n) const;
   template <class T> void forwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const;
   template <class T>
   T lossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
                        T *workspace) const;
+  // The same with those preconditions (the JIT engine, a loss, T the model's dtype) checked into
+  // an error value ("nabla: error: forwardRaw<double> on a model compiled for f32 ..."), for
+  // callers that choose T at run time (the Python module). forward: true on success.
+  template <class T>
+  Expected<bool> tryForwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const;
+  template <class T>
+  Expected<T> tryLossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
+                                    T *workspace) const;
 
 private:
   Model();
