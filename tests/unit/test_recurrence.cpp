@@ -19,6 +19,7 @@
 #include "Autodiff.h"
 #include "Evaluate.h"
 #include "Interpreter.h"
+#include "LowerToLoops.h"
 #include "Pipeline.h"
 #include "Program.h"
 #include "Random.h"
@@ -27,6 +28,7 @@
 #include "Simplify.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -679,5 +681,32 @@ TEST_CASE("recurrence: errors name the place and say what is expected", "[recurr
     CHECK_FALSE(p.has_value());
     CHECK(diags.find(c.place + ": error:") != std::string::npos);
     CHECK(diags.find(c.words) != std::string::npos);
+  }
+}
+
+TEST_CASE("recurrence: an unrolled gru copies each weight transposed once a function, not once a step",
+          "[recurrence]") {
+  // The products x_t W_ihᵀ and h_{t-1} W_hhᵀ of every step read their weight through the same
+  // transposed copy (LowerToLoops formGemms); the results are checked by the conformance case
+  // gru_sequence and the [jit] tests, here only that the copies are not repeated.
+  const int64_t T = 6, d = 5, H = 16;
+  Program p = compiled(fmt::format("input  xs[{}, {}]\ntarget t[{}]\nhs = gru(xs, {})\noutput hs\n{}", T, d, H, H, kSeqLoss));
+  Expected<Derivation> dv = derive(p);
+  REQUIRE(dv);
+  loops::Program lp = lowerToLoops(p, dv->outputs, &*dv);
+  for (const loops::Function *f : {&lp.forward, &lp.gradient}) {
+    INFO(f->name);
+    std::vector<std::string> copied;
+    for (const loops::Kernel &k : f->kernels)
+      if (k.comment.find("so that the product below reads rows") != std::string::npos)
+        copied.push_back(lp.buffers[static_cast<size_t>(k.out)].name);
+    std::sort(copied.begin(), copied.end());
+    INFO(fmt::format("{}", fmt::join(copied, ", ")));
+    CHECK(std::adjacent_find(copied.begin(), copied.end()) == copied.end());
+    CHECK(!f->kernels.empty());
+    {
+      CHECK(std::count(copied.begin(), copied.end(), "hs.W_ihᵀ") == 1);
+      CHECK(std::count(copied.begin(), copied.end(), "hs.W_hhᵀ") == 1);
+    }
   }
 }
