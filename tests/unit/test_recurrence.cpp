@@ -20,6 +20,8 @@
 #include "Evaluate.h"
 #include "Interpreter.h"
 #include "LowerToLoops.h"
+#include "Model.h"
+#include "llvm/JitSession.h"
 #include "Pipeline.h"
 #include "Program.h"
 #include "Random.h"
@@ -707,6 +709,52 @@ TEST_CASE("recurrence: an unrolled gru copies each weight transposed once a func
     {
       CHECK(std::count(copied.begin(), copied.end(), "hs.W_ihᵀ") == 1);
       CHECK(std::count(copied.begin(), copied.end(), "hs.W_hhᵀ") == 1);
+    }
+  }
+}
+
+TEST_CASE("recurrence: the JIT emits a repeated step's kernels once and calls them every step, with "
+          "the interpreter's results",
+          "[recurrence][jit]") {
+  // EmitLLVM's shared kernels: the T copies of a step's kernel differ only in their buffers and the
+  // offsets into them, which become the arguments of one function per kernel shape.
+  const int64_t T = 6, d = 5, H = 16;
+  for (CellKind kind : kKinds) {
+    INFO(kindName(kind));
+    const std::string src = fmt::format("input  xs[{}, {}]\ntarget t[{}]\nhs = {}\noutput hs\n{}", T, d, H,
+                                         fmt::format(fmt::runtime(formOf(kind)), H), kSeqLoss);
+    Program p = compiled(src);
+    Expected<Derivation> dv = derive(p);
+    REQUIRE(dv);
+    loops::Program lp = lowerToLoops(p, dv->outputs, &*dv);
+    Expected<std::string> ir = optimizedIR(lp, JitOptions{true, 2, 1});
+    REQUIRE(ir);
+    size_t calls = 0, shapes = 0;
+    for (size_t at = ir->find("call void @nabla.kernel"); at != std::string::npos;
+         at = ir->find("call void @nabla.kernel", at + 1))
+      ++calls;
+    for (size_t at = ir->find("define internal void @nabla.kernel"); at != std::string::npos;
+         at = ir->find("define internal void @nabla.kernel", at + 1))
+      ++shapes;
+    CHECK(shapes > 0);
+    CHECK(calls >= 2 * shapes); // every shape is called at least twice
+    // The same loss, gradient and outputs as the interpreter, in f64, for a small batch (dot
+    // products) and a large one (the tiled products).
+    for (int64_t n : {3, 17}) {
+      auto jit = Model::compileString(src, "t.nn", CompileOptions{DType::F64, 2, Engine::Jit});
+      auto ref = Model::compileString(src, "t.nn", CompileOptions{DType::F64, 2, Engine::Interp});
+      REQUIRE(jit);
+      REQUIRE(ref);
+      Rng rng(static_cast<uint64_t>(700 + n));
+      std::vector<double> P = uniformDraws(rng, p.paramCount(), -0.7, 0.7);
+      std::vector<double> X = uniformDraws(rng, n * p.inputCount(), -1.5, 1.5);
+      std::vector<double> Tg = uniformDraws(rng, n * p.targetCount(), 0, 1);
+      std::vector<double> ga, gb;
+      double la = jit->lossAndGradient(P, X.data(), Tg.data(), n, ga);
+      double lb = ref->lossAndGradient(P, X.data(), Tg.data(), n, gb);
+      CHECK(relError({la}, {lb}) <= 1e-12);
+      CHECK(relError(ga, gb) <= 1e-12);
+      CHECK(relError(jit->forward(P, X.data(), n), ref->forward(P, X.data(), n)) <= 1e-12);
     }
   }
 }
