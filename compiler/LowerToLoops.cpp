@@ -1026,10 +1026,27 @@ private:
   // example: the copy was most of a forward pass).
   static constexpr int64_t kTiledFromBatch = 8;
 
+  // A transposed copy of a weight block made in the function being rewritten: which buffer, the
+  // constant and the n and k coefficients of the load, the block's N x K, and the batch from
+  // which the copy runs (0: always).
+  struct TransposeKey {
+    int buffer;
+    int64_t constant, cn, ck, N, K, minBatch;
+    bool operator==(const TransposeKey &) const = default;
+  };
+  std::vector<std::pair<TransposeKey, int>> transposes_;
+
+  // A kernel writing buffer b makes every copy of b stale.
+  void forgetTransposesOf(int b) {
+    std::erase_if(transposes_, [&](const auto &e) { return e.first.buffer == b; });
+  }
+
   void formGemms(loops::Function &f) {
     std::vector<Kernel> out;
     pendingScale_ = -1;
+    transposes_.clear();
     for (Kernel &k : f.kernels) {
+      forgetTransposesOf(k.out);
       int x, y;
       // `C /= n` right after a product that wrote all of C from 0: divide as it stores.
       if (pendingScale_ >= 0 && isScaleOf(k, out[static_cast<size_t>(pendingScale_)])) {
@@ -1065,24 +1082,34 @@ private:
           small = k;
           small->maxBatch = kTiledFromBatch;
         }
-        // WT[k, n] = W[n, k]: a batch-shared copy, once a call.
-        int wt = addBuffer(wb.name + "ᵀ", loops::Space::Workspace, 0, 0, N * K);
-        Kernel t;
-        // Blocks of 16 columns: reads walk 16 rows of W together (each cache line is used for
-        // 16 consecutive k), writes are contiguous runs of 16.
-        const int64_t blk = N % 16 == 0 ? 16 : N % 8 == 0 ? 8 : 1;
-        t.loops = {{0, N / blk, false, false}, {1, K, false, false}, {2, blk, false, false}};
-        LExpr ld = *W;
-        Affine idx;
-        idx.constant = W->index.constant;
-        idx.add(0, coef(W->index, n) * blk).add(2, coef(W->index, n)).add(1, coef(W->index, kk));
-        ld.index = idx;
-        t.body = t.add(ld);
-        t.out = wt;
-        t.outIndex = Affine{}.add(1, N).add(0, blk).add(2, 1);
-        t.comment = wb.name + "ᵀ, so that the product below reads rows";
-        if (small) t.minBatch = kTiledFromBatch;
-        out.push_back(std::move(t));
+        // WT[k, n] = W[n, k]: a batch-shared copy, once a call. Every product that reads the same
+        // block of W the same way (an unrolled recurrence reads its weights once a step) reuses
+        // the first copy, as long as nothing has written W since (see forgetTransposesOf).
+        TransposeKey key{W->buffer, W->index.constant, coef(W->index, n), coef(W->index, kk), N, K,
+                         small ? kTiledFromBatch : 0};
+        int wt = -1;
+        for (const auto &[tk, tb] : transposes_)
+          if (tk == key) wt = tb;
+        if (wt < 0) {
+          wt = addBuffer(wb.name + "ᵀ", loops::Space::Workspace, 0, 0, N * K);
+          transposes_.push_back({key, wt});
+          Kernel t;
+          // Blocks of 16 columns: reads walk 16 rows of W together (each cache line is used for
+          // 16 consecutive k), writes are contiguous runs of 16.
+          const int64_t blk = N % 16 == 0 ? 16 : N % 8 == 0 ? 8 : 1;
+          t.loops = {{0, N / blk, false, false}, {1, K, false, false}, {2, blk, false, false}};
+          LExpr ld = *W;
+          Affine idx;
+          idx.constant = W->index.constant;
+          idx.add(0, coef(W->index, n) * blk).add(2, coef(W->index, n)).add(1, coef(W->index, kk));
+          ld.index = idx;
+          t.body = t.add(ld);
+          t.out = wt;
+          t.outIndex = Affine{}.add(1, N).add(0, blk).add(2, 1);
+          t.comment = wb.name + "ᵀ, so that the product below reads rows";
+          if (small) t.minBatch = kTiledFromBatch;
+          out.push_back(std::move(t));
+        }
         Kernel g;
         g.mode = Kernel::Gemm;
         g.accumulate = false;

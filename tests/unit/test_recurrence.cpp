@@ -19,6 +19,9 @@
 #include "Autodiff.h"
 #include "Evaluate.h"
 #include "Interpreter.h"
+#include "LowerToLoops.h"
+#include "Model.h"
+#include "llvm/JitSession.h"
 #include "Pipeline.h"
 #include "Program.h"
 #include "Random.h"
@@ -27,6 +30,7 @@
 #include "Simplify.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -679,5 +683,78 @@ TEST_CASE("recurrence: errors name the place and say what is expected", "[recurr
     CHECK_FALSE(p.has_value());
     CHECK(diags.find(c.place + ": error:") != std::string::npos);
     CHECK(diags.find(c.words) != std::string::npos);
+  }
+}
+
+TEST_CASE("recurrence: an unrolled gru copies each weight transposed once a function, not once a step",
+          "[recurrence]") {
+  // The products x_t W_ihᵀ and h_{t-1} W_hhᵀ of every step read their weight through the same
+  // transposed copy (LowerToLoops formGemms); the results are checked by the conformance case
+  // gru_sequence and the [jit] tests, here only that the copies are not repeated.
+  const int64_t T = 6, d = 5, H = 16;
+  Program p = compiled(fmt::format("input  xs[{}, {}]\ntarget t[{}]\nhs = gru(xs, {})\noutput hs\n{}", T, d, H, H, kSeqLoss));
+  Expected<Derivation> dv = derive(p);
+  REQUIRE(dv);
+  loops::Program lp = lowerToLoops(p, dv->outputs, &*dv);
+  for (const loops::Function *f : {&lp.forward, &lp.gradient}) {
+    INFO(f->name);
+    std::vector<std::string> copied;
+    for (const loops::Kernel &k : f->kernels)
+      if (k.comment.find("so that the product below reads rows") != std::string::npos)
+        copied.push_back(lp.buffers[static_cast<size_t>(k.out)].name);
+    std::sort(copied.begin(), copied.end());
+    INFO(fmt::format("{}", fmt::join(copied, ", ")));
+    CHECK(std::adjacent_find(copied.begin(), copied.end()) == copied.end());
+    CHECK(!f->kernels.empty());
+    {
+      CHECK(std::count(copied.begin(), copied.end(), "hs.W_ihᵀ") == 1);
+      CHECK(std::count(copied.begin(), copied.end(), "hs.W_hhᵀ") == 1);
+    }
+  }
+}
+
+TEST_CASE("recurrence: the JIT emits a repeated step's kernels once and calls them every step, with "
+          "the interpreter's results",
+          "[recurrence][jit]") {
+  // EmitLLVM's shared kernels: the T copies of a step's kernel differ only in their buffers and the
+  // offsets into them, which become the arguments of one function per kernel shape.
+  const int64_t T = 6, d = 5, H = 16;
+  for (CellKind kind : kKinds) {
+    INFO(kindName(kind));
+    const std::string src = fmt::format("input  xs[{}, {}]\ntarget t[{}]\nhs = {}\noutput hs\n{}", T, d, H,
+                                         fmt::format(fmt::runtime(formOf(kind)), H), kSeqLoss);
+    Program p = compiled(src);
+    Expected<Derivation> dv = derive(p);
+    REQUIRE(dv);
+    loops::Program lp = lowerToLoops(p, dv->outputs, &*dv);
+    Expected<std::string> ir = optimizedIR(lp, JitOptions{true, 2, 1});
+    REQUIRE(ir);
+    size_t calls = 0, shapes = 0;
+    for (size_t at = ir->find("call void @nabla.kernel"); at != std::string::npos;
+         at = ir->find("call void @nabla.kernel", at + 1))
+      ++calls;
+    for (size_t at = ir->find("define internal void @nabla.kernel"); at != std::string::npos;
+         at = ir->find("define internal void @nabla.kernel", at + 1))
+      ++shapes;
+    CHECK(shapes > 0);
+    CHECK(calls >= 2 * shapes); // every shape is called at least twice
+    // The same loss, gradient and outputs as the interpreter, in f64, for a small batch (dot
+    // products) and a large one (the tiled products).
+    for (int64_t n : {3, 17}) {
+      auto jit = Model::compileString(src, "t.nn", CompileOptions{DType::F64, 2, Engine::Jit});
+      auto ref = Model::compileString(src, "t.nn", CompileOptions{DType::F64, 2, Engine::Interp});
+      REQUIRE(jit);
+      REQUIRE(ref);
+      Rng rng(static_cast<uint64_t>(700 + n));
+      std::vector<double> P = uniformDraws(rng, p.paramCount(), -0.7, 0.7);
+      std::vector<double> X = uniformDraws(rng, n * p.inputCount(), -1.5, 1.5);
+      std::vector<double> Tg = uniformDraws(rng, n * p.targetCount(), 0, 1);
+      std::vector<double> ga, gb;
+      double la = jit->lossAndGradient(P, X.data(), Tg.data(), n, ga);
+      double lb = ref->lossAndGradient(P, X.data(), Tg.data(), n, gb);
+      CHECK(relError({la}, {lb}) <= 1e-12);
+      CHECK(relError(ga, gb) <= 1e-12);
+      CHECK(relError(jit->forward(P, X.data(), n), ref->forward(P, X.data(), n)) <= 1e-12);
+    }
   }
 }
