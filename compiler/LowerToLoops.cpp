@@ -993,6 +993,8 @@ private:
   }
   // The two loads of a body `load * load`, or false.
   static bool twoLoads(const Kernel &k, int &x, int &y) {
+    // A softmax kernel has no body (its three row loops come from a rank-4 value).
+    if (k.body < 0 || k.mode == Kernel::Softmax) return false;
     const LExpr &m = k.pool[static_cast<size_t>(k.body)];
     if (m.kind != LExpr::Binary || m.op != Op::Mul) return false;
     x = m.a;

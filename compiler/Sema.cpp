@@ -859,7 +859,7 @@ private:
   // conv2d(x, K[, b]): PyTorch's conv2d; a bias [F] is reshaped to [F, 1, 1] and broadcast.
   Value conv2dNode(const Expr &call, NodeId x, NodeId K, std::optional<NodeId> b, int64_t stride,
                    int64_t pad) {
-    const Shape xs = G.shape(x), &ks = G.shape(K);
+    const Shape xs = G.shape(x), ks = G.shape(K); // copies: G.make below may grow the node vector
     Shape y{ks[0], (xs[1] + 2 * pad - ks[2]) / stride + 1, (xs[2] + 2 * pad - ks[3]) / stride + 1};
     if (!checkedShape(y, call.range)) return std::nullopt;
     NodeId r = G.make(Op::Conv2d, {x, K}, 0, 0, {}, {stride, pad});
