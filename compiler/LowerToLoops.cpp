@@ -865,8 +865,8 @@ private:
   void windowScatterKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
     const Node n = G.node(id);
     const bool pe = perExample_[static_cast<size_t>(id)];
-    const Shape &g = G.shape(n.op == Op::MaxPool2dGrad ? n.b() : n.a());
     const NodeId gid = n.op == Op::MaxPool2dGrad ? n.b() : n.a();
+    const Shape &g = G.shape(gid);
     int first = -1;
     if (n.op == Op::MaxPool2dGrad) {
       // The maximum of each window, then the first position in the window that holds it.
