@@ -81,9 +81,12 @@ else
 fi
 if [[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null; then
   # An unprivileged user allowed 6 processes (threads count): `ulimit -u` binds no root process.
+  # The binary is copied beside the data: the build folder may lie below a directory that only
+  # root may enter (a fresh clone in a mktemp folder, as CI makes).
+  cp "$NABLA" "$W/nabla-nobody" && chmod 755 "$W/nabla-nobody"
   for cmd in "${threads_cmds[@]}"; do
     (cd "$W" && timeout -k 5 30 setpriv --reuid=65534 --regid=65534 --clear-groups \
-       bash -c "ulimit -u 6 && exec \"\$0\" $cmd" "$NABLA" >"$W/out" 2>"$W/err")
+       bash -c "ulimit -u 6 && exec \"\$0\" $cmd" "$W/nabla-nobody" >"$W/out" 2>"$W/err")
     st=$?
     if [[ $st -ne 0 ]]; then
       bad "1. ${cmd%% *} --threads 16 as nobody under ulimit -u 6: exited $st"; head -c 600 "$W/err"
