@@ -27,6 +27,8 @@ MemoryUse estimateMemory(const Model &m, Workload w, int64_t rows, int64_t batch
     for (size_t i = 0; i < g.size(); ++i) scalars += static_cast<double>(g.shape(static_cast<NodeId>(i)).numel());
     return scalars * t;
   };
+  // Eval and predict go through the data in chunks (Model::chunkRows), each part of eval too.
+  const double chunk = jit ? static_cast<double>(m.chunkRows(rows)) : n;
   MemoryUse u;
   switch (w) {
   case Workload::Eval:
@@ -35,20 +37,21 @@ MemoryUse estimateMemory(const Model &m, Workload w, int64_t rows, int64_t batch
     // copy, a scratch gradient and the list of the indices it may check
     u.params = P * 8 * (w == Workload::Gradcheck ? 5 : 2) + P * t * (1 + parts);
     u.data = n * (I + T) * (8 + t);
-    u.work = work(n, parts) + n * O * 8;
+    u.work = work(std::min(n, parts * chunk), parts) + n * O * 8;
     break;
   case Workload::Predict:
     u.params = P * (8 + t);
     u.data = n * I * (8 + t);
-    u.work = work(n, 1) + n * O * (8 + t);
+    u.work = work(std::min(n, chunk), 1) + n * O * (8 + t);
     break;
   case Workload::Train: {
     // f64: the initial, the evaluated and the returned params; in the dtype: params, gradients
     // (one a part), the optimizer's two moments. Data: loaded, split, converted. The work space
-    // for a batch, and for the evaluation chunks of up to 8192 examples.
+    // for a batch, and for the evaluation chunks (Model::chunkRows, at most 8192 examples).
     u.params = P * 8 * 3 + P * t * (3 + parts);
     u.data = n * (I + T) * (8 * 2 + t);
-    u.work = work(std::min(n, std::max(b, 8192.0)), 1) + work(b, parts) + std::min(n, 8192.0) * O * (8 + t);
+    const double evalRows = std::min(n, std::max(b, jit ? static_cast<double>(m.chunkRows(8192)) : 8192.0));
+    u.work = work(evalRows, 1) + work(b, parts) + evalRows * O * (8 + t);
     break;
   }
   }
@@ -60,7 +63,8 @@ Expected<bool> checkMemory(const Model &m, const std::string &command, Workload 
   const MemoryUse u = estimateMemory(m, w, rows, batch, threads);
   const MemoryBudget budget = memoryBudget();
   if (u.total() <= budget.bytes) return true;
-  const int64_t at = std::clamp<int64_t>(batch, 1, std::max<int64_t>(rows, 1));
+  int64_t at = std::clamp<int64_t>(batch, 1, std::max<int64_t>(rows, 1));
+  if ((w == Workload::Eval || w == Workload::Predict) && m.engine() == Engine::Jit) at = std::min(at, m.chunkRows(rows));
   return Error{fmt::format("{}: error: '{}' needs about {} of memory ({} for the params and their "
                            "gradients, {} for the data, {} of work space for {} example{} at a "
                            "time), more than the {} {}",

@@ -8,6 +8,7 @@
 #include "Random.h"
 #include "Sema.h"
 
+#include <algorithm>
 #include <exception>
 #include <fmt/format.h>
 #include <type_traits>
@@ -110,6 +111,12 @@ int64_t Model::workspaceSize(int64_t n) const {
   return s_->loops.workspaceFixed + s_->loops.workspacePerExample * n;
 }
 
+int64_t Model::chunkRows(int64_t cap) const {
+  const int64_t bytes = std::max<int64_t>(1, s_->loops.workspacePerExample) *
+                        static_cast<int64_t>(s_->opts.dtype == DType::F64 ? 8 : 4);
+  return std::clamp<int64_t>((int64_t{256} << 20) / bytes, 1, std::max<int64_t>(cap, 1));
+}
+
 // Why a raw entry point cannot run, or an empty string: the engine, the loss, and T against the
 // dtype the code was compiled for (a float* read as double* is garbage, not an error, otherwise).
 template <class T> static std::string rawProblem(const char *fn, bool jit, bool hasEntry, DType dtype, bool gradient) {
@@ -181,8 +188,10 @@ std::vector<double> Model::forward(const std::vector<double> &params, const doub
     using T = decltype(zero);
     std::vector<T> P = convert<T>(params.data(), params.size());
     std::vector<T> X = convert<T>(inputs, static_cast<size_t>(n * inputCount()));
-    std::vector<T> Y(static_cast<size_t>(n * outputCount())), W(static_cast<size_t>(workspaceSize(n)));
-    forwardRaw<T>(P.data(), X.data(), n, Y.data(), W.data());
+    const int64_t chunk = chunkRows(n);
+    std::vector<T> Y(static_cast<size_t>(n * outputCount())), W(static_cast<size_t>(workspaceSize(std::min(n, chunk))));
+    for (int64_t b = 0; b < n; b += chunk)
+      forwardRaw<T>(P.data(), X.data() + b * inputCount(), std::min(chunk, n - b), Y.data() + b * outputCount(), W.data());
     return std::vector<double>(Y.begin(), Y.end());
   };
   return s_->opts.dtype == DType::F64 ? run(0.0) : run(0.0f);
@@ -213,11 +222,28 @@ double Model::lossAndGradient(const std::vector<double> &params, const double *i
     std::vector<double> L(static_cast<size_t>(parts));
     std::vector<int64_t> begin(static_cast<size_t>(parts) + 1);
     for (int k = 0; k <= parts; ++k) begin[static_cast<size_t>(k)] = n * k / parts;
+    // A part larger than a chunk goes through its rows chunk by chunk, its means weighted by the
+    // chunks' shares (one chunk: exactly the compiled result).
+    const int64_t chunk = chunkRows(n);
     auto work = [&](int k) {
-      int64_t b = begin[static_cast<size_t>(k)], m = begin[static_cast<size_t>(k) + 1] - b;
-      std::vector<T> W(static_cast<size_t>(workspaceSize(m)));
-      L[static_cast<size_t>(k)] = lossAndGradientRaw<T>(P.data(), X.data() + b * ni, Y.data() + b * nt, m,
-                                                        G[static_cast<size_t>(k)].data(), W.data());
+      const int64_t b = begin[static_cast<size_t>(k)], m = begin[static_cast<size_t>(k) + 1] - b;
+      std::vector<T> W(static_cast<size_t>(workspaceSize(std::min(m, chunk))));
+      T *g = G[static_cast<size_t>(k)].data();
+      if (m <= chunk) {
+        L[static_cast<size_t>(k)] = lossAndGradientRaw<T>(P.data(), X.data() + b * ni, Y.data() + b * nt, m, g, W.data());
+        return;
+      }
+      std::vector<T> Gc(static_cast<size_t>(np));
+      std::vector<double> sum(static_cast<size_t>(np), 0.0);
+      double loss = 0;
+      for (int64_t c = b; c < b + m; c += chunk) {
+        const int64_t r = std::min(chunk, b + m - c);
+        const double w = static_cast<double>(r) / static_cast<double>(m);
+        loss += w * static_cast<double>(lossAndGradientRaw<T>(P.data(), X.data() + c * ni, Y.data() + c * nt, r, Gc.data(), W.data()));
+        for (int64_t j = 0; j < np; ++j) sum[static_cast<size_t>(j)] += w * static_cast<double>(Gc[static_cast<size_t>(j)]);
+      }
+      L[static_cast<size_t>(k)] = loss;
+      for (int64_t j = 0; j < np; ++j) g[j] = static_cast<T>(sum[static_cast<size_t>(j)]);
     };
     if (parts == 1) work(0);
     else {

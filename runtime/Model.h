@@ -68,6 +68,10 @@ public:
   // type, so another T would give garbage; these throw InternalError instead (as for the wrong
   // engine), a programming error of the caller.
   int64_t workspaceSize(int64_t n) const;
+  // How many examples one call may take so that its work space stays under 256 MiB (at least 1,
+  // at most `cap`): forward, lossAndGradient and the trainer's evaluations go through the data
+  // in chunks of this size (a convnet's im2col copies take about a megabyte an example).
+  int64_t chunkRows(int64_t cap) const;
   template <class T> void forwardRaw(const T *params, const T *inputs, int64_t n, T *outputs, T *workspace) const;
   template <class T>
   T lossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,

@@ -219,7 +219,10 @@ public:
     bx_.assign(static_cast<size_t>(batch * ni_), T(0));
     by_.assign(static_cast<size_t>(batch * nt_), T(0));
     parts_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(o.threads, batch)));
-    evalChunk_ = std::max<int64_t>(batch, 8192);
+    // Losses and accuracies over the whole data are computed in chunks whose work space stays
+    // under 256 MiB (a convnet's im2col copies take about a megabyte an example, so chunks of
+    // 8192 examples had train holding 14 GB); never below the batch, which training needs anyway.
+    evalChunk_ = std::max<int64_t>(batch, jit_ ? m.chunkRows(8192) : 8192);
     if (jit_ && parts_ > 1) {
       // The threads first: the parts are as many as the threads that could be started, and each
       // part's work space is sized for its share of the batch.

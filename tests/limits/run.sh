@@ -191,5 +191,27 @@ expect "data: 200,001 fields" 1 'wide.csv2:1: error: row has 200001 fields; expe
 printf '1,2,0\n1,-,0\n' >"$W/minus.csv" # read a byte past the field (fuzz_csv, sign_only_field_overread)
 expect "data: a sign alone" 1 'minus.csv:2: error: column 2: "-" is not a number' -- eval small.nn --data minus.csv
 
+# --- chunks: a large work space an example -------------------------------------------------------
+# A value of 2^20 elements an example (4-8 MiB) makes a call's work space grow with its rows;
+# eval, predict and train's evaluations go through the data in chunks whose work space stays
+# under 256 MiB, so 400 rows (3.2 GiB in one piece) run within NABLA_MEMORY_LIMIT=1500M, and the
+# chunked mean loss and gradient are the interpreter's (one example at a time) to 1e-12 in f64.
+printf 'input x[1024]\ntarget t\nparam w[1024]\nh = reshape(x * w, [1024, 1]) * reshape(x, [1, 1024])\ny = mean(tanh(h))\noutput y\nloss E = (y - t) ^ 2\n' >"$W/wide.nn"
+awk 'BEGIN { srand(7); for (r = 0; r < 400; ++r) { line = ""; for (c = 0; c < 1025; ++c) line = line (c ? "," : "") sprintf("%.3f", rand() - 0.5); print line } }' >"$W/wide.csv"
+head -n 40 "$W/wide.csv" >"$W/wide40.csv"
+awk 'BEGIN { printf "{\"w\": ["; for (i = 0; i < 1024; ++i) printf "%s%.4f", (i ? ", " : ""), (i % 7) / 7 - 0.5; print "]}" }' >"$W/wide.json"
+expect "chunks: eval of 400 big rows within the limit" 0 '' NABLA_MEMORY_LIMIT=1500M -- eval wide.nn --data wide.csv --dtype f64
+expect "chunks: predict of 400 big rows within the limit" 0 'loss: ' NABLA_MEMORY_LIMIT=1500M -- predict wide.nn --params wide.json --data wide.csv --dtype f64
+for engine in jit interp; do
+  (cd "$W" && timeout 300 "$NABLA" eval wide.nn --data wide40.csv --dtype f64 --engine $engine --json >"chunk_$engine.json" 2>/dev/null)
+done
+if python3 - "$W/chunk_jit.json" "$W/chunk_interp.json" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+d = max([abs(a["loss"] - b["loss"])] + [abs(x - y) for x, y in zip(a["grads"]["w"], b["grads"]["w"])])
+sys.exit(0 if d < 1e-12 and len(a["grads"]["w"]) == 1024 else print("differ by", d) or 1)
+PY
+then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL chunks: the JIT's chunked eval against the interpreter"; fi
+
 echo "limits: $passed passed, $failed failed"
 ((failed == 0))
