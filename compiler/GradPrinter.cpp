@@ -562,7 +562,9 @@ std::string printExpression(const Program &p, NodeId id, const GradPrintOptions 
   return r.render(id);
 }
 
-std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts) {
+GradListing listGradient(Program &p, Derivation &d, const GradPrintOptions &opts, bool perStep,
+                        bool wantWhole) {
+  GradListing listing;
   Graph &G = p.graph;
   Simplifier &S = *d.simplifier;
   Renderer r(G, opts);
@@ -646,8 +648,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   std::unordered_set<NodeId> originalPath;
   for (NodeId id : G.reachable({p.loss->node})) originalPath.insert(id);
 
-  std::string out = fmt::format("# The gradient of {} for one example, from the loss backwards.\n", L);
-  out += "# A param's gradient over a batch is the mean of these.\n";
+  listing.header = fmt::format("# The gradient of {} for one example, from the loss backwards.\n", L);
+  listing.header += "# A param's gradient over a batch is the mean of these.\n";
   // Register every adjoint first (in printing order; the first name for a node wins), so later
   // formulas refer to dE/dNAME of earlier lines. The step values of recurrences go first: where
   // `last = hs[-1]`, dE/dlast is dE/dhs.h[T-1], and the per-step terms read the same over t only
@@ -727,9 +729,18 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   const char *arrow = opts.ascii ? "<-" : "←";
   // Each item's text, from its pieces (the left side, the terms and the labels of their
   // consumers); `abstract` turns a piece into its form over a step t (see stepOf).
+  // Each item's listing, from its pieces (the left side, the terms and the labels of their
+  // consumers); `abstract` turns a piece into its form over a step t (see stepOf).
   auto block = [&](const Item &it, NodeId a, const std::function<std::string(const std::string &)> &abstract,
-                   const std::string &range) -> std::string {
-    const std::string lhs = abstract(dname(it.name)) + " = ";
+                   const std::string &range) -> GradListItem {
+    GradListItem li;
+    li.name = abstract(it.name);
+    li.fwd = it.fwd;
+    li.adjoint = a;
+    li.isParam = it.isParam;
+    li.lhs = abstract(dname(it.name));
+    li.range = range;
+    const std::string lhs = li.lhs + " = ";
     r.self = dname(it.name);
     r.startFormula();
     // Group the contributions by the statement of the consumer: a consumer shared by several
@@ -755,51 +766,67 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       }
       for (auto &[label, part] : parts) add(label, vjpInto(c.consumer, it.fwd, part));
     }
-    const std::string suffix = range.empty() ? "" : "    (" + range + ")";
-    if (groups.size() <= 1) return lhs + abstract(r.full(a)) + suffix + "\n";
-    // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
-    struct Line {
-      std::string term, label;
-      std::vector<int64_t> steps; // the steps it stands for (empty: not a step term)
+    const std::string suffix = range.empty() ? "" : "    (for " + range + ")";
+    auto statementOf = [&](const std::string &label) {
+      for (const Owner &o : ownerInfo)
+        if (o.label == label) return o.statement;
+      return SIZE_MAX;
     };
-    std::vector<Line> lines;
+    if (groups.size() <= 1) {
+      li.formula = abstract(r.full(a));
+      if (groups.size() == 1) li.terms.push_back({abstract(groups[0].first), li.formula, {}, "", {groups[0].second}, statementOf(groups[0].first)});
+      li.text = lhs + li.formula + suffix + "\n";
+      return li;
+    }
+    // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
+    std::vector<GradTermLine> &lines = li.terms;
     for (auto &gp : groups) {
       std::string term = r.full(gp.second, kSum);
       auto [family, step] = stepOf(gp.first);
       if (step < 0) {
-        lines.push_back({abstract(term), abstract(gp.first), {}});
+        lines.push_back({abstract(gp.first), abstract(term), {}, "", {gp.second}, statementOf(gp.first)});
         continue;
       }
       // Over its own step t: a consumer h[5] of a param gives "... h[t] ... h[t-1] ...".
       std::string overT = abstractSteps(term, step), label = family + "[" + stepVar + "]";
       bool merged = false;
-      for (Line &l : lines)
-        if (!l.steps.empty() && l.term == overT && l.label == label) l.steps.push_back(step), merged = true;
-      if (!merged) lines.push_back({overT, label, {step}});
+      for (GradTermLine &l : lines)
+        if (!l.steps.empty() && l.text == overT && l.label == label)
+          l.steps.push_back(step), l.nodes.push_back(gp.second), merged = true;
+      if (!merged) lines.push_back({label, overT, {step}, "", {gp.second}, statementOf(gp.first)});
     }
     // A group of one step is that step's own term.
-    for (Line &l : lines)
+    for (GradTermLine &l : lines) {
       if (l.steps.size() == 1) {
         const int64_t t = l.steps[0];
-        l.term = abstract(concreteStep(l.term, t));
+        l.text = abstract(concreteStep(l.text, t));
         l.label = abstract(concreteStep(l.label, t));
         l.steps.clear();
       }
-    auto sigma = [&](const Line &l) {
-      return l.steps.empty() ? l.term : fmt::format("Σ_{{{}}} {}", stepRange(l.steps), l.term);
+      if (!l.steps.empty()) l.range = stepRange(l.steps);
+    }
+    auto sigma = [&](const GradTermLine &l) {
+      return l.steps.empty() ? l.text : fmt::format("Σ_{{{}}} {}", l.range, l.text);
     };
-    if (lines.size() == 1) // every consumer is a step of one recurrence
-      return fmt::format("{}{}   {} from {}, one term per step{}\n", lhs, sigma(lines[0]), arrow,
-                         lines[0].label, suffix);
+    if (wantWhole) { // the whole gradient too (for explain; grad shows the terms alone)
+      r.startFormula();
+      li.formula = abstract(r.full(a));
+    }
+    if (lines.size() == 1) { // every consumer is a step of one recurrence
+      li.text = fmt::format("{}{}   {} from {}, one term per step{}\n", lhs, sigma(lines[0]), arrow,
+                            lines[0].label, suffix);
+      return li;
+    }
     std::string text = fmt::format("{}Σ over the {} consumers of {}:{}\n", lhs, groups.size(),
                                    abstract(it.name), suffix);
     std::string pad(lhs.size() - 2, ' ');
     size_t width = 0;
-    for (const Line &l : lines) width = std::max(width, sigma(l).size());
+    for (const GradTermLine &l : lines) width = std::max(width, sigma(l).size());
     for (size_t k = 0; k < lines.size(); ++k)
       text += fmt::format("{}{} {:<{}}   {} from {}\n", pad, k ? "+" : " ", sigma(lines[k]), width,
                           arrow, lines[k].label);
-    return text;
+    li.text = std::move(text);
+    return li;
   };
   const auto same = [](const std::string &x) { return x; };
   // The values of one recurrence's steps (FAMILY[t]) whose gradients read the same over t are
@@ -807,11 +834,11 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   auto overT = [](int64_t t) { return [t](const std::string &x) { return abstractSteps(x, t); }; };
   std::unordered_map<size_t, std::string> overTText;                      // item -> its text over t
   std::unordered_map<std::string, std::vector<size_t>> overTByFamily;     // family -> its items
-  for (size_t i = 0; i < items.size(); ++i) {
+  for (size_t i = 0; i < items.size() && !perStep; ++i) {
     auto [family, step] = stepOf(items[i].name);
     NodeId a = adjointOf(items[i].fwd);
     if (items[i].isParam || step < 0 || a == kNoNode) continue;
-    overTText[i] = block(items[i], a, overT(step), "");
+    overTText[i] = block(items[i], a, overT(step), "").text;
     overTByFamily[family].push_back(i);
   }
   std::unordered_set<size_t> printedSteps;
@@ -820,8 +847,13 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     NodeId a = adjointOf(it.fwd);
     std::string lhs = dname(it.name) + " = ";
     if (a == kNoNode) {
-      if (it.isParam) out += lhs + "0    (" + L + " does not depend on it)\n";
-      else {
+      if (it.isParam) {
+        GradListItem li;
+        li.name = it.name, li.fwd = it.fwd, li.isParam = true, li.lhs = dname(it.name), li.formula = "0";
+        li.note = L + " does not depend on it";
+        li.text = lhs + "0    (" + li.note + ")\n";
+        listing.items.push_back(std::move(li));
+      } else {
         size_t vi = 0;
         while (vi < p.values.size() && p.values[vi].name != it.name) ++vi;
         Op op = G.op(it.fwd);
@@ -834,8 +866,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       continue;
     }
     auto [family, step] = stepOf(it.name);
-    if (it.isParam || step < 0) {
-      out += block(it, a, same, "");
+    if (it.isParam || step < 0 || perStep) {
+      listing.items.push_back(block(it, a, same, ""));
       continue;
     }
     // A step value: printed once over t for every step of its family whose text over t is the
@@ -846,20 +878,33 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       if (overTText[j] == overTText[i]) steps.push_back(stepOf(items[j].name).second), printedSteps.insert(j);
     std::sort(steps.begin(), steps.end());
     steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
-    out += steps.size() == 1 ? block(it, a, same, "")
-                             : block(it, a, overT(step), "for " + stepRange(steps));
+    listing.items.push_back(steps.size() == 1 ? block(it, a, same, "") : block(it, a, overT(step), stepRange(steps)));
   }
-  if (opts.ascii) {
-    // Keep ASCII output free of the few Unicode letters above.
-    std::string fixed;
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (out.compare(i, 2, "Σ") == 0) fixed += "sum", ++i;
-      else if (out.compare(i, 3, "∈") == 0) fixed += "in", i += 2;
-      else fixed += out[i];
-    }
-    out = fixed;
+  listing.notes = notes;
+  listing.aliases = aliases;
+  listing.names = r.names;
+  listing.adjoints = r.adjoints;
+  listing.stepVar = stepVar;
+  return listing;
+}
+
+// Keeps ASCII output free of the few Unicode letters of the listing (Σ, ∈).
+std::string asciiLetters(const std::string &out) {
+  std::string fixed;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out.compare(i, 2, "Σ") == 0) fixed += "sum", ++i;
+    else if (out.compare(i, 3, "∈") == 0) fixed += "in", i += 2;
+    else fixed += out[i];
   }
-  return out + notes + aliases;
+  return fixed;
+}
+
+std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts) {
+  GradListing l = listGradient(p, d, opts);
+  std::string out = l.header;
+  for (const GradListItem &it : l.items) out += it.text;
+  if (opts.ascii) out = asciiLetters(out);
+  return out + l.notes + l.aliases;
 }
 
 } // namespace nabla
