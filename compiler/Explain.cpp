@@ -795,36 +795,34 @@ std::string formulaToLatex(const std::string &f) {
 
 namespace {
 
+// A number in LaTeX: 1.5e-05 as 1.5 \cdot 10^{-5}.
+std::string texNumber(double v) { return formulaToLatex(num(v)); }
+
+// A value in LaTeX: a matrix of at most 16 numbers as a bmatrix, else as the text shows it.
 std::string texNumbers(const std::vector<double> &v, const std::string &shape) {
-  std::string s = numbers(v, shape);
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s.compare(i, 3, "…") == 0) out += "\\ldots", i += 2;
-    else if (s[i] == 'e' && i + 1 < s.size() && (s[i + 1] == '-' || s[i + 1] == '+')) {
-      // 1.5e-05 -> 1.5 \cdot 10^{-5}
-      size_t k = i + 1;
-      std::string ex = s[k] == '-' ? "-" : "";
-      ++k;
-      while (k < s.size() && s[k] == '0') ++k;
-      while (k < s.size() && std::isdigit(static_cast<unsigned char>(s[k]))) ex += s[k++];
-      out += "\\cdot 10^{" + ex + "}";
-      i = k - 1;
-    } else out += s[i];
+  size_t cols = 0;
+  if (std::count(shape.begin(), shape.end(), ',') == 1) cols = std::stoul(shape.substr(shape.find(',') + 1));
+  if (cols && cols <= 10 && v.size() <= 16) {
+    std::string s = "\\begin{bmatrix}";
+    for (size_t k = 0; k < v.size(); ++k)
+      s += (k == 0 ? "" : k % cols == 0 ? " \\\\ " : " & ") + texNumber(v[k]);
+    return s + "\\end{bmatrix}";
   }
-  return out;
+  return formulaToLatex(numbers(v, shape));
 }
 
 std::string texScalarSum(const ExplainScalar &sc) {
   std::string s;
   auto one = [](double v) {
-    std::string t = texNumbers({v}, "scalar");
+    std::string t = texNumber(v);
     return v < 0 ? "(" + t + ")" : t;
   };
+  if (std::string n = numericTerms(sc); !n.empty()) s += formulaToLatex(n) + " = ";
   if (sc.values.size() > 1) {
     for (size_t k = 0; k < sc.values.size(); ++k) s += (k ? " + " : "") + one(sc.values[k]);
     s += " = ";
   }
-  return s + (sc.total ? texNumbers({*sc.total}, "scalar") : "?");
+  return s + (sc.total ? texNumber(*sc.total) : "?");
 }
 
 } // namespace
@@ -832,7 +830,7 @@ std::string texScalarSum(const ExplainScalar &sc) {
 std::string renderLatex(const Explanation &e, bool standalone) {
   std::string out;
   if (standalone)
-    out += "\\documentclass[10pt]{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{amsmath}\n"
+    out += "\\documentclass[10pt]{article}\n\\usepackage{amsmath}\n"
            "\\allowdisplaybreaks\n\\begin{document}\n";
   out += fmt::format("\\section*{{Backpropagation through \\texttt{{{}}}}}\n", texEscapeText(e.file));
   const std::string L = texName(e.loss);
@@ -843,7 +841,7 @@ std::string renderLatex(const Explanation &e, bool standalone) {
                      L, L, L);
   if (e.lossValue)
     out += fmt::format(" The example: {}; ${} = {}$.", texEscapeText(e.example.empty() ? "one example" : e.example),
-                       L, texNumbers({*e.lossValue}, "scalar"));
+                       L, texNumber(*e.lossValue));
   out += "\n";
   for (const ExplainEntry &en : e.entries) {
     out += fmt::format("\n\\subsection*{{${}$ \\normalfont\\small ({}{}{})}}\n", texName(en.name),
@@ -904,7 +902,7 @@ std::string renderMarkdown(const Explanation &e) {
                      L, L, L);
   if (e.lossValue)
     out += fmt::format(" The example: {}; ${} = {}$.", e.example.empty() ? "one example" : e.example, L,
-                       texNumbers({*e.lossValue}, "scalar"));
+                       texNumber(*e.lossValue));
   out += "\n";
   for (const ExplainEntry &en : e.entries) {
     out += fmt::format("\n## ${}$ ({}{}{})\n\n", texName(en.name), en.isParam ? "param, " : "", en.shape,
