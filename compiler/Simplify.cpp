@@ -274,14 +274,22 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t
     if (x.op == Op::Mul && g_.shape(x.a()).isScalar())                 // sum(c * y) -> c * sum(y)
       return make(Op::Mul, x.a(), make(Op::Sum, x.b()));
     break;
-  case Op::SumAxis:
+  case Op::SumAxis: {
     if (x.op == Op::Neg) return make(Op::Neg, make(Op::SumAxis, x.a(), kNoNode, 0, iattr, shape));
+    double c;
+    if (x.op == Op::Broadcast && g_.constValue(a, c)) { // sum(c everywhere, k) -> n_k c everywhere
+      std::vector<int64_t> d = sa.dims;
+      d.erase(d.begin() + iattr);
+      NodeId v = g_.constant(c * double(sa[static_cast<int>(iattr)]));
+      return d.empty() ? v : make(Op::Broadcast, v, kNoNode, 0, -1, Shape(std::move(d)));
+    }
     if (isZero(a)) { // the result's shape is a's without the axis (whatever `shape` a caller gave)
       std::vector<int64_t> d = sa.dims;
       d.erase(d.begin() + iattr);
       return zeros(Shape(std::move(d)));
     }
     break;
+  }
   case Op::Reshape:
     if (sa == shape) return a;                                         // reshape to own shape
     if (x.op == Op::Reshape) return make(Op::Reshape, x.a(), kNoNode, 0, 0, shape); // of a reshape
@@ -337,10 +345,14 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t
   case Op::MaxPool2dGrad: // linear in g
     if (isZero(b)) return zeros(g_.shape(a));
     break;
-  case Op::Transpose:
+  case Op::Transpose: {
     if (x.op == Op::Transpose) return x.a();                           // (xᵀ)ᵀ -> x
+    double c;
+    if (x.op == Op::Broadcast && g_.constValue(a, c))                  // (c everywhere)ᵀ
+      return make(Op::Broadcast, g_.constant(c), kNoNode, 0, -1, Shape{sa[1], sa[0]});
     if (isZero(a)) return zeros(Shape{sa[1], sa[0]});
     break;
+  }
   case Op::MatMul:
   case Op::Outer:
     if (isZero(a) || isZero(b)) {
