@@ -81,6 +81,11 @@ public:
       : p_(p), g_(p.graph), l_(l), values_(values), ascii_(ascii), maxExpand_(maxExpand) {
     merged_ = l.names;
     for (auto &[node, name] : l.adjoints) merged_[node] = name; // dE/dNAME before NAME's value
+    // Adjoints c * X by X, as grad reads them (see GradPrinter's Renderer::scaled).
+    for (auto &[node, name] : l.adjoints) {
+      const Node &m = g_.node(node);
+      if (m.op == Op::Mul && g_.op(m.a()) == Op::Const) scaled_[m.b()].emplace_back(g_.node(m.a()).fattr, node);
+    }
   }
 
   // The gradient being written out, never written as its own name.
@@ -210,7 +215,24 @@ private:
     case Op::Pow: return {fmt::format("{}^{}", wrap(operand(0), kAtom), formatNumber(n.fattr)), kAtom};
     case Op::Add: return {wrap(operand(0), kSum) + " + " + wrap(operand(1), kSum), kSum};
     case Op::Sub: return {wrap(operand(0), kSum) + " - " + wrap(operand(1), kProduct), kSum};
-    case Op::Mul: return {wrap(operand(0), kProduct) + times() + wrap(operand(1), kUnary), kProduct};
+    case Op::Mul:
+      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul) { // c * (X * Y), dE/dNAME = c * X
+        const Node &m = g_.node(n.b());
+        const auto inner = alignIndex(m.shape, n.shape, idx);
+        for (int k = 0; k < 2; ++k) {
+          auto it = scaled_.find(m.in[static_cast<size_t>(k)]);
+          if (it == scaled_.end()) continue;
+          for (auto &[c, adj] : it->second) {
+            if (c != g_.node(n.a()).fattr || adj == self_) continue;
+            const NodeId y = m.in[static_cast<size_t>(1 - k)];
+            Scalar sa = at(adj, alignIndex(g_.shape(adj), m.shape, inner));
+            Scalar sy = at(y, alignIndex(g_.shape(y), m.shape, inner));
+            return k == 0 ? Scalar{wrap(sa, kProduct) + times() + wrap(sy, kUnary), kProduct}
+                          : Scalar{wrap(sy, kProduct) + times() + wrap(sa, kUnary), kProduct};
+          }
+        }
+      }
+      return {wrap(operand(0), kProduct) + times() + wrap(operand(1), kUnary), kProduct};
     case Op::Div: return {wrap(operand(0), kProduct) + " / " + wrap(operand(1), kUnary), kProduct};
     case Op::Outer: {
       Scalar a = at(n.a(), {idx[0]}), b = at(n.b(), {idx[1]});
@@ -264,6 +286,7 @@ private:
   bool ascii_;
   int64_t maxExpand_;
   std::unordered_map<NodeId, std::string> merged_; // names and adjoints, for printExpression
+  std::unordered_map<NodeId, std::vector<std::pair<double, NodeId>>> scaled_;
 };
 
 // The names a user may ask for, for the did-you-mean of an unknown one.
@@ -497,6 +520,14 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
         if (entry.numbers) sc.total = (*entry.numbers)[static_cast<size_t>(f)];
         // A scalar whose one product is the formula itself says nothing new.
         if (shape.isScalar() && sc.terms.size() == 1 && sc.terms[0] == entry.formula) break;
+        // Nor does a sum too long to read (a reduction over a wide value, written out): the
+        // per-element form is for small layers.
+        size_t chars = 0;
+        for (const std::string &t : sc.terms) chars += t.size() + 3;
+        if (static_cast<int>(sc.terms.size()) > std::max(opts.maxUnits, 2) || chars > 240) {
+          entry.perElement.clear();
+          break;
+        }
         entry.perElement.push_back(std::move(sc));
       }
     }
@@ -593,7 +624,6 @@ std::string where(const std::string &consumer, int line, const char *arrow) {
 std::string renderText(const Explanation &e, bool ascii) {
   const char *arrow = ascii ? "<-" : "←";
   std::string out = header(e, "#");
-  if (ascii) out = asciiLetters(out);
   for (const ExplainEntry &en : e.entries) {
     out += fmt::format("\n{}  {}{}{}\n", en.name, en.isParam ? "param " : "", en.shape,
                        en.line > 0 ? fmt::format(", line {}", en.line) : "");
@@ -605,7 +635,10 @@ std::string renderText(const Explanation &e, bool ascii) {
     }
     if (!en.note.empty()) out += fmt::format("  ({})\n", en.note);
     if (en.terms.size() <= 1) {
-      out += lhs + en.formula;
+      // one consumer: the whole gradient, or for the steps of a recurrence their Σ, as grad
+      out += lhs + (en.terms.size() == 1 && !en.terms[0].steps.empty()
+                        ? fmt::format("Σ_{{{}}} {}", en.terms[0].steps, en.terms[0].formula)
+                        : en.formula);
       if (en.terms.size() == 1) {
         const ExplainTerm &t = en.terms[0];
         out += fmt::format("   {}", where(t.steps.empty() ? t.consumer : t.consumer + ", one term per step", t.line, arrow));
@@ -625,7 +658,9 @@ std::string renderText(const Explanation &e, bool ascii) {
         out += fmt::format("{}{} {:<{}}   {}\n", pad, k ? "+" : " ", texts[k], width, where(t.consumer, t.line, arrow));
         if (t.value) out += fmt::format("{}    = {}\n", pad, numbers(*t.value, en.shape));
       }
-      out += fmt::format("{}= {}\n", pad, en.formula);
+      std::string joined; // the whole gradient, unless it is just the terms added up
+      for (size_t k = 0; k < texts.size(); ++k) joined += (k ? " + " : "") + texts[k];
+      if (en.formula != joined) out += fmt::format("{}= {}\n", pad, en.formula);
     }
     if (en.numbers) out += fmt::format("{}= {}\n", pad, numbers(*en.numbers, en.shape));
     if (!en.perElement.empty()) {
@@ -652,6 +687,16 @@ std::string renderText(const Explanation &e, bool ascii) {
   }
   if (!e.notes.empty()) out += "\n";
   for (const std::string &n : e.notes) out += n + "\n";
+  if (ascii) { // the header's and the numbers' few letters beyond ASCII
+    out = asciiLetters(out);
+    std::string fixed;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out.compare(i, 2, "·") == 0) fixed += "*", i += 1;
+      else if (out.compare(i, 3, "…") == 0) fixed += "...", i += 2;
+      else fixed += out[i];
+    }
+    out = std::move(fixed);
+  }
   return out;
 }
 
@@ -757,10 +802,10 @@ std::string formulaToLatex(const std::string &f) {
         const std::string range = f.substr(open, close - open);
         const size_t eq = range.find('='), dots = range.find("..");
         if (eq != std::string::npos && dots != std::string::npos && dots > eq)
-          out += fmt::format("\\sum_{{{}={}}}^{{{}}} ", texName(range.substr(0, eq)),
+          out += fmt::format("\\sum_{{{}={}}}^{{{}}}", texName(range.substr(0, eq)),
                              range.substr(eq + 1, dots - eq - 1), range.substr(dots + 2));
         else
-          out += "\\sum_{" + formulaToLatex(range) + "} ";
+          out += "\\sum_{" + formulaToLatex(range) + "}";
         i = close + 1;
         continue;
       }
@@ -811,6 +856,13 @@ std::string texNumbers(const std::vector<double> &v, const std::string &shape) {
   return formulaToLatex(numbers(v, shape));
 }
 
+// The gradient of one consumer: its formula, or the Σ over the steps of a recurrence.
+std::string stepSum(const ExplainEntry &en) {
+  if (en.terms.size() == 1 && !en.terms[0].steps.empty())
+    return fmt::format("Σ_{{{}}} {}", en.terms[0].steps, en.terms[0].formula);
+  return en.formula;
+}
+
 std::string texScalarSum(const ExplainScalar &sc) {
   std::string s;
   auto one = [](double v) {
@@ -859,7 +911,7 @@ std::string renderLatex(const Explanation &e, bool standalone) {
                          t.line > 0 ? fmt::format("\\text{{, line {}}}", t.line) : "");
     };
     if (en.terms.size() <= 1) {
-      out += fmt::format("{} &= {}", g, formulaToLatex(en.formula));
+      out += fmt::format("{} &= {}", g, formulaToLatex(stepSum(en)));
       if (en.terms.size() == 1) out += " " + from(en.terms[0]);
     } else {
       for (size_t k = 0; k < en.terms.size(); ++k) {
@@ -917,7 +969,7 @@ std::string renderMarkdown(const Explanation &e) {
       return fmt::format("← from ${}${}", formulaToLatex(t.consumer), t.line > 0 ? fmt::format(", line {}", t.line) : "");
     };
     if (en.terms.size() <= 1) {
-      out += fmt::format("${} = {}$", g, formulaToLatex(en.formula));
+      out += fmt::format("${} = {}$", g, formulaToLatex(stepSum(en)));
       if (en.terms.size() == 1) out += " " + from(en.terms[0]);
       out += "\n";
     } else {
