@@ -494,7 +494,9 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
       }
     }
     // The per-element form, consumers in order, each term's products in turn.
-    if (it->adjoint != kNoNode && it->range.empty() && smallEnough(shape, opts.maxUnits)) {
+    double constant;
+    if (it->adjoint != kNoNode && it->range.empty() && smallEnough(shape, opts.maxUnits) &&
+        !G.constValue(it->adjoint, constant)) { // (a constant gradient is the same at every element)
       // (an adjoint that another entry names, dE/db_j = dE/dz_j, keeps that name)
       auto named = listing.adjoints.find(it->adjoint);
       scalars.self_ = named == listing.adjoints.end() || named->second == it->lhs ? it->adjoint : kNoNode;
