@@ -7,6 +7,7 @@
 #include "GradPrinter.h"
 #include "Interpreter.h"
 #include "ProgramPrinter.h"
+#include "Sema.h"
 
 #include <fmt/format.h>
 
@@ -300,31 +301,6 @@ std::vector<std::string> knownNames(const Program &p) {
   return out;
 }
 
-size_t editDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string didYouMean(const std::string &word, const std::vector<std::string> &names) {
-  std::string best;
-  size_t bestD = 3;
-  for (const std::string &n : names) {
-    size_t d = editDistance(word, n);
-    if (d < bestD && d < std::max<size_t>(word.size(), 2)) bestD = d, best = n;
-  }
-  return best;
-}
-
 // The source line of a consumer's statement (a recurrence's step: its statement's).
 int lineOfStatement(const Program &p, size_t statement) {
   return statement < p.values.size() ? static_cast<int>(p.values[statement].loc.line) : 0;
@@ -381,9 +357,8 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
     const std::vector<std::string> known = knownNames(p);
     for (const std::string &name : opts.names) {
       if (std::find(known.begin(), known.end(), name) == known.end()) {
-        std::string near = didYouMean(name, known);
         return Error{fmt::format("{}: error: no value or param named '{}'{}", p.source.name, name,
-                                 near.empty() ? std::string() : fmt::format("; did you mean '{}'?", near))};
+                                 suggestName(name, known))};
       }
     }
     for (const GradListItem &it : listing.items) {
