@@ -321,6 +321,9 @@ int cmdExplain(const ExplainCommand &c) {
     if (!ds.hasTargets) fail(fmt::format("{}: error: 'explain' needs targets: give the labels with --labels", data));
     ds.expandInputBytes();
     const int64_t row = c.row < 0 ? 0 : c.row;
+    if (row >= ds.rows && takesNoData(p))
+      fail(fmt::format("{}: error: --row {}: the program has no inputs and no targets, so it is one "
+                       "example, row 0", c.file, row));
     if (row >= ds.rows)
       fail(fmt::format("{}: error: --row {} is beyond the data's {} row{} (rows count from 0)", data, row,
                        ds.rows, ds.rows == 1 ? "" : "s"));

@@ -134,6 +134,8 @@ error "row beyond the data" "data/hinton.csv: error: --row 1000 is beyond the da
   "$S" explain hinton.nn --row 1000
 error "row without data" "layer_norm.nn: error: '--row' needs --data (no data/layer_norm.csv beside the program)" \
   "$HERE" explain layer_norm.nn --row 0
+error "row of a program without data" "rosenbrock.nn: error: --row 3: the program has no inputs and no targets, so it is one example, row 0" \
+  "$S" explain rosenbrock.nn --row 3
 error "no loss" "matmul.nn: error: 'explain' needs a loss, but the program declares none (add 'loss NAME = EXPR')" \
   "$ROOT/tests/golden/ok" explain matmul.nn
 error "negative row" "nabla: error: --row: -1 is negative; expected an integer in 0..9223372036854775807
