@@ -859,9 +859,11 @@ std::string texScalarSum(const ExplainScalar &sc) {
 std::string renderLatex(const Explanation &e, bool standalone) {
   std::string out;
   if (standalone)
-    out += "\\documentclass[10pt]{article}\n\\usepackage{amsmath}\n"
+    out += "\\documentclass[10pt]{article}\n\\usepackage[a4paper,margin=2cm]{geometry}\n\\usepackage{amsmath}\n"
            "\\allowdisplaybreaks\n\\begin{document}\n";
-  out += fmt::format("\\section*{{Backpropagation through \\texttt{{{}}}}}\n", texEscapeText(e.file));
+  // (the file's own name: a path would run off the page)
+  const std::string file = e.file.substr(e.file.find_last_of('/') == std::string::npos ? 0 : e.file.find_last_of('/') + 1);
+  out += fmt::format("\\section*{{Backpropagation through \\texttt{{{}}}}}\n", texEscapeText(file));
   const std::string L = texName(e.loss);
   out += fmt::format("The gradient of ${}$ for one example, from the loss backwards. Each value's gradient "
                      "is the sum of what its consumers send back: "
@@ -873,7 +875,7 @@ std::string renderLatex(const Explanation &e, bool standalone) {
                        L, texNumber(*e.lossValue));
   out += "\n";
   for (const ExplainEntry &en : e.entries) {
-    out += fmt::format("\n\\subsection*{{${}$ \\normalfont\\small ({}{}{})}}\n", texName(en.name),
+    out += fmt::format("\n\\subsection*{{${}$ \\normalfont\\small ({}{}{})}}\n", formulaToLatex(en.name),
                        en.isParam ? "param, " : "", texEscapeText(en.shape),
                        en.line > 0 ? fmt::format(", line {}", en.line) : "");
     const std::string g = formulaToLatex(en.gradient);
@@ -934,7 +936,7 @@ std::string renderMarkdown(const Explanation &e) {
                        texNumber(*e.lossValue));
   out += "\n";
   for (const ExplainEntry &en : e.entries) {
-    out += fmt::format("\n## ${}$ ({}{}{})\n\n", texName(en.name), en.isParam ? "param, " : "", en.shape,
+    out += fmt::format("\n## ${}$ ({}{}{})\n\n", formulaToLatex(en.name), en.isParam ? "param, " : "", en.shape,
                        en.line > 0 ? fmt::format(", line {}", en.line) : "");
     const std::string g = formulaToLatex(en.gradient);
     if (en.formula.empty() && en.terms.empty()) {
@@ -950,7 +952,7 @@ std::string renderMarkdown(const Explanation &e) {
       if (en.terms.size() == 1) out += " " + from(en.terms[0]);
       out += "\n";
     } else {
-      out += fmt::format("${}$ is the sum over the {} consumers of ${}$:\n\n", g, en.terms.size(), texName(en.name));
+      out += fmt::format("${}$ is the sum over the {} consumers of ${}$:\n\n", g, en.terms.size(), formulaToLatex(en.name));
       for (const ExplainTerm &t : en.terms) {
         std::string term = formulaToLatex(t.formula);
         if (!t.steps.empty()) term = formulaToLatex("Σ_{" + t.steps + "} ") + term;
