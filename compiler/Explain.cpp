@@ -414,6 +414,15 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
     // The adjoints and names the per-element forms refer to.
     for (auto &[node, name] : listing.adjoints) roots.push_back(node);
     for (auto &[node, name] : listing.names) roots.push_back(node);
+    // The interpreter keeps every value it computes: bounded, so that a huge program is an error
+    // rather than an allocation failure (the engines of eval and train budget their memory too).
+    constexpr int64_t kMaxScalars = int64_t(1) << 27; // 1 GiB of doubles
+    int64_t scalars = 0;
+    for (NodeId id : G.reachable(roots)) scalars += G.shape(id).numel();
+    if (scalars > kMaxScalars)
+      return Error{fmt::format("{}: error: explaining with numbers keeps {} values ({:.1f} GiB in f64), more "
+                               "than 1 GiB; explain without an example, or name fewer values",
+                               p.source.name, scalars, double(scalars) * 8 / double(int64_t(1) << 30))};
     values = std::make_unique<Interpreter<double>>(p, G, roots);
     values->run(opts.params.data(), opts.inputs.data(), opts.targets.data());
     e.lossValue = values->value(d.loss).at(0);
