@@ -208,28 +208,44 @@ private:
       return at(o, alignIndex(g_.shape(o), n.shape, idx));
     };
     switch (n.op) {
-    case Op::Const: {
-      std::string t = formatNumber(n.fattr);
-      return {t, n.fattr < 0 ? kUnary : kAtom};
+    case Op::Const: { // as grad writes constants: 2/3, sqrt(3), 1/√2
+      GradPrintOptions o;
+      o.ascii = ascii_;
+      std::string t = printExpression(p_, id, o);
+      const bool atom = t.find_first_of(" /") == std::string::npos && t[0] != '-';
+      return {t, atom ? kAtom : t[0] == '-' ? kUnary : kProduct};
     }
     case Op::Neg: return {"-" + wrap(operand(0), kAtom), kUnary};
     case Op::Pow: return {fmt::format("{}^{}", wrap(operand(0), kAtom), formatNumber(n.fattr)), kAtom};
     case Op::Add: return {wrap(operand(0), kSum) + " + " + wrap(operand(1), kSum), kSum};
     case Op::Sub: return {wrap(operand(0), kSum) + " - " + wrap(operand(1), kProduct), kSum};
     case Op::Mul:
-      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul) { // c * (X * Y), dE/dNAME = c * X
-        const Node &m = g_.node(n.b());
-        const auto inner = alignIndex(m.shape, n.shape, idx);
-        for (int k = 0; k < 2; ++k) {
-          auto it = scaled_.find(m.in[static_cast<size_t>(k)]);
+      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul && !scaled_.empty()) {
+        // c * (X * Y * ...) with dE/dNAME = c * X: dE/dNAME·Y·..., as grad prints it; each factor
+        // at the index its broadcasting gives
+        std::vector<std::pair<NodeId, std::vector<int64_t>>> fs;
+        std::function<void(NodeId, const std::vector<int64_t> &)> flatten = [&](NodeId f, const std::vector<int64_t> &at) {
+          if (g_.op(f) == Op::Mul && !named(f) && fs.size() < 16) {
+            const Node &m = g_.node(f);
+            flatten(m.a(), alignIndex(g_.shape(m.a()), m.shape, at));
+            flatten(m.b(), alignIndex(g_.shape(m.b()), m.shape, at));
+          } else {
+            fs.emplace_back(f, at);
+          }
+        };
+        flatten(n.b(), alignIndex(g_.shape(n.b()), n.shape, idx));
+        for (size_t i = 0; i < fs.size(); ++i) {
+          auto it = scaled_.find(fs[i].first);
           if (it == scaled_.end()) continue;
           for (auto &[c, adj] : it->second) {
             if (c != g_.node(n.a()).fattr || adj == self_) continue;
-            const NodeId y = m.in[static_cast<size_t>(1 - k)];
-            Scalar sa = at(adj, alignIndex(g_.shape(adj), m.shape, inner));
-            Scalar sy = at(y, alignIndex(g_.shape(y), m.shape, inner));
-            return k == 0 ? Scalar{wrap(sa, kProduct) + times() + wrap(sy, kUnary), kProduct}
-                          : Scalar{wrap(sy, kProduct) + times() + wrap(sa, kUnary), kProduct};
+            std::string text;
+            for (size_t j = 0; j < fs.size(); ++j) {
+              Scalar f = j == i ? at(adj, alignIndex(g_.shape(adj), g_.shape(fs[i].first), fs[i].second))
+                                : at(fs[j].first, fs[j].second);
+              text += (j ? times() : "") + wrap(f, j ? kUnary : kProduct);
+            }
+            return {text, kProduct};
           }
         }
       }
