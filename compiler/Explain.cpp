@@ -407,9 +407,24 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
           break;
         }
       }
+      if (entry.note.empty() && name == e.loss) entry.note = fmt::format("the loss itself: d{0}/d{0} = 1", e.loss);
+      if (entry.note.empty()) // grad's own note (the from-logits forms of cross_entropy and bce)
+        for (size_t at = listing.notes.find(fmt::format("# d{}/d{} is not shown: ", e.loss, name));
+             at != std::string::npos;) {
+          const size_t from = listing.notes.find(": ", at) + 2, end = listing.notes.find('\n', at);
+          entry.note = listing.notes.substr(from, end - from);
+          if (!entry.note.empty() && entry.note.back() == '.') entry.note.pop_back();
+          break;
+        }
+      for (const RecurrenceSteps &rs : p.recurrences)
+        if (entry.note.empty() && rs.name == name)
+          entry.note = fmt::format("the states of a recurrence: its gradient is its steps' (d{}/d{}.h[t])", e.loss, name);
       if (entry.note.empty()) entry.note = fmt::format("{} does not depend on it", e.loss);
       for (const NamedValue &v : p.values)
-        if (v.name == name) entry.line = static_cast<int>(v.loc.line);
+        if (v.name == name) entry.line = static_cast<int>(v.loc.line), entry.shape = shapeText(G.shape(v.node));
+      for (auto *list : {&p.inputs, &p.targets})
+        for (const Decl &dd : *list)
+          if (dd.name == name) entry.line = static_cast<int>(dd.loc.line), entry.shape = shapeText(dd.shape);
       e.entries.push_back(std::move(entry));
     }
   }

@@ -88,6 +88,8 @@ golden "hinton row 0 latex" hinton.row0.tex "$S" explain hinton.nn --row 0 --lat
 golden "hinton names" hinton.names.txt "$S" explain hinton.nn y_i W_j
 golden "layer norm" layer_norm.seed1.txt "$HERE" explain layer_norm.nn --seed 1
 golden "recurrence" rnn.txt "$HERE" explain rnn.nn
+golden "names without a gradient of their own" rnn.names.txt "$HERE" explain rnn.nn 'hs.h[1]' E hs xs
+golden "from logits" xor.p.txt "$S" explain xor.nn p
 
 # ASCII means ASCII
 run "$S" explain hinton.nn --row 0 --ascii
