@@ -418,7 +418,8 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
         }
       for (const RecurrenceSteps &rs : p.recurrences)
         if (entry.note.empty() && rs.name == name)
-          entry.note = fmt::format("the states of a recurrence: its gradient is its steps' (d{}/d{}.h[t])", e.loss, name);
+          entry.note = fmt::format("the states of a recurrence: its gradient is its steps' (d{}/d{}.h[{}])", e.loss,
+                                   name, listing.stepVar);
       if (entry.note.empty()) entry.note = fmt::format("{} does not depend on it", e.loss);
       for (const NamedValue &v : p.values)
         if (v.name == name) entry.line = static_cast<int>(v.loc.line), entry.shape = shapeText(G.shape(v.node));
