@@ -336,7 +336,12 @@ int cmdExplain(const ExplainCommand &c) {
     o.example = fmt::format("{}, params {}", source,
                             c.params.empty() ? fmt::format("initialized from seed {}", c.seed) : "from " + c.params);
   }
-  Explanation e = unwrap(explain(p, d, o));
+  Expected<Explanation> ex = explain(p, d, o);
+  if (!ex && ex.error().message.rfind("internal error", 0) == 0) { // the chain rule did not add up
+    std::fprintf(stderr, "nabla: %s (a bug in nabla, please report it)\n", ex.error().message.c_str());
+    return 2;
+  }
+  Explanation e = unwrap(std::move(ex));
   if (o.withNumbers) {
     // Every param's gradient, checked against the compiled one (the JIT in f64, the interpreter
     // where the JIT cannot take the program): the worked example is the gradient nabla trains with.
