@@ -91,6 +91,18 @@ public:
   std::unordered_map<NodeId, std::string> adjoints; // "dE/dNAME" for printed adjoints
   std::string self; // the dE/dNAME being printed, never substituted for itself
 
+  // Adjoints of the form c * X (dE/dS = 2 * (S - T)), by X: the simplifier regroups a product
+  // c * X * Y as c * (X * Y), where dE/dS no longer appears as a node; such a product prints as
+  // dE/dS * Y rather than re-expanding the named adjoint (2 * ((S - T) * S)).
+  std::unordered_map<NodeId, std::vector<std::pair<double, std::string>>> scaled;
+  void indexScaledAdjoints() {
+    scaled.clear();
+    for (auto &[id, name] : adjoints) {
+      const Node &m = g_.node(id);
+      if (m.op == Op::Mul && g_.op(m.a()) == Op::Const) scaled[m.b()].emplace_back(g_.node(m.a()).fattr, name);
+    }
+  }
+
   // Shared subexpressions print once per use; the budget bounds the work on graphs where that
   // would blow up (a formula that long is not readable anyway).
   size_t budget = 20000;
@@ -145,22 +157,48 @@ private:
     case Op::Add:
       if (NodeId u = geluDerivativeOf(n); u != kNoNode) return fmt::format("gelu'({})", render(u));
       prec = kSum;
-      return render(n.a(), kSum) + " + " + render(n.b(), kSum);
-    case Op::Sub: prec = kSum; return render(n.a(), kSum) + " - " + render(n.b(), kProduct);
-    case Op::Mul: prec = kProduct; return render(n.a(), kProduct) + " * " + render(n.b(), kUnary);
-    case Op::Div: prec = kProduct; return render(n.a(), kProduct) + " / " + render(n.b(), kUnary);
+      return side(n, 0, kSum) + " + " + side(n, 1, kSum);
+    case Op::Sub: prec = kSum; return side(n, 0, kSum) + " - " + side(n, 1, kProduct);
+    case Op::Mul:
+      prec = kProduct;
+      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul && !scaled.empty()) {
+        // c * (X * Y * ...) with dE/dNAME = c * X: dE/dNAME * Y * ..., the factors in their order
+        std::vector<NodeId> fs;
+        std::function<void(NodeId)> flatten = [&](NodeId f) {
+          if (g_.op(f) == Op::Mul && !isNamed(f) && fs.size() < 16) {
+            flatten(g_.node(f).a());
+            flatten(g_.node(f).b());
+          } else {
+            fs.push_back(f);
+          }
+        };
+        flatten(n.b());
+        for (size_t i = 0; i < fs.size(); ++i) {
+          auto it = scaled.find(fs[i]);
+          if (it == scaled.end()) continue;
+          for (auto &[c, name] : it->second)
+            if (c == g_.node(n.a()).fattr && name != self) {
+              std::string text;
+              for (size_t j = 0; j < fs.size(); ++j)
+                text += (j ? " * " : "") + (j == i ? name : render(fs[j], j ? kUnary : kProduct));
+              return text;
+            }
+        }
+      }
+      return side(n, 0, kProduct) + " * " + side(n, 1, kUnary);
+    case Op::Div: prec = kProduct; return side(n, 0, kProduct) + " / " + side(n, 1, kUnary);
     case Op::MatMul:
       prec = kProduct;
-      return render(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + render(n.b(), kUnary);
+      return spread(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + spread(n.b(), kUnary);
     case Op::Outer:
       if (o_.parseable) {
         prec = kProduct;
         return fmt::format("reshape({}, [{}, 1]) * reshape({}, [1, {}])", full(n.a()), n.shape[0],
                            full(n.b()), n.shape[1]);
       }
-      if (o_.ascii) return fmt::format("outer({}, {})", render(n.a()), render(n.b()));
+      if (o_.ascii) return fmt::format("outer({}, {})", spread(n.a(), 0), spread(n.b(), 0));
       prec = kProduct;
-      return render(n.a(), kUnary) + " ⊗ " + render(n.b(), kUnary);
+      return spread(n.a(), kUnary) + " ⊗ " + spread(n.b(), kUnary);
     case Op::Transpose:
       if (o_.ascii) return fn("transpose");
       return render(n.a(), kAtom) + "ᵀ";
@@ -183,11 +221,10 @@ private:
       return keepdims(n, 0);
     }
     case Op::SumTo: {
-      const Shape &from = g_.shape(n.a());
-      if (from.rank() == 2 && n.shape.rank() == 1 && n.shape[0] == from[1])
-        return fmt::format("sum({}, 0)", render(n.a()));
+      // What broadcasting repeated, summed back: the leading axes it added (sum(g, 0)) and the
+      // axes of extent 1 it stretched, kept (sum(g, 1, keepdims=true)), as the language writes it.
       if (n.shape.isScalar()) return fn("sum");
-      return fmt::format("sum_to({}, {})", render(n.a()), n.shape.str());
+      return sumsOf(n.a(), n.shape, {});
     }
     case Op::LeakyRelu:
       if (n.fattr == 0.01) return fn("leaky_relu"); // the default slope, as the source omits it
@@ -223,6 +260,7 @@ private:
     }
     case Op::Reshape:
       if (std::string idx = indexing(n); !idx.empty()) return idx;
+      if (std::string sums = droppedSums(n); !sums.empty()) return sums;
       if (n.shape.rank() == 1 && g_.shape(n.a()).rank() > 1) return fn("flatten"); // as the source
       return fmt::format("reshape({}, {})", render(n.a()), n.shape.str());
     case Op::Concat: { // concat(concat(a, b), c) along one axis prints as concat(a, b, c)
@@ -286,6 +324,68 @@ private:
     default: return fn(opSpelling(n.op));
     }
   }
+  bool isNamed(NodeId id) const {
+    return adjoints.count(id) || names.count(id) || (outerNames && outerNames->count(id));
+  }
+
+  // A constant spread over a shape where the op around it does not broadcast (⊗, @): ones([4])
+  // or 0.5 * ones([4]), not a bare 1 that reads as a scalar. Anything else as render().
+  std::string spread(NodeId id, int outer) {
+    double v;
+    const Shape &s = g_.shape(id);
+    if (o_.parseable || s.isScalar() || !g_.constValue(id, v) || adjoints.count(id) || names.count(id) ||
+        (outerNames && outerNames->count(id)))
+      return render(id, outer);
+    if (v == 1) return fmt::format("ones({})", s.str());
+    std::string c = formatConstant(v);
+    std::string text = fmt::format("{} * ones({})", v < 0 ? "(" + c + ")" : c, s.str());
+    return kProduct < outer ? "(" + text + ")" : text;
+  }
+
+  // Operand k of an elementwise binary op: a constant spread over the result's shape reads as
+  // ones([4, 3]) where the other operand alone does not have that shape (1 * V, V [4, 1], is
+  // [4, 3]); else as itself.
+  std::string side(const Node &n, int k, int outer) {
+    const NodeId x = n.in[static_cast<size_t>(k)], other = n.in[static_cast<size_t>(1 - k)];
+    return g_.shape(other) == n.shape || onlyConstants(other) ? render(x, outer) : spread(x, outer);
+  }
+
+  // SumTo from `g` down to `to`: sum(g, k, keepdims=true) for each stretched axis k, then
+  // sum(., 0) for each leading axis; `drop` lists the stretched axes whose 1 is dropped too (a
+  // reshape around the SumTo removes them: sum(g, k) instead of keepdims).
+  std::string sumsOf(NodeId g, const Shape &to, const std::vector<int> &drop) {
+    const Shape &from = g_.shape(g);
+    const int lead = from.rank() - to.rank();
+    std::string s = render(g);
+    for (int k = to.rank(); k-- > 0;) {
+      if (to[k] != 1 || from[lead + k] == 1) continue;
+      const bool dropped = std::find(drop.begin(), drop.end(), k) != drop.end();
+      s = dropped ? fmt::format("sum({}, {})", s, lead + k) : fmt::format("sum({}, {}, keepdims=true)", s, lead + k);
+    }
+    for (int k = 0; k < lead; ++k) s = fmt::format("sum({}, 0)", s);
+    return s;
+  }
+
+  // reshape(sum_to(g, [32, 1, 1]), [32]) (a conv bias's gradient): the reshape only drops the
+  // axes the SumTo kept, so it is sum(sum(g, 2), 1). "" for any other Reshape.
+  std::string droppedSums(const Node &r) {
+    const NodeId sid = r.a();
+    if (g_.op(sid) != Op::SumTo || adjoints.count(sid) || names.count(sid) || (outerNames && outerNames->count(sid)))
+      return "";
+    const Node &st = g_.node(sid);
+    const Shape &from = g_.shape(st.a());
+    const int lead = from.rank() - st.shape.rank();
+    if (lead != 0) return "";
+    std::vector<int> drop;
+    std::vector<int64_t> kept;
+    for (int k = 0; k < st.shape.rank(); ++k) {
+      if (st.shape[k] == 1 && from[k] != 1) drop.push_back(k);
+      else kept.push_back(st.shape[k]);
+    }
+    if (drop.empty() || Shape(kept) != r.shape) return "";
+    return sumsOf(st.a(), st.shape, drop);
+  }
+
   // A Broadcast that inserts axis k > 0, as its operand with that axis kept (size 1).
   std::string keepdims(const Node &n, int outer) {
     const NodeId src = n.a();
@@ -562,7 +662,9 @@ std::string printExpression(const Program &p, NodeId id, const GradPrintOptions 
   return r.render(id);
 }
 
-std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts) {
+GradListing listGradient(Program &p, Derivation &d, const GradPrintOptions &opts, bool perStep,
+                        bool wantWhole) {
+  GradListing listing;
   Graph &G = p.graph;
   Simplifier &S = *d.simplifier;
   Renderer r(G, opts);
@@ -646,8 +748,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   std::unordered_set<NodeId> originalPath;
   for (NodeId id : G.reachable({p.loss->node})) originalPath.insert(id);
 
-  std::string out = fmt::format("# The gradient of {} for one example, from the loss backwards.\n", L);
-  out += "# A param's gradient over a batch is the mean of these.\n";
+  listing.header = fmt::format("# The gradient of {} for one example, from the loss backwards.\n", L);
+  listing.header += "# A param's gradient over a batch is the mean of these.\n";
   // Register every adjoint first (in printing order; the first name for a node wins), so later
   // formulas refer to dE/dNAME of earlier lines. The step values of recurrences go first: where
   // `last = hs[-1]`, dE/dlast is dE/dhs.h[T-1], and the per-step terms read the same over t only
@@ -667,6 +769,7 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     double c;
     if (it.isParam && a != kNoNode && !G.constValue(a, c) && !r.names.count(a)) r.adjoints.emplace(a, dname(it.name));
   }
+  r.indexScaledAdjoints();
   // The statements a forward node's adjoint comes from, each with its part of the adjoint: one
   // part (the whole adjoint) for a node of one statement, else the parts its consumers send,
   // split recursively through consumers that are shared too.
@@ -727,9 +830,18 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   const char *arrow = opts.ascii ? "<-" : "←";
   // Each item's text, from its pieces (the left side, the terms and the labels of their
   // consumers); `abstract` turns a piece into its form over a step t (see stepOf).
+  // Each item's listing, from its pieces (the left side, the terms and the labels of their
+  // consumers); `abstract` turns a piece into its form over a step t (see stepOf).
   auto block = [&](const Item &it, NodeId a, const std::function<std::string(const std::string &)> &abstract,
-                   const std::string &range) -> std::string {
-    const std::string lhs = abstract(dname(it.name)) + " = ";
+                   const std::string &range) -> GradListItem {
+    GradListItem li;
+    li.name = abstract(it.name);
+    li.fwd = it.fwd;
+    li.adjoint = a;
+    li.isParam = it.isParam;
+    li.lhs = abstract(dname(it.name));
+    li.range = range;
+    const std::string lhs = li.lhs + " = ";
     r.self = dname(it.name);
     r.startFormula();
     // Group the contributions by the statement of the consumer: a consumer shared by several
@@ -755,51 +867,67 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       }
       for (auto &[label, part] : parts) add(label, vjpInto(c.consumer, it.fwd, part));
     }
-    const std::string suffix = range.empty() ? "" : "    (" + range + ")";
-    if (groups.size() <= 1) return lhs + abstract(r.full(a)) + suffix + "\n";
-    // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
-    struct Line {
-      std::string term, label;
-      std::vector<int64_t> steps; // the steps it stands for (empty: not a step term)
+    const std::string suffix = range.empty() ? "" : "    (for " + range + ")";
+    auto statementOf = [&](const std::string &label) {
+      for (const Owner &o : ownerInfo)
+        if (o.label == label) return o.statement;
+      return SIZE_MAX;
     };
-    std::vector<Line> lines;
+    if (groups.size() <= 1) {
+      li.formula = abstract(r.full(a));
+      if (groups.size() == 1) li.terms.push_back({abstract(groups[0].first), li.formula, {}, "", {groups[0].second}, statementOf(groups[0].first)});
+      li.text = lhs + li.formula + suffix + "\n";
+      return li;
+    }
+    // The terms, with the per-step ones of one recurrence (the same formula over t) as one Σ.
+    std::vector<GradTermLine> &lines = li.terms;
     for (auto &gp : groups) {
       std::string term = r.full(gp.second, kSum);
       auto [family, step] = stepOf(gp.first);
       if (step < 0) {
-        lines.push_back({abstract(term), abstract(gp.first), {}});
+        lines.push_back({abstract(gp.first), abstract(term), {}, "", {gp.second}, statementOf(gp.first)});
         continue;
       }
       // Over its own step t: a consumer h[5] of a param gives "... h[t] ... h[t-1] ...".
       std::string overT = abstractSteps(term, step), label = family + "[" + stepVar + "]";
       bool merged = false;
-      for (Line &l : lines)
-        if (!l.steps.empty() && l.term == overT && l.label == label) l.steps.push_back(step), merged = true;
-      if (!merged) lines.push_back({overT, label, {step}});
+      for (GradTermLine &l : lines)
+        if (!l.steps.empty() && l.text == overT && l.label == label)
+          l.steps.push_back(step), l.nodes.push_back(gp.second), merged = true;
+      if (!merged) lines.push_back({label, overT, {step}, "", {gp.second}, statementOf(gp.first)});
     }
     // A group of one step is that step's own term.
-    for (Line &l : lines)
+    for (GradTermLine &l : lines) {
       if (l.steps.size() == 1) {
         const int64_t t = l.steps[0];
-        l.term = abstract(concreteStep(l.term, t));
+        l.text = abstract(concreteStep(l.text, t));
         l.label = abstract(concreteStep(l.label, t));
         l.steps.clear();
       }
-    auto sigma = [&](const Line &l) {
-      return l.steps.empty() ? l.term : fmt::format("Σ_{{{}}} {}", stepRange(l.steps), l.term);
+      if (!l.steps.empty()) l.range = stepRange(l.steps);
+    }
+    auto sigma = [&](const GradTermLine &l) {
+      return l.steps.empty() ? l.text : fmt::format("Σ_{{{}}} {}", l.range, l.text);
     };
-    if (lines.size() == 1) // every consumer is a step of one recurrence
-      return fmt::format("{}{}   {} from {}, one term per step{}\n", lhs, sigma(lines[0]), arrow,
-                         lines[0].label, suffix);
+    if (wantWhole) { // the whole gradient too (for explain; grad shows the terms alone)
+      r.startFormula();
+      li.formula = abstract(r.full(a));
+    }
+    if (lines.size() == 1) { // every consumer is a step of one recurrence
+      li.text = fmt::format("{}{}   {} from {}, one term per step{}\n", lhs, sigma(lines[0]), arrow,
+                            lines[0].label, suffix);
+      return li;
+    }
     std::string text = fmt::format("{}Σ over the {} consumers of {}:{}\n", lhs, groups.size(),
                                    abstract(it.name), suffix);
     std::string pad(lhs.size() - 2, ' ');
     size_t width = 0;
-    for (const Line &l : lines) width = std::max(width, sigma(l).size());
+    for (const GradTermLine &l : lines) width = std::max(width, sigma(l).size());
     for (size_t k = 0; k < lines.size(); ++k)
       text += fmt::format("{}{} {:<{}}   {} from {}\n", pad, k ? "+" : " ", sigma(lines[k]), width,
                           arrow, lines[k].label);
-    return text;
+    li.text = std::move(text);
+    return li;
   };
   const auto same = [](const std::string &x) { return x; };
   // The values of one recurrence's steps (FAMILY[t]) whose gradients read the same over t are
@@ -807,11 +935,11 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
   auto overT = [](int64_t t) { return [t](const std::string &x) { return abstractSteps(x, t); }; };
   std::unordered_map<size_t, std::string> overTText;                      // item -> its text over t
   std::unordered_map<std::string, std::vector<size_t>> overTByFamily;     // family -> its items
-  for (size_t i = 0; i < items.size(); ++i) {
+  for (size_t i = 0; i < items.size() && !perStep; ++i) {
     auto [family, step] = stepOf(items[i].name);
     NodeId a = adjointOf(items[i].fwd);
     if (items[i].isParam || step < 0 || a == kNoNode) continue;
-    overTText[i] = block(items[i], a, overT(step), "");
+    overTText[i] = block(items[i], a, overT(step), "").text;
     overTByFamily[family].push_back(i);
   }
   std::unordered_set<size_t> printedSteps;
@@ -820,8 +948,13 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
     NodeId a = adjointOf(it.fwd);
     std::string lhs = dname(it.name) + " = ";
     if (a == kNoNode) {
-      if (it.isParam) out += lhs + "0    (" + L + " does not depend on it)\n";
-      else {
+      if (it.isParam) {
+        GradListItem li;
+        li.name = it.name, li.fwd = it.fwd, li.isParam = true, li.lhs = dname(it.name), li.formula = "0";
+        li.note = L + " does not depend on it";
+        li.text = lhs + "0    (" + li.note + ")\n";
+        listing.items.push_back(std::move(li));
+      } else {
         size_t vi = 0;
         while (vi < p.values.size() && p.values[vi].name != it.name) ++vi;
         Op op = G.op(it.fwd);
@@ -834,8 +967,8 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       continue;
     }
     auto [family, step] = stepOf(it.name);
-    if (it.isParam || step < 0) {
-      out += block(it, a, same, "");
+    if (it.isParam || step < 0 || perStep) {
+      listing.items.push_back(block(it, a, same, ""));
       continue;
     }
     // A step value: printed once over t for every step of its family whose text over t is the
@@ -846,20 +979,33 @@ std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opt
       if (overTText[j] == overTText[i]) steps.push_back(stepOf(items[j].name).second), printedSteps.insert(j);
     std::sort(steps.begin(), steps.end());
     steps.erase(std::unique(steps.begin(), steps.end()), steps.end());
-    out += steps.size() == 1 ? block(it, a, same, "")
-                             : block(it, a, overT(step), "for " + stepRange(steps));
+    listing.items.push_back(steps.size() == 1 ? block(it, a, same, "") : block(it, a, overT(step), stepRange(steps)));
   }
-  if (opts.ascii) {
-    // Keep ASCII output free of the few Unicode letters above.
-    std::string fixed;
-    for (size_t i = 0; i < out.size(); ++i) {
-      if (out.compare(i, 2, "Σ") == 0) fixed += "sum", ++i;
-      else if (out.compare(i, 3, "∈") == 0) fixed += "in", i += 2;
-      else fixed += out[i];
-    }
-    out = fixed;
+  listing.notes = notes;
+  listing.aliases = aliases;
+  listing.names = r.names;
+  listing.adjoints = r.adjoints;
+  listing.stepVar = stepVar;
+  return listing;
+}
+
+// Keeps ASCII output free of the few Unicode letters of the listing (Σ, ∈).
+std::string asciiLetters(const std::string &out) {
+  std::string fixed;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out.compare(i, 2, "Σ") == 0) fixed += "sum", ++i;
+    else if (out.compare(i, 3, "∈") == 0) fixed += "in", i += 2;
+    else fixed += out[i];
   }
-  return out + notes + aliases;
+  return fixed;
+}
+
+std::string printGradient(Program &p, Derivation &d, const GradPrintOptions &opts) {
+  GradListing l = listGradient(p, d, opts);
+  std::string out = l.header;
+  for (const GradListItem &it : l.items) out += it.text;
+  if (opts.ascii) out = asciiLetters(out);
+  return out + l.notes + l.aliases;
 }
 
 } // namespace nabla
