@@ -4,6 +4,9 @@
 #include "EmitCpp.h"
 #include "Evaluate.h"
 #include "GradPrinter.h"
+#include "GraphDot.h"
+#include "Graphviz.h"
+#include "Explain.h"
 #include "JitSession.h"
 #include "Lexer.h"
 #include "Model.h"
@@ -209,6 +212,50 @@ int cmdGrad(const std::string &file, bool ascii, bool parseable = false) {
   requireLoss(p, "grad");
   Derivation d = deriveOrFail(p);
   std::fputs(printGradient(p, d, GradPrintOptions{ascii || parseable, parseable}).c_str(), stdout);
+  return 0;
+}
+
+// graph: the forward graph (and with --grad the gradient graph beside it) as dot text on standard
+// output, or written atomically to OUT: dot text for .dot/.gv, laid out by Graphviz's dot for .svg.
+int cmdGraph(const std::string &file, const std::string &out, bool withGrad, const std::string &detail) {
+  std::string format = "dot";
+  if (!out.empty()) {
+    const std::string ext = std::filesystem::path(out).extension().string();
+    if (ext == ".svg") format = "svg";
+    else if (ext != ".dot" && ext != ".gv")
+      fail(fmt::format("{}: error: 'graph' writes .svg (laid out by Graphviz's dot) or .dot/.gv "
+                       "(dot text); the name ends in neither", out));
+  }
+  Program p = compileFile(file);
+  std::optional<Derivation> d;
+  std::optional<Explanation> e;
+  if (withGrad) {
+    requireLoss(p, "graph --grad");
+    d = deriveOrFail(p);
+    e = unwrap(explain(p, *d, ExplainOptions{}));
+    if (e->entries.empty()) { // SHIM (dev only): until explain() is implemented
+      GradListing L = listGradient(p, *d, GradPrintOptions{}, false, true);
+      for (auto &it : L.items) {
+        ExplainEntry en;
+        en.name = it.name; en.isParam = it.isParam; en.gradient = it.lhs; en.formula = it.formula; en.note = it.note;
+        en.shape = p.graph.shape(it.fwd).describe();
+        for (auto &tl : it.terms) { ExplainTerm t; t.consumer = tl.label; t.formula = tl.text; t.steps = tl.range;
+          if (tl.statement < p.values.size()) t.line = p.values[tl.statement].loc.line; en.terms.push_back(t); }
+        e->entries.push_back(en);
+      }
+    }
+  }
+  const std::string dot = graphToDot(p, e ? &*e : nullptr, file,
+                                     detail == "ops" ? GraphDetail::Ops
+                                     : detail == "values" ? GraphDetail::Values
+                                                          : GraphDetail::Auto).text;
+  if (out.empty()) {
+    std::fputs(dot.c_str(), stdout);
+    return 0;
+  }
+  if (format == "svg") unwrap(writeFileAtomically(out, unwrap(runDot(dot, "svg"))));
+  else unwrap(writeFileAtomically(out, dot));
+  std::printf("wrote %s\n", out.c_str());
   return 0;
 }
 
@@ -729,6 +776,14 @@ int runCommand(int argc, char **argv) {
   grad->add_flag("--parseable", parseable,
                  "ASCII whose every formula is a nabla expression (outer products as reshapes, "
                  "broadcast constants at full shape), for checking the formulas as code");
+  auto *graph = app.add_subcommand("graph", "draw the graph (and with --grad the chain rule's terms) as SVG or dot");
+  addFile(graph);
+  graph->add_option("-o", out, "write FILE.svg (laid out by Graphviz's dot) or FILE.dot; default: dot text on standard output")->check(named);
+  bool withGrad = false;
+  std::string detail = "auto";
+  graph->add_option("--detail", detail, "ops (every op), values (the named values, each with its expression) or auto (ops up to 200, default)")
+      ->check(CLI::IsMember({"auto", "ops", "values"}));
+  graph->add_flag("--grad", withGrad, "the gradient graph beside the forward one, an edge per consumer term, coloured by consumer");
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
   eval->add_option("--data", data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
@@ -800,6 +855,7 @@ int runCommand(int argc, char **argv) {
   try {
     if (check->parsed()) return cmdCheck(file, emit);
     if (grad->parsed()) return cmdGrad(file, ascii, parseable);
+    if (graph->parsed()) return cmdGraph(file, out, withGrad, detail);
     if (eval->parsed()) return cmdEval(file, data, labels, params, seed, engine, dtype, json, threads);
     if (gradcheck->parsed()) return cmdGradcheck(file, data, labels, seed, engine, maxChecks);
     if (train->parsed()) return tc.lrGiven = lrOption->count() > 0, cmdTrain(tc);
