@@ -52,6 +52,8 @@ struct ExplainTerm {
 struct ExplainScalar {
   std::string lhs;                // "dE/dy_i[1]"
   std::vector<std::string> terms; // "W_j[0,1]·dE/dz_j[0]", one per product (consumers in order)
+  std::vector<std::string> numeric; // with numbers: each term with its factors' values
+                                    // ("0.38·(-0.1439)"), one per term
   std::vector<double> values;     // with numbers: one per term
   std::optional<double> total;    // with numbers: the element of the gradient
 };

@@ -91,6 +91,18 @@ public:
   std::unordered_map<NodeId, std::string> adjoints; // "dE/dNAME" for printed adjoints
   std::string self; // the dE/dNAME being printed, never substituted for itself
 
+  // Adjoints of the form c * X (dE/dS = 2 * (S - T)), by X: the simplifier regroups a product
+  // c * X * Y as c * (X * Y), where dE/dS no longer appears as a node; such a product prints as
+  // dE/dS * Y rather than re-expanding the named adjoint (2 * ((S - T) * S)).
+  std::unordered_map<NodeId, std::vector<std::pair<double, std::string>>> scaled;
+  void indexScaledAdjoints() {
+    scaled.clear();
+    for (auto &[id, name] : adjoints) {
+      const Node &m = g_.node(id);
+      if (m.op == Op::Mul && g_.op(m.a()) == Op::Const) scaled[m.b()].emplace_back(g_.node(m.a()).fattr, name);
+    }
+  }
+
   // Shared subexpressions print once per use; the budget bounds the work on graphs where that
   // would blow up (a formula that long is not readable anyway).
   size_t budget = 20000;
@@ -145,22 +157,36 @@ private:
     case Op::Add:
       if (NodeId u = geluDerivativeOf(n); u != kNoNode) return fmt::format("gelu'({})", render(u));
       prec = kSum;
-      return render(n.a(), kSum) + " + " + render(n.b(), kSum);
-    case Op::Sub: prec = kSum; return render(n.a(), kSum) + " - " + render(n.b(), kProduct);
-    case Op::Mul: prec = kProduct; return render(n.a(), kProduct) + " * " + render(n.b(), kUnary);
-    case Op::Div: prec = kProduct; return render(n.a(), kProduct) + " / " + render(n.b(), kUnary);
+      return side(n, 0, kSum) + " + " + side(n, 1, kSum);
+    case Op::Sub: prec = kSum; return side(n, 0, kSum) + " - " + side(n, 1, kProduct);
+    case Op::Mul:
+      prec = kProduct;
+      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul) { // c * (X * Y) with dE/dNAME = c * X
+        const Node &m = g_.node(n.b());
+        for (int k = 0; k < 2; ++k) {
+          auto it = scaled.find(m.in[static_cast<size_t>(k)]);
+          if (it == scaled.end()) continue;
+          for (auto &[c, name] : it->second)
+            if (c == g_.node(n.a()).fattr && name != self) {
+              const NodeId other = m.in[static_cast<size_t>(1 - k)];
+              return k == 0 ? name + " * " + render(other, kUnary) : render(other, kProduct) + " * " + name;
+            }
+        }
+      }
+      return side(n, 0, kProduct) + " * " + side(n, 1, kUnary);
+    case Op::Div: prec = kProduct; return side(n, 0, kProduct) + " / " + side(n, 1, kUnary);
     case Op::MatMul:
       prec = kProduct;
-      return render(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + render(n.b(), kUnary);
+      return spread(n.a(), kProduct) + (o_.ascii ? " @ " : " ") + spread(n.b(), kUnary);
     case Op::Outer:
       if (o_.parseable) {
         prec = kProduct;
         return fmt::format("reshape({}, [{}, 1]) * reshape({}, [1, {}])", full(n.a()), n.shape[0],
                            full(n.b()), n.shape[1]);
       }
-      if (o_.ascii) return fmt::format("outer({}, {})", render(n.a()), render(n.b()));
+      if (o_.ascii) return fmt::format("outer({}, {})", spread(n.a(), 0), spread(n.b(), 0));
       prec = kProduct;
-      return render(n.a(), kUnary) + " ⊗ " + render(n.b(), kUnary);
+      return spread(n.a(), kUnary) + " ⊗ " + spread(n.b(), kUnary);
     case Op::Transpose:
       if (o_.ascii) return fn("transpose");
       return render(n.a(), kAtom) + "ᵀ";
@@ -183,11 +209,10 @@ private:
       return keepdims(n, 0);
     }
     case Op::SumTo: {
-      const Shape &from = g_.shape(n.a());
-      if (from.rank() == 2 && n.shape.rank() == 1 && n.shape[0] == from[1])
-        return fmt::format("sum({}, 0)", render(n.a()));
+      // What broadcasting repeated, summed back: the leading axes it added (sum(g, 0)) and the
+      // axes of extent 1 it stretched, kept (sum(g, 1, keepdims=true)), as the language writes it.
       if (n.shape.isScalar()) return fn("sum");
-      return fmt::format("sum_to({}, {})", render(n.a()), n.shape.str());
+      return sumsOf(n.a(), n.shape, {});
     }
     case Op::LeakyRelu:
       if (n.fattr == 0.01) return fn("leaky_relu"); // the default slope, as the source omits it
@@ -223,6 +248,7 @@ private:
     }
     case Op::Reshape:
       if (std::string idx = indexing(n); !idx.empty()) return idx;
+      if (std::string sums = droppedSums(n); !sums.empty()) return sums;
       if (n.shape.rank() == 1 && g_.shape(n.a()).rank() > 1) return fn("flatten"); // as the source
       return fmt::format("reshape({}, {})", render(n.a()), n.shape.str());
     case Op::Concat: { // concat(concat(a, b), c) along one axis prints as concat(a, b, c)
@@ -286,6 +312,64 @@ private:
     default: return fn(opSpelling(n.op));
     }
   }
+  // A constant spread over a shape where the op around it does not broadcast (⊗, @): ones([4])
+  // or 0.5 * ones([4]), not a bare 1 that reads as a scalar. Anything else as render().
+  std::string spread(NodeId id, int outer) {
+    double v;
+    const Shape &s = g_.shape(id);
+    if (o_.parseable || s.isScalar() || !g_.constValue(id, v) || adjoints.count(id) || names.count(id) ||
+        (outerNames && outerNames->count(id)))
+      return render(id, outer);
+    if (v == 1) return fmt::format("ones({})", s.str());
+    std::string c = formatConstant(v);
+    std::string text = fmt::format("{} * ones({})", v < 0 ? "(" + c + ")" : c, s.str());
+    return kProduct < outer ? "(" + text + ")" : text;
+  }
+
+  // Operand k of an elementwise binary op: a constant spread over the result's shape reads as
+  // ones([4, 3]) where the other operand alone does not have that shape (1 * V, V [4, 1], is
+  // [4, 3]); else as itself.
+  std::string side(const Node &n, int k, int outer) {
+    const NodeId x = n.in[static_cast<size_t>(k)], other = n.in[static_cast<size_t>(1 - k)];
+    return g_.shape(other) == n.shape || onlyConstants(other) ? render(x, outer) : spread(x, outer);
+  }
+
+  // SumTo from `g` down to `to`: sum(g, k, keepdims=true) for each stretched axis k, then
+  // sum(., 0) for each leading axis; `drop` lists the stretched axes whose 1 is dropped too (a
+  // reshape around the SumTo removes them: sum(g, k) instead of keepdims).
+  std::string sumsOf(NodeId g, const Shape &to, const std::vector<int> &drop) {
+    const Shape &from = g_.shape(g);
+    const int lead = from.rank() - to.rank();
+    std::string s = render(g);
+    for (int k = to.rank(); k-- > 0;) {
+      if (to[k] != 1 || from[lead + k] == 1) continue;
+      const bool dropped = std::find(drop.begin(), drop.end(), k) != drop.end();
+      s = dropped ? fmt::format("sum({}, {})", s, lead + k) : fmt::format("sum({}, {}, keepdims=true)", s, lead + k);
+    }
+    for (int k = 0; k < lead; ++k) s = fmt::format("sum({}, 0)", s);
+    return s;
+  }
+
+  // reshape(sum_to(g, [32, 1, 1]), [32]) (a conv bias's gradient): the reshape only drops the
+  // axes the SumTo kept, so it is sum(sum(g, 2), 1). "" for any other Reshape.
+  std::string droppedSums(const Node &r) {
+    const NodeId sid = r.a();
+    if (g_.op(sid) != Op::SumTo || adjoints.count(sid) || names.count(sid) || (outerNames && outerNames->count(sid)))
+      return "";
+    const Node &st = g_.node(sid);
+    const Shape &from = g_.shape(st.a());
+    const int lead = from.rank() - st.shape.rank();
+    if (lead != 0) return "";
+    std::vector<int> drop;
+    std::vector<int64_t> kept;
+    for (int k = 0; k < st.shape.rank(); ++k) {
+      if (st.shape[k] == 1 && from[k] != 1) drop.push_back(k);
+      else kept.push_back(st.shape[k]);
+    }
+    if (drop.empty() || Shape(kept) != r.shape) return "";
+    return sumsOf(st.a(), st.shape, drop);
+  }
+
   // A Broadcast that inserts axis k > 0, as its operand with that axis kept (size 1).
   std::string keepdims(const Node &n, int outer) {
     const NodeId src = n.a();
@@ -669,6 +753,7 @@ GradListing listGradient(Program &p, Derivation &d, const GradPrintOptions &opts
     double c;
     if (it.isParam && a != kNoNode && !G.constValue(a, c) && !r.names.count(a)) r.adjoints.emplace(a, dname(it.name));
   }
+  r.indexScaledAdjoints();
   // The statements a forward node's adjoint comes from, each with its part of the adjoint: one
   // part (the whole adjoint) for a node of one statement, else the parts its consumers send,
   // split recursively through consumers that are shared too.

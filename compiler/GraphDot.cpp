@@ -99,6 +99,22 @@ std::string opLabel(const Graph &g, NodeId id) {
   }
 }
 
+// A recurrence's step value names FAMILY[INDEX] (hs.h[3], or hs.h[t+1] over a step variable; a
+// user's name holds no bracket): its family, "" for any other name.
+std::string familyOf(const std::string &n) {
+  const size_t open = n.rfind('[');
+  return open == std::string::npos || open == 0 || n.back() != ']' ? "" : n.substr(0, open);
+}
+bool isStepName(const std::string &n) { return !familyOf(n).empty(); }
+// hs.h[3] rather than hs.h[t]
+bool isConcreteStep(const std::string &n) {
+  const size_t open = n.rfind('[');
+  if (!isStepName(n) || open + 2 >= n.size()) return false;
+  for (size_t i = open + 1; i + 1 < n.size(); ++i)
+    if (n[i] < '0' || n[i] > '9') return false;
+  return true;
+}
+
 // The label of a forward node's kind: "param", "input", "target", or its op.
 std::string kindLabel(const Graph &g, NodeId id) {
   const Op op = g.op(id);
@@ -136,10 +152,6 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
     for (const ExplainEntry &e : grad->entries)
       for (const ExplainTerm &t : e.terms)
         if (colourOf.emplace(t.consumer, out.consumers.size()).second) out.consumers.push_back(t.consumer);
-  std::unordered_map<NodeId, std::string> forwardColour; // a consumer's forward node
-  for (size_t k = 0; k < out.consumers.size(); ++k)
-    if (auto it = out.nodeOf.find(out.consumers[k]); it != out.nodeOf.end())
-      forwardColour.emplace(it->second, consumerColour(k));
 
   std::string &t = out.text;
   t += "digraph nabla {\n";
@@ -186,6 +198,22 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
       if (auto st = stepOfNode.find(id); st != stepOfNode.end()) id = st->second.rep;
     t += "    // the named values only (their unnamed ops are inside each expression)\n";
   }
+  // The forward node a name of the explanation is drawn as: its own, or where the steps are rolled
+  // up, its family's for a name over a step variable (hs.h[t], hs.h[t+1]).
+  std::unordered_map<std::string, NodeId> familyNode;
+  if (!opsToo)
+    for (const RecurrenceSteps &rs : p.recurrences)
+      for (const StepValue &sv : rs.values)
+        if (auto st = stepOfNode.find(sv.node); st != stepOfNode.end())
+          familyNode.emplace(rs.name + "." + sv.name, st->second.rep);
+  auto forwardNode = [&](const std::string &n) -> NodeId {
+    if (auto it = out.nodeOf.find(n); it != out.nodeOf.end()) return it->second;
+    if (auto f = familyNode.find(familyOf(n)); f != familyNode.end()) return f->second;
+    return kNoNode;
+  };
+  std::unordered_map<NodeId, std::string> forwardColour; // a consumer's forward node
+  for (size_t k = 0; k < out.consumers.size(); ++k)
+    if (NodeId id = forwardNode(out.consumers[k]); id != kNoNode) forwardColour.emplace(id, consumerColour(k));
   std::unordered_set<std::string> drawnEdges;
   for (NodeId id : reachable) {
     const Node &n = G.node(id);
@@ -295,12 +323,14 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
                      dotEscape(grad->loss));
     std::unordered_map<std::string, std::string> gid; // a name -> its adjoint's dot id
     gid[grad->loss] = "gloss";
+    std::unordered_map<std::string, std::string> blockOf; // a family -> its block over steps (hs.h[t])
     t += fmt::format("    gloss [id=\"gloss\", label=\"d{0}/d{0} = 1\", shape=box, style=\"rounded\", peripheries=2];\n",
                      dotEscape(grad->loss));
     for (size_t i = 0; i < grad->entries.size(); ++i) {
       const ExplainEntry &e = grad->entries[i];
       const std::string id = fmt::format("g{}", i);
       gid.emplace(e.name, id);
+      if (isStepName(e.name) && !isConcreteStep(e.name)) blockOf.emplace(familyOf(e.name), id);
       std::string attrs = fmt::format("label=\"{}\\n{}\", shape=box, style=\"{}\"", dotEscape(e.gradient),
                                       dotEscape(e.shape), e.isParam ? "filled" : "rounded,filled");
       attrs += e.isParam ? ", fillcolor=\"#fff3c4\"" : ", fillcolor=\"#ffffff\"";
@@ -317,6 +347,9 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
       for (size_t k = 0; k < e.terms.size(); ++k) {
         const ExplainTerm &term = e.terms[k];
         auto from = gid.find(term.consumer);
+        if (from == gid.end()) // hs.h[t+1] of the block hs.h[t]: its own adjoint, one step on
+          if (auto b = blockOf.find(familyOf(term.consumer)); b != blockOf.end() && isStepName(term.consumer))
+            from = gid.emplace(term.consumer, b->second).first;
         if (from == gid.end()) { // a consumer that is no entry (a step's term over t: hs.h[t])
           const std::string id = fmt::format("gx{}", extra++);
           t += fmt::format("    {} [label=\"d{}/d{}\", shape=box, style=\"rounded,dashed\"];\n", id,
@@ -336,8 +369,8 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
     t += gedges + "  }\n";
     // Each adjoint level with its value (a rank constraint only; no edge is drawn).
     for (size_t i = 0; i < grad->entries.size(); ++i)
-      if (auto it = out.nodeOf.find(grad->entries[i].name); it != out.nodeOf.end())
-        t += fmt::format("  {{ rank=same; {}; g{}; }}\n", dotNodeId(it->second), i);
+      if (NodeId id = forwardNode(grad->entries[i].name); id != kNoNode)
+        t += fmt::format("  {{ rank=same; {}; g{}; }}\n", dotNodeId(id), i);
     if (loss != kNoNode) t += fmt::format("  {{ rank=same; {}; gloss; }}\n", dotNodeId(loss));
   }
   t += "}\n";

@@ -117,6 +117,58 @@ NodeId Simplifier::rewriteUnary(Op op, NodeId a, double p) {
   return raw(op, a, kNoNode, p, 0, {});
 }
 
+// A term as c · f1 · f2 · ...: its constant factor (signs and scalar constants, broadcast or not)
+// and its other factors, for rules that look at products whatever their grouping. False for a
+// term of more than `max` factors.
+static bool productOf(const Graph &g, NodeId id, double &c, std::vector<NodeId> &factors, size_t max = 4) {
+  const Node &n = g.node(id);
+  double v;
+  if (g.constValue(id, v)) {
+    c *= v;
+    return true;
+  }
+  if (n.op == Op::Neg) {
+    c = -c;
+    return productOf(g, n.a(), c, factors, max);
+  }
+  if (n.op == Op::Mul) return productOf(g, n.a(), c, factors, max) && productOf(g, n.b(), c, factors, max);
+  factors.push_back(id);
+  return factors.size() <= max;
+}
+
+// (1 - t) σ(z) - t σ(-z) -> σ(z) - t: the derivative of bce(logistic(z), t) in its stable
+// from-logits form (d/dz [t softplus(-z) + (1 - t) softplus(z)]), since σ(-z) = 1 - σ(z):
+// (1 - t) σ(z) - t (1 - σ(z)) = σ(z) - t. Logistic regression's gradient is then `p - t`, as every
+// textbook writes it. Both terms may carry the same constant factor with opposite signs
+// (c (1 - t) σ(z) + (-c) t σ(-z) -> c (σ(z) - t)), in any order and grouping. `a + signB * b`;
+// kNoNode when the sum is not of that form.
+NodeId Simplifier::logisticPair(NodeId a, NodeId b, double signB, const Shape &out) {
+  double ca = 1, cb = signB;
+  std::vector<NodeId> fa, fb;
+  if (!productOf(g_, a, ca, fa) || !productOf(g_, b, cb, fb) || fa.size() != 2 || fb.size() != 2) return kNoNode;
+  // term 1: c1 · P · σ(z), term 2: c2 · Q · σ(-z), P = 1 - Q, c2 = -c1
+  for (int swapTerms = 0; swapTerms < 2; ++swapTerms) {
+    const std::vector<NodeId> &f1 = swapTerms ? fb : fa, &f2 = swapTerms ? fa : fb;
+    const double c1 = swapTerms ? cb : ca, c2 = swapTerms ? ca : cb;
+    if (c2 != -c1) continue;
+    for (int i = 0; i < 2; ++i)
+      for (int j = 0; j < 2; ++j) {
+        const NodeId sig = f1[static_cast<size_t>(i)], P = f1[static_cast<size_t>(1 - i)];
+        const NodeId sigNeg = f2[static_cast<size_t>(j)], Q = f2[static_cast<size_t>(1 - j)];
+        if (g_.op(sig) != Op::Logistic || g_.op(sigNeg) != Op::Logistic) continue;
+        const Node &inner = g_.node(g_.node(sigNeg).a());
+        if (inner.op != Op::Neg || inner.a() != g_.node(sig).a()) continue;
+        const Node &p = g_.node(P);
+        double one;
+        if (p.op != Op::Sub || !g_.constValue(p.a(), one) || one != 1 || p.b() != Q) continue;
+        NodeId r = make(Op::Sub, sig, Q);
+        if (c1 != 1) r = make(Op::Mul, g_.constant(c1), r);
+        return g_.shape(r) == out ? r : make(Op::Broadcast, r, kNoNode, 0, -1, out);
+      }
+  }
+  return kNoNode;
+}
+
 NodeId Simplifier::rewriteBinary(Op op, NodeId a, NodeId b, const Shape &out) {
   // A numpy-aligned broadcast operand is implied by the op itself: drop it.
   auto unbroadcast = [&](NodeId &x, NodeId other) {
@@ -140,6 +192,7 @@ NodeId Simplifier::rewriteBinary(Op op, NodeId a, NodeId b, const Shape &out) {
     if (nb.op == Op::Neg) return make(Op::Sub, a, nb.a());             // x + -y -> x - y
     if (na.op == Op::Neg) return make(Op::Sub, b, na.a());             // -x + y -> y - x
     if (a == b) return make(Op::Mul, g_.constant(2), a);               // x + x -> 2 * x
+    if (NodeId r = logisticPair(a, b, 1, out); r != kNoNode) return r;  // bce's (1 - t) σ(z) - t σ(-z)
     if (na.op == Op::Pad && nb.op == Op::Pad && na.shape == nb.shape) { // pad(x) + pad(y) -> pad(concat)
       // Two padded values side by side along one axis (and aligned on the others) fill disjoint,
       // adjacent regions: their sum is the two joined, padded (a stacked gate's gradient).
@@ -165,6 +218,7 @@ NodeId Simplifier::rewriteBinary(Op op, NodeId a, NodeId b, const Shape &out) {
     if (isZero(a)) return widen(make(Op::Neg, b));                     // 0 - x -> -x
     if (nb.op == Op::Neg) return make(Op::Add, a, nb.a());             // x - -y -> x + y
     if (a == b) return zeros(out);                                     // x - x -> 0
+    if (NodeId r = logisticPair(a, b, -1, out); r != kNoNode) return r; // (1 - t) σ(z) - t σ(-z) -> σ(z) - t
     break;
   case Op::Mul:
     if (B && !A) return make(Op::Mul, b, a);                           // x * c -> c * x
@@ -220,14 +274,22 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t
     if (x.op == Op::Mul && g_.shape(x.a()).isScalar())                 // sum(c * y) -> c * sum(y)
       return make(Op::Mul, x.a(), make(Op::Sum, x.b()));
     break;
-  case Op::SumAxis:
+  case Op::SumAxis: {
     if (x.op == Op::Neg) return make(Op::Neg, make(Op::SumAxis, x.a(), kNoNode, 0, iattr, shape));
+    double c;
+    if (x.op == Op::Broadcast && g_.constValue(a, c)) { // sum(c everywhere, k) -> n_k c everywhere
+      std::vector<int64_t> d = sa.dims;
+      d.erase(d.begin() + iattr);
+      NodeId v = g_.constant(c * double(sa[static_cast<int>(iattr)]));
+      return d.empty() ? v : make(Op::Broadcast, v, kNoNode, 0, -1, Shape(std::move(d)));
+    }
     if (isZero(a)) { // the result's shape is a's without the axis (whatever `shape` a caller gave)
       std::vector<int64_t> d = sa.dims;
       d.erase(d.begin() + iattr);
       return zeros(Shape(std::move(d)));
     }
     break;
+  }
   case Op::Reshape:
     if (sa == shape) return a;                                         // reshape to own shape
     if (x.op == Op::Reshape) return make(Op::Reshape, x.a(), kNoNode, 0, 0, shape); // of a reshape
@@ -283,10 +345,14 @@ NodeId Simplifier::rewriteOther(Op op, NodeId a, NodeId b, double fattr, int64_t
   case Op::MaxPool2dGrad: // linear in g
     if (isZero(b)) return zeros(g_.shape(a));
     break;
-  case Op::Transpose:
+  case Op::Transpose: {
     if (x.op == Op::Transpose) return x.a();                           // (xᵀ)ᵀ -> x
+    double c;
+    if (x.op == Op::Broadcast && g_.constValue(a, c))                  // (c everywhere)ᵀ
+      return make(Op::Broadcast, g_.constant(c), kNoNode, 0, -1, Shape{sa[1], sa[0]});
     if (isZero(a)) return zeros(Shape{sa[1], sa[0]});
     break;
+  }
   case Op::MatMul:
   case Op::Outer:
     if (isZero(a) || isZero(b)) {

@@ -30,6 +30,7 @@ private:
   NodeId raw(Op op, NodeId a, NodeId b, double fattr, int64_t iattr, const Shape &shape,
              const std::vector<int64_t> &attrs = {});
   NodeId zeros(const Shape &s);
+  NodeId logisticPair(NodeId a, NodeId b, double signB, const Shape &out);
   bool isZero(NodeId id) const;
   bool isOne(NodeId id) const;
   bool scalarConst(NodeId id, double &v) const; // a rank-0 Const

@@ -2,6 +2,7 @@
 // pipeline, prints results. Every error is a message and exit status 1.
 #include "DataIO.h"
 #include "EmitCpp.h"
+#include "Explain.h"
 #include "Evaluate.h"
 #include "GradPrinter.h"
 #include "GraphDot.h"
@@ -233,17 +234,6 @@ int cmdGraph(const std::string &file, const std::string &out, bool withGrad, con
     requireLoss(p, "graph --grad");
     d = deriveOrFail(p);
     e = unwrap(explain(p, *d, ExplainOptions{}));
-    if (e->entries.empty()) { // SHIM (dev only): until explain() is implemented
-      GradListing L = listGradient(p, *d, GradPrintOptions{}, false, true);
-      for (auto &it : L.items) {
-        ExplainEntry en;
-        en.name = it.name; en.isParam = it.isParam; en.gradient = it.lhs; en.formula = it.formula; en.note = it.note;
-        en.shape = p.graph.shape(it.fwd).describe();
-        for (auto &tl : it.terms) { ExplainTerm t; t.consumer = tl.label; t.formula = tl.text; t.steps = tl.range;
-          if (tl.statement < p.values.size()) t.line = p.values[tl.statement].loc.line; en.terms.push_back(t); }
-        e->entries.push_back(en);
-      }
-    }
   }
   const std::string dot = graphToDot(p, e ? &*e : nullptr, file,
                                      detail == "ops" ? GraphDetail::Ops
@@ -320,6 +310,104 @@ Dataset randomData(const Program &p, uint64_t seed, int64_t rows) {
     for (int64_t i = 0; i < p.targetCount(); ++i) ds.targets.push_back(rng.uniform(0, 1));
   }
   return ds;
+}
+
+// `nabla explain`: the options of one explanation (see Explain.h).
+struct ExplainCommand {
+  std::string file, data, labels, params, latex;
+  std::vector<std::string> names;
+  uint64_t seed = 0;
+  int64_t row = -1; // -1: none given
+  bool seedGiven = false, ascii = false, markdown = false;
+  int maxUnits = 8;
+};
+
+// The data file a sample ships with: data/STEM.csv beside the program (samples/data/hinton.csv for
+// samples/hinton.nn), so that `nabla explain samples/hinton.nn --row 0` reads the lecture's example.
+std::string dataBeside(const std::string &file) {
+  namespace fs = std::filesystem;
+  fs::path p(file);
+  fs::path csv = p.parent_path() / "data" / (p.stem().string() + ".csv");
+  std::error_code ec;
+  return fs::is_regular_file(csv, ec) ? csv.string() : std::string();
+}
+
+int cmdExplain(const ExplainCommand &c) {
+  Program p = compileFile(c.file);
+  requireLoss(p, "explain");
+  Derivation d = deriveOrFail(p);
+  ExplainOptions o;
+  o.names = c.names;
+  o.ascii = c.ascii;
+  o.maxUnits = c.maxUnits;
+  o.withNumbers = !c.params.empty() || !c.data.empty() || c.row >= 0 || c.seedGiven;
+  if (o.withNumbers) {
+    // The example: row K of --data (or of the data file the program ships with), else one random
+    // example from the seed (inputs in [0.5, 1.5], targets in [0, 1]).
+    std::string data = c.data;
+    if (data.empty() && c.row >= 0 && !takesNoData(p)) {
+      data = dataBeside(c.file);
+      if (data.empty())
+        fail(fmt::format("{}: error: '--row' needs --data (no data/{}.csv beside the program)", c.file,
+                         std::filesystem::path(c.file).stem().string()));
+    }
+    Dataset ds = data.empty() && c.labels.empty() ? (takesNoData(p) ? loadData(p, "explain", "", "", false, false)
+                                                                     : randomData(p, c.seed, 1))
+                                                  : loadData(p, "explain", data, c.labels, false, false);
+    if (!ds.hasTargets) fail(fmt::format("{}: error: 'explain' needs targets: give the labels with --labels", data));
+    ds.expandInputBytes();
+    const int64_t row = c.row < 0 ? 0 : c.row;
+    if (row >= ds.rows)
+      fail(fmt::format("{}: error: --row {} is beyond the data's {} row{} (rows count from 0)", data, row,
+                       ds.rows, ds.rows == 1 ? "" : "s"));
+    const size_t ni = static_cast<size_t>(p.inputCount()), nt = static_cast<size_t>(p.targetCount());
+    o.inputs.assign(ds.inputs.begin() + static_cast<ptrdiff_t>(row * ni), ds.inputs.begin() + static_cast<ptrdiff_t>((row + 1) * ni));
+    o.targets.assign(ds.targets.begin() + static_cast<ptrdiff_t>(row * nt), ds.targets.begin() + static_cast<ptrdiff_t>((row + 1) * nt));
+    o.params = paramsFor(p, c.params, c.seed, false);
+    std::string source = takesNoData(p) ? "no data" : data.empty() ? fmt::format("a random example from seed {}", c.seed)
+                                                                   : fmt::format("row {} of {}", row, data);
+    o.example = fmt::format("{}, params {}", source,
+                            c.params.empty() ? fmt::format("initialized from seed {}", c.seed) : "from " + c.params);
+  }
+  Explanation e = unwrap(explain(p, d, o));
+  if (o.withNumbers) {
+    // Every param's gradient, checked against the compiled one (the JIT in f64, the interpreter
+    // where the JIT cannot take the program): the worked example is the gradient nabla trains with.
+    CompileOptions co;
+    co.dtype = DType::F64;
+    Expected<Model> m = Model::compileString(p.source.text, p.source.name, co);
+    if (!m) {
+      co.engine = Engine::Interp;
+      m = Model::compileString(p.source.text, p.source.name, co);
+    }
+    if (!m) fail(m.error().message);
+    std::vector<double> grads;
+    const double loss = m->lossAndGradient(o.params, o.inputs.data(), o.targets.data(), 1, grads);
+    auto close = [](double a, double b) { return std::abs(a - b) <= 1e-7 * std::max({1.0, std::abs(a), std::abs(b)}); };
+    std::string mismatch;
+    if (e.lossValue && !close(loss, *e.lossValue))
+      mismatch = fmt::format("the loss {} is {} by the interpreter but {} compiled", p.loss->name, *e.lossValue, loss);
+    for (const ExplainEntry &en : e.entries) {
+      const Decl *decl = en.isParam ? p.findParam(en.name) : nullptr;
+      if (!decl || !en.numbers || !mismatch.empty()) continue;
+      for (int64_t k = 0; k < decl->shape.numel(); ++k) {
+        const double want = grads[static_cast<size_t>(decl->offset + k)], got = (*en.numbers)[static_cast<size_t>(k)];
+        if (!close(want, got)) {
+          mismatch = fmt::format("{}[{}] is {} by the terms but {} compiled", en.gradient, k, got, want);
+          break;
+        }
+      }
+    }
+    if (!mismatch.empty()) {
+      std::fprintf(stderr, "nabla: internal error (a bug in nabla, please report it): explain: %s\n", mismatch.c_str());
+      return 2;
+    }
+  }
+  std::string out = !c.latex.empty() ? renderLatex(e, c.latex != "fragment")
+                    : c.markdown     ? renderMarkdown(e)
+                                     : renderText(e, c.ascii);
+  std::fputs(out.c_str(), stdout);
+  return 0;
 }
 
 int cmdGradcheck(const std::string &file, const std::string &data, const std::string &labels,
@@ -784,6 +872,24 @@ int runCommand(int argc, char **argv) {
   graph->add_option("--detail", detail, "ops (every op), values (the named values, each with its expression) or auto (ops up to 200, default)")
       ->check(CLI::IsMember({"auto", "ops", "values"}));
   graph->add_flag("--grad", withGrad, "the gradient graph beside the forward one, an edge per consumer term, coloured by consumer");
+  ExplainCommand xc;
+  auto *explainCmd = app.add_subcommand(
+      "explain", "the chain rule value by value: each gradient as its consumers' terms with their source "
+                 "lines, small layers element by element, and with an example the numbers of every term");
+  explainCmd->add_option("FILE", xc.file, "the .nn program")->required()->check(named);
+  explainCmd->add_option("NAME", xc.names, "the values and params to explain (default: all, from the loss backwards)");
+  explainCmd->add_option("--params", xc.params, "JSON params (default: initialized from --seed)")->check(named);
+  explainCmd->add_option("--data", xc.data, "CSV data, or IDX images with --labels: the example is its row --row")->check(named);
+  explainCmd->add_option("--labels", xc.labels, "IDX labels of the --data images")->check(named);
+  explainCmd->add_option("--row", xc.row, "the example: row K of --data, counting from 0 (without --data: of data/STEM.csv beside the program)")
+      ->check(integerIn<int64_t>(0, INT64_MAX));
+  auto *explainSeed = explainCmd->add_option("--seed", xc.seed, "seed of the params (without --params) and of a random example (without --data); default 0")->check(kSeed);
+  explainCmd->add_flag("--ascii", xc.ascii, "ASCII notation only (no ᵀ, ⊗, Σ, ·, ←)");
+  explainCmd->add_flag("--latex{standalone}", xc.latex, "LaTeX: a standalone document, or with --latex=fragment one to \\input")
+      ->check(CLI::IsMember({"standalone", "fragment"}));
+  explainCmd->add_flag("--markdown", xc.markdown, "GitHub-flavoured Markdown, math in $...$");
+  explainCmd->add_option("--max-units", xc.maxUnits, "write gradients element by element for values of at most N units (default 8; 0: never)")
+      ->check(CLI::Range(0, 64));
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
   eval->add_option("--data", data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
@@ -856,6 +962,7 @@ int runCommand(int argc, char **argv) {
     if (check->parsed()) return cmdCheck(file, emit);
     if (grad->parsed()) return cmdGrad(file, ascii, parseable);
     if (graph->parsed()) return cmdGraph(file, out, withGrad, detail);
+    if (explainCmd->parsed()) return xc.seedGiven = explainSeed->count() > 0, cmdExplain(xc);
     if (eval->parsed()) return cmdEval(file, data, labels, params, seed, engine, dtype, json, threads);
     if (gradcheck->parsed()) return cmdGradcheck(file, data, labels, seed, engine, maxChecks);
     if (train->parsed()) return tc.lrGiven = lrOption->count() > 0, cmdTrain(tc);
