@@ -124,7 +124,14 @@ std::string kindLabel(const Graph &g, NodeId id) {
 
 } // namespace
 
-DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string &title, GraphDetail detail) {
+NodeId drawnNodeOf(const DotGraph &g, const std::string &name) {
+  if (auto it = g.nodeOf.find(name); it != g.nodeOf.end()) return it->second;
+  if (auto f = g.familyNode.find(familyOf(name)); f != g.familyNode.end()) return f->second;
+  return kNoNode;
+}
+
+DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string &title, GraphDetail detail,
+                    bool gradientCluster) {
   const Graph &G = p.graph;
   DotGraph out;
   // Every name of every node: declarations first, then the statements (a recurrence's step
@@ -200,17 +207,13 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
   }
   // The forward node a name of the explanation is drawn as: its own, or where the steps are rolled
   // up, its family's for a name over a step variable (hs.h[t], hs.h[t+1]).
-  std::unordered_map<std::string, NodeId> familyNode;
+  std::unordered_map<std::string, NodeId> &familyNode = out.familyNode;
   if (!opsToo)
     for (const RecurrenceSteps &rs : p.recurrences)
       for (const StepValue &sv : rs.values)
         if (auto st = stepOfNode.find(sv.node); st != stepOfNode.end())
           familyNode.emplace(rs.name + "." + sv.name, st->second.rep);
-  auto forwardNode = [&](const std::string &n) -> NodeId {
-    if (auto it = out.nodeOf.find(n); it != out.nodeOf.end()) return it->second;
-    if (auto f = familyNode.find(familyOf(n)); f != familyNode.end()) return f->second;
-    return kNoNode;
-  };
+  auto forwardNode = [&](const std::string &n) { return drawnNodeOf(out, n); };
   std::unordered_map<NodeId, std::string> forwardColour; // a consumer's forward node
   for (size_t k = 0; k < out.consumers.size(); ++k)
     if (NodeId id = forwardNode(out.consumers[k]); id != kNoNode) forwardColour.emplace(id, consumerColour(k));
@@ -315,7 +318,7 @@ DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string
   }
   t += edges + "  }\n";
 
-  if (grad) {
+  if (grad && gradientCluster) {
     // The gradient: dE/dNAME per entry; an edge per term, from the consumer's adjoint down to the
     // value's (written value -> consumer with dir=back, so that the consumer ranks above).
     t += "  subgraph cluster_gradient {\n";

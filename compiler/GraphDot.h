@@ -30,6 +30,8 @@ struct DotGraph {
   // The forward node each value, param, input and target is drawn as (by name); several names
   // may share a node (`h = x`).
   std::unordered_map<std::string, NodeId> nodeOf;
+  // Where a recurrence's steps are rolled up: each family (hs.h) -> the node it is drawn as.
+  std::unordered_map<std::string, NodeId> familyNode;
   // The consumers of the gradient's terms (ExplainTerm::consumer) in colour order: the colour of
   // consumer k is consumerColour(k).
   std::vector<std::string> consumers;
@@ -42,10 +44,16 @@ struct DotGraph {
 enum class GraphDetail { Auto, Ops, Values };
 inline constexpr size_t kMaxOpNodes = 200;
 
+// The forward node that a name of an explanation is drawn as (hs.h[t+1] and hs.h[3] as their
+// family's node where the steps are rolled up), or kNoNode when it is not drawn.
+NodeId drawnNodeOf(const DotGraph &g, const std::string &name);
+
 // The forward graph alone (grad == nullptr) or with the gradient cluster beside it.
 // `title` labels the picture (the file's name).
+// With gradientCluster false, the forward graph alone, its consumers still coloured (the page of
+// `explain --html`).
 DotGraph graphToDot(const Program &p, const Explanation *grad, const std::string &title,
-                    GraphDetail detail = GraphDetail::Auto);
+                    GraphDetail detail = GraphDetail::Auto, bool gradientCluster = true);
 
 // A dot quoted string's contents: `"` and `\` escaped, a line break as dot's \n.
 std::string dotEscape(const std::string &s);

@@ -4,6 +4,7 @@
 #include "EmitCpp.h"
 #include "Explain.h"
 #include "Evaluate.h"
+#include "ExplainHtml.h"
 #include "GradPrinter.h"
 #include "GraphDot.h"
 #include "Graphviz.h"
@@ -320,6 +321,7 @@ struct ExplainCommand {
   int64_t row = -1; // -1: none given
   bool seedGiven = false, ascii = false, markdown = false;
   int maxUnits = 8;
+  std::string html; // --html F.html: the page (writeExplainHtml)
 };
 
 // The data file a sample ships with: data/STEM.csv beside the program (samples/data/hinton.csv for
@@ -332,7 +334,21 @@ std::string dataBeside(const std::string &file) {
   return fs::is_regular_file(csv, ec) ? csv.string() : std::string();
 }
 
+// explain --html F.html: the forward graph laid out by dot, the explanation beside it, one file.
+int writeExplainHtml(const std::string &path, const Program &p, const Explanation &e) {
+  // The picture without the consumers' colours (the page colours a value's consumers when it is
+  // clicked), the same nodes as the coloured graph whose consumers the page lists.
+  const DotGraph plain = graphToDot(p, nullptr, p.source.name, GraphDetail::Auto, false);
+  const DotGraph g = graphToDot(p, &e, p.source.name, GraphDetail::Auto, false);
+  unwrap(writeFileAtomically(path, explainHtml(e, g, unwrap(runDot(plain.text, "svg")))));
+  std::printf("wrote %s\n", path.c_str());
+  return 0;
+}
+
 int cmdExplain(const ExplainCommand &c) {
+  if (!c.html.empty() && (!c.latex.empty() || c.markdown || c.ascii))
+    fail(fmt::format("nabla: error: 'explain --html' writes a page; it takes no {}",
+                     !c.latex.empty() ? "--latex" : c.markdown ? "--markdown" : "--ascii"));
   Program p = compileFile(c.file);
   requireLoss(p, "explain");
   Derivation d = deriveOrFail(p);
@@ -403,6 +419,7 @@ int cmdExplain(const ExplainCommand &c) {
       return 2;
     }
   }
+  if (!c.html.empty()) return writeExplainHtml(c.html, p, e);
   std::string out = !c.latex.empty() ? renderLatex(e, c.latex != "fragment")
                     : c.markdown     ? renderMarkdown(e)
                                      : renderText(e, c.ascii);
@@ -888,6 +905,8 @@ int runCommand(int argc, char **argv) {
   explainCmd->add_flag("--latex{standalone}", xc.latex, "LaTeX: a standalone document, or with --latex=fragment one to \\input")
       ->check(CLI::IsMember({"standalone", "fragment"}));
   explainCmd->add_flag("--markdown", xc.markdown, "GitHub-flavoured Markdown, math in $...$");
+  explainCmd->add_option("--html", xc.html, "write a page (one self-contained file): the graph, and a click on a value shows its terms (needs Graphviz's dot)")
+      ->check(named);
   explainCmd->add_option("--max-units", xc.maxUnits, "write gradients element by element for values of at most N units (default 8; 0: never)")
       ->check(CLI::Range(0, 64));
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
