@@ -5,7 +5,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <cstdint>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -52,7 +55,7 @@ struct Pipe {
 
 } // namespace
 
-Expected<std::string> runDot(const std::string &dotText, const std::string &format) {
+Expected<std::string> runDot(const std::string &dotText, const std::string &format, int timeoutSeconds) {
   const std::string dot = findDot();
   if (dot.empty())
     return Error{"nabla: error: Graphviz's 'dot' was not found on PATH; it lays out the picture "
@@ -75,8 +78,12 @@ Expected<std::string> runDot(const std::string &dotText, const std::string &form
   in.close(0), out.close(1), err.close(1);
   // Non-blocking writes, so that a full pipe returns to poll() rather than waiting.
   ::fcntl(in.fd[1], F_SETFL, ::fcntl(in.fd[1], F_GETFL) | O_NONBLOCK);
+  // (NABLA_DOT_TIMEOUT, seconds, for tests of this path)
+  if (const char *t = std::getenv("NABLA_DOT_TIMEOUT"); t && std::atoi(t) > 0) timeoutSeconds = std::atoi(t);
   std::string result, errors;
   size_t written = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeoutSeconds);
+  bool timedOut = false;
   if (dotText.empty()) in.close(1);
   while (out.fd[0] >= 0 || err.fd[0] >= 0) {
     pollfd fds[3];
@@ -87,7 +94,14 @@ Expected<std::string> runDot(const std::string &dotText, const std::string &form
     watch(in.fd[1], POLLOUT);
     watch(out.fd[0], POLLIN);
     watch(err.fd[0], POLLIN);
-    if (::poll(fds, n, -1) < 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timedOut = true;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+    const int ready = ::poll(fds, n, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
+    if (ready < 0) {
       if (errno == EINTR) continue;
       break;
     }
@@ -110,6 +124,10 @@ Expected<std::string> runDot(const std::string &dotText, const std::string &form
   in.close(1);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (timedOut)
+    return Error{fmt::format("nabla: error: {} did not finish laying out the graph in {} s; write the dot "
+                             "text instead ('-o FILE.dot'), or draw fewer nodes ('--detail values')",
+                             dot, timeoutSeconds)};
   while (!errors.empty() && (errors.back() == '\n' || errors.back() == ' ')) errors.pop_back();
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     return Error{fmt::format("nabla: error: {} -T{} failed ({}){}", dot, format,

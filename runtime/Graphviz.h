@@ -13,7 +13,10 @@ std::string findDot();
 
 // `dot -T<format>` on `dotText` (format: "svg", "png", ...): its standard output. Errors: no
 // `dot` on PATH (a message that says which package to install, and that .dot output needs
-// nothing), or dot failing (its exit status and standard error).
-Expected<std::string> runDot(const std::string &dotText, const std::string &format = "svg");
+// nothing), dot failing (its exit status and standard error), or dot still working after
+// `timeoutSeconds` (it is killed: dot's layout is superlinear, and a graph of thousands of
+// crossing edges can take hours; nabla never hangs).
+Expected<std::string> runDot(const std::string &dotText, const std::string &format = "svg",
+                             int timeoutSeconds = 120);
 
 } // namespace nabla

@@ -234,7 +234,9 @@ int cmdGraph(const std::string &file, const std::string &out, bool withGrad, con
   if (withGrad) {
     requireLoss(p, "graph --grad");
     d = deriveOrFail(p);
-    e = unwrap(explain(p, *d, ExplainOptions{}));
+    ExplainOptions o;
+    o.maxUnits = 0; // the terms alone: the picture has no per-element form
+    e = unwrap(explain(p, *d, o));
   }
   const std::string dot = graphToDot(p, e ? &*e : nullptr, file,
                                      detail == "ops" ? GraphDetail::Ops

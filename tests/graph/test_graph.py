@@ -133,6 +133,19 @@ r2 = run("graph", "--detail", "ops", os.path.join(SRC, "tests/golden/ok/rnn_step
 r3 = run("graph", "--detail", "values", os.path.join(SRC, "tests/golden/ok/rnn_steps.nn"))
 check(len(nodes(r2.stdout)) > len(nodes(r3.stdout)), "--detail ops draws more nodes than --detail values")
 
+# a long chain of statements (tests/limits has 20,000): dot text in seconds, in values form
+with tempfile.TemporaryDirectory() as d:
+    chain = os.path.join(d, "chain.nn")
+    with open(chain, "w") as f:
+        f.write("input x[3]\nparam w[3] = 0.5\nv0 = x * w\n")
+        f.write("".join(f"v{k} = tanh(v{k - 1})\n" for k in range(1, 5000)))
+        f.write("loss E = sum(v4999)\n")
+    t0 = time.time()
+    r = run("graph", "--grad", chain)
+    took = time.time() - t0
+    check(r.returncode == 0 and r.stdout.count("dir=back") == 5001 and took < 60,
+          f"5,000 chained statements: {r.stdout.count('dir=back')} term edges in {took:.1f} s ({r.stderr[:200]})")
+
 # 3. Errors: exit 1 with a message, nothing written.
 bad = os.path.join(OUT, "graph.png")
 r = run("graph", hinton, "-o", bad)
@@ -152,6 +165,22 @@ check(r.returncode == 1 and "graphviz" in r.stderr and not os.path.exists(svg_mi
 dot_file = os.path.join(OUT, "hinton.dot")
 r = run("graph", "--grad", hinton, "-o", dot_file, env=nodot)
 check(r.returncode == 0 and open(dot_file).read().startswith("digraph"), f"no dot: .dot is written: {r.stderr}")
+
+# dot that fails, and dot that never finishes (killed after NABLA_DOT_TIMEOUT seconds): errors
+with tempfile.TemporaryDirectory() as fake:
+    with open(os.path.join(fake, "dot"), "w") as f:
+        f.write('#!/bin/sh\ncat >/dev/null\nif [ "$NABLA_FAKE_DOT" = hang ]; then exec sleep 600; fi\n'
+                'echo "Error: <stdin>: syntax error in line 1" >&2\nexit 3\n')
+    os.chmod(os.path.join(fake, "dot"), 0o755)
+    env = dict(os.environ, PATH=fake + ":/usr/bin:/bin")
+    out = os.path.join(OUT, "fake.svg")
+    r = run("graph", hinton, "-o", out, env=env)
+    check(r.returncode == 1 and "exit status 3" in r.stderr and "syntax error" in r.stderr and not os.path.exists(out),
+          f"dot failing: its status and message: {r.stderr}")
+    t0 = time.time()
+    r = run("graph", hinton, "-o", out, env=dict(env, NABLA_FAKE_DOT="hang", NABLA_DOT_TIMEOUT="2"))
+    check(r.returncode == 1 and "did not finish" in r.stderr and time.time() - t0 < 30 and not os.path.exists(out),
+          f"dot that hangs is killed: {r.stderr}")
 
 # 4. SVG, where Graphviz is installed.
 if not shutil.which("dot"):
