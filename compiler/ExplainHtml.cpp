@@ -75,7 +75,7 @@ body { margin: 0; display: flex; flex-direction: column; font: 14px/1.45 system-
 header { padding: 10px 18px; border-bottom: 1px solid var(--line); }
 header h1 { font-size: 17px; margin: 0; }
 header p { margin: 2px 0 0; color: var(--muted); }
-main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(0, 1fr) minmax(360px, 46%); }
+main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(260px, max-content) minmax(420px, 1fr); }
 #graph { overflow: auto; padding: 8px; border-right: 1px solid var(--line); }
 #graph svg { max-width: none; height: auto; }
 #side { overflow: auto; padding: 12px 18px; background: var(--panel); }

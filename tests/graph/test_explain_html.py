@@ -178,7 +178,31 @@ if res:
     check(res["values"]["buttons"] == len(data["entries"]), "one index button per entry")
     check(res["values"]["detail"].startswith(data["entries"][last]["name"]), "the index shows its entry")
 
-# 4. Errors: --html with a text format, and an unwritable page.
+# 4. A file name that HTML, JSON in a <script> and dot must all escape: x</script>&"q".nn (through a
+# directory named x<), shown as it is.
+import tempfile
+with tempfile.TemporaryDirectory() as d:
+    os.mkdir(os.path.join(d, "x<"))
+    odd = os.path.join(d, "x<", 'script>&"q".nn')
+    shutil.copy(hinton, odd)
+    page = os.path.join(OUT, "explain_odd_name.html")
+    r = nabla("explain", odd, "--html", page)
+    check(r.returncode == 0, f"explain --html {odd}: {r.stderr}")
+    html = open(page, encoding="utf-8").read()
+    check(html.count("</script>") == 2, "no </script> but the page's own two")
+    data = page_data(html)
+    check(data["file"] == odd, f"the name read back from the data: {data['file']}")
+    y = next(e for e in data["entries"] if e["name"] == "y_i")
+    res = browse(page, [{"click": "#" + y["node"]}, {"eval": DETAIL, "as": "detail"},
+                        {"eval": "document.querySelector('h1').textContent", "as": "h1"},
+                        {"eval": "document.querySelector('#graph svg > g > text').textContent", "as": "svgtitle"}],
+                 os.path.join(OUT, "unused.png"))
+    if res:
+        check(res["values"]["h1"] == "nabla explain " + odd, f"the title shown as it is: {res['values']['h1']}")
+        check(res["values"]["svgtitle"] == odd, f"the picture's title as it is: {res['values']['svgtitle']}")
+        check("W_jᵀ dE/dz_j" in res["values"]["detail"], "and the page still answers a click")
+
+# 5. Errors: --html with a text format, and an unwritable page.
 r = nabla("explain", hinton, "--html", os.path.join(OUT, "x.html"), "--markdown")
 check(r.returncode == 1 and "--markdown" in r.stderr, f"--html with --markdown: {r.stderr}")
 r = nabla("explain", hinton, "--html", os.path.join(OUT, "no/such/dir/x.html"))
