@@ -124,6 +124,9 @@ const char *kScript = R"JS(
   }
   const byNode = {};
   D.entries.forEach((e, i) => { if (e.node) (byNode[e.node] = byNode[e.node] || []).push(i); });
+  // A node of a recurrence's steps shows the block over t (hs.h[t]) before a single step's entry.
+  const overT = i => /\[[^\]0-9]/.test(D.entries[i].name) ? 0 : 1;
+  for (const id in byNode) byNode[id].sort((a, b) => overT(a) - overT(b) || a - b);
   function shapesOf(id) { const g = document.getElementById(id); return g ? g.querySelectorAll('polygon, path, ellipse') : []; }
   let marked = [];
   function unmark() {

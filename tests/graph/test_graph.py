@@ -156,6 +156,12 @@ r = run("graph", hinton, "-o", os.path.join(OUT, "no/such/dir/g.dot"))
 check(r.returncode == 1 and "cannot write" in r.stderr, f"unwritable -o: {r.stderr}")
 r = run("graph", os.path.join(SRC, "tests/golden/fail/fail_bad_axis.nn"))
 check(r.returncode == 1 and re.search(r":\d+:\d+: error:", r.stderr), f"a program's error: {r.stderr}")
+# every program of the failing goldens: its diagnostic, never a crash or an internal error
+for f in sorted(os.listdir(os.path.join(SRC, "tests/golden/fail"))):
+    if f.endswith(".nn"):
+        r = run("graph", "--grad", os.path.join(SRC, "tests/golden/fail", f))
+        check(r.returncode == 1 and ": error:" in r.stderr and "internal error" not in r.stderr,
+              f"graph --grad {f}: exit {r.returncode}, {r.stderr[:200]}")
 # without dot on PATH: .svg is a clear error, .dot needs nothing
 nodot = dict(os.environ, PATH="/nonexistent")
 svg_missing = os.path.join(OUT, "nodot.svg")
