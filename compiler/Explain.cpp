@@ -7,6 +7,7 @@
 #include "GradPrinter.h"
 #include "Interpreter.h"
 #include "ProgramPrinter.h"
+#include "Sema.h"
 
 #include <fmt/format.h>
 
@@ -81,6 +82,11 @@ public:
       : p_(p), g_(p.graph), l_(l), values_(values), ascii_(ascii), maxExpand_(maxExpand) {
     merged_ = l.names;
     for (auto &[node, name] : l.adjoints) merged_[node] = name; // dE/dNAME before NAME's value
+    // Adjoints c * X by X, as grad reads them (see GradPrinter's Renderer::scaled).
+    for (auto &[node, name] : l.adjoints) {
+      const Node &m = g_.node(node);
+      if (m.op == Op::Mul && g_.op(m.a()) == Op::Const) scaled_[m.b()].emplace_back(g_.node(m.a()).fattr, node);
+    }
   }
 
   // The gradient being written out, never written as its own name.
@@ -202,15 +208,48 @@ private:
       return at(o, alignIndex(g_.shape(o), n.shape, idx));
     };
     switch (n.op) {
-    case Op::Const: {
-      std::string t = formatNumber(n.fattr);
-      return {t, n.fattr < 0 ? kUnary : kAtom};
+    case Op::Const: { // as grad writes constants: 2/3, sqrt(3), 1/√2
+      GradPrintOptions o;
+      o.ascii = ascii_;
+      std::string t = printExpression(p_, id, o);
+      const bool atom = t.find_first_of(" /") == std::string::npos && t[0] != '-';
+      return {t, atom ? kAtom : t[0] == '-' ? kUnary : kProduct};
     }
     case Op::Neg: return {"-" + wrap(operand(0), kAtom), kUnary};
     case Op::Pow: return {fmt::format("{}^{}", wrap(operand(0), kAtom), formatNumber(n.fattr)), kAtom};
     case Op::Add: return {wrap(operand(0), kSum) + " + " + wrap(operand(1), kSum), kSum};
     case Op::Sub: return {wrap(operand(0), kSum) + " - " + wrap(operand(1), kProduct), kSum};
-    case Op::Mul: return {wrap(operand(0), kProduct) + times() + wrap(operand(1), kUnary), kProduct};
+    case Op::Mul:
+      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul && !scaled_.empty()) {
+        // c * (X * Y * ...) with dE/dNAME = c * X: dE/dNAME·Y·..., as grad prints it; each factor
+        // at the index its broadcasting gives
+        std::vector<std::pair<NodeId, std::vector<int64_t>>> fs;
+        std::function<void(NodeId, const std::vector<int64_t> &)> flatten = [&](NodeId f, const std::vector<int64_t> &at) {
+          if (g_.op(f) == Op::Mul && !named(f) && fs.size() < 16) {
+            const Node &m = g_.node(f);
+            flatten(m.a(), alignIndex(g_.shape(m.a()), m.shape, at));
+            flatten(m.b(), alignIndex(g_.shape(m.b()), m.shape, at));
+          } else {
+            fs.emplace_back(f, at);
+          }
+        };
+        flatten(n.b(), alignIndex(g_.shape(n.b()), n.shape, idx));
+        for (size_t i = 0; i < fs.size(); ++i) {
+          auto it = scaled_.find(fs[i].first);
+          if (it == scaled_.end()) continue;
+          for (auto &[c, adj] : it->second) {
+            if (c != g_.node(n.a()).fattr || adj == self_) continue;
+            std::string text;
+            for (size_t j = 0; j < fs.size(); ++j) {
+              Scalar f = j == i ? at(adj, alignIndex(g_.shape(adj), g_.shape(fs[i].first), fs[i].second))
+                                : at(fs[j].first, fs[j].second);
+              text += (j ? times() : "") + wrap(f, j ? kUnary : kProduct);
+            }
+            return {text, kProduct};
+          }
+        }
+      }
+      return {wrap(operand(0), kProduct) + times() + wrap(operand(1), kUnary), kProduct};
     case Op::Div: return {wrap(operand(0), kProduct) + " / " + wrap(operand(1), kUnary), kProduct};
     case Op::Outer: {
       Scalar a = at(n.a(), {idx[0]}), b = at(n.b(), {idx[1]});
@@ -264,6 +303,7 @@ private:
   bool ascii_;
   int64_t maxExpand_;
   std::unordered_map<NodeId, std::string> merged_; // names and adjoints, for printExpression
+  std::unordered_map<NodeId, std::vector<std::pair<double, NodeId>>> scaled_;
 };
 
 // The names a user may ask for, for the did-you-mean of an unknown one.
@@ -275,31 +315,6 @@ std::vector<std::string> knownNames(const Program &p) {
   for (const RecurrenceSteps &rs : p.recurrences)
     for (const StepValue &sv : rs.values) out.push_back(fmt::format("{}.{}[{}]", rs.name, sv.name, sv.t));
   return out;
-}
-
-size_t editDistance(std::string_view a, std::string_view b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
-std::string didYouMean(const std::string &word, const std::vector<std::string> &names) {
-  std::string best;
-  size_t bestD = 3;
-  for (const std::string &n : names) {
-    size_t d = editDistance(word, n);
-    if (d < bestD && d < std::max<size_t>(word.size(), 2)) bestD = d, best = n;
-  }
-  return best;
 }
 
 // The source line of a consumer's statement (a recurrence's step: its statement's).
@@ -358,9 +373,8 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
     const std::vector<std::string> known = knownNames(p);
     for (const std::string &name : opts.names) {
       if (std::find(known.begin(), known.end(), name) == known.end()) {
-        std::string near = didYouMean(name, known);
         return Error{fmt::format("{}: error: no value or param named '{}'{}", p.source.name, name,
-                                 near.empty() ? std::string() : fmt::format("; did you mean '{}'?", near))};
+                                 suggestName(name, known))};
       }
     }
     for (const GradListItem &it : listing.items) {
@@ -393,9 +407,25 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
           break;
         }
       }
+      if (entry.note.empty() && name == e.loss) entry.note = fmt::format("the loss itself: d{0}/d{0} = 1", e.loss);
+      if (entry.note.empty()) // grad's own note (the from-logits forms of cross_entropy and bce)
+        for (size_t at = listing.notes.find(fmt::format("# d{}/d{} is not shown: ", e.loss, name));
+             at != std::string::npos;) {
+          const size_t from = listing.notes.find(": ", at) + 2, end = listing.notes.find('\n', at);
+          entry.note = listing.notes.substr(from, end - from);
+          if (!entry.note.empty() && entry.note.back() == '.') entry.note.pop_back();
+          break;
+        }
+      for (const RecurrenceSteps &rs : p.recurrences)
+        if (entry.note.empty() && rs.name == name)
+          entry.note = fmt::format("the states of a recurrence: its gradient is its steps' (d{}/d{}.h[{}])", e.loss,
+                                   name, listing.stepVar);
       if (entry.note.empty()) entry.note = fmt::format("{} does not depend on it", e.loss);
       for (const NamedValue &v : p.values)
-        if (v.name == name) entry.line = static_cast<int>(v.loc.line);
+        if (v.name == name) entry.line = static_cast<int>(v.loc.line), entry.shape = shapeText(G.shape(v.node));
+      for (auto *list : {&p.inputs, &p.targets})
+        for (const Decl &dd : *list)
+          if (dd.name == name) entry.line = static_cast<int>(dd.loc.line), entry.shape = shapeText(dd.shape);
       e.entries.push_back(std::move(entry));
     }
   }
@@ -416,6 +446,15 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
     // The adjoints and names the per-element forms refer to.
     for (auto &[node, name] : listing.adjoints) roots.push_back(node);
     for (auto &[node, name] : listing.names) roots.push_back(node);
+    // The interpreter keeps every value it computes: bounded, so that a huge program is an error
+    // rather than an allocation failure (the engines of eval and train budget their memory too).
+    constexpr int64_t kMaxScalars = int64_t(1) << 27; // 1 GiB of doubles
+    int64_t scalars = 0;
+    for (NodeId id : G.reachable(roots)) scalars += G.shape(id).numel();
+    if (scalars > kMaxScalars)
+      return Error{fmt::format("{}: error: explaining with numbers keeps {} values ({:.1f} GiB in f64), more "
+                               "than 1 GiB; explain without an example, or name fewer values",
+                               p.source.name, scalars, double(scalars) * 8 / double(int64_t(1) << 30))};
     values = std::make_unique<Interpreter<double>>(p, G, roots);
     values->run(opts.params.data(), opts.inputs.data(), opts.targets.data());
     e.lossValue = values->value(d.loss).at(0);
@@ -471,7 +510,9 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
       }
     }
     // The per-element form, consumers in order, each term's products in turn.
-    if (it->adjoint != kNoNode && it->range.empty() && smallEnough(shape, opts.maxUnits)) {
+    double constant;
+    if (it->adjoint != kNoNode && it->range.empty() && smallEnough(shape, opts.maxUnits) &&
+        !G.constValue(it->adjoint, constant)) { // (a constant gradient is the same at every element)
       // (an adjoint that another entry names, dE/db_j = dE/dz_j, keeps that name)
       auto named = listing.adjoints.find(it->adjoint);
       scalars.self_ = named == listing.adjoints.end() || named->second == it->lhs ? it->adjoint : kNoNode;
@@ -497,6 +538,14 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
         if (entry.numbers) sc.total = (*entry.numbers)[static_cast<size_t>(f)];
         // A scalar whose one product is the formula itself says nothing new.
         if (shape.isScalar() && sc.terms.size() == 1 && sc.terms[0] == entry.formula) break;
+        // Nor does a sum too long to read (a reduction over a wide value, written out): the
+        // per-element form is for small layers.
+        size_t chars = 0;
+        for (const std::string &t : sc.terms) chars += t.size() + 3;
+        if (static_cast<int>(sc.terms.size()) > std::max(opts.maxUnits, 2) || chars > 240) {
+          entry.perElement.clear();
+          break;
+        }
         entry.perElement.push_back(std::move(sc));
       }
     }
@@ -593,7 +642,6 @@ std::string where(const std::string &consumer, int line, const char *arrow) {
 std::string renderText(const Explanation &e, bool ascii) {
   const char *arrow = ascii ? "<-" : "←";
   std::string out = header(e, "#");
-  if (ascii) out = asciiLetters(out);
   for (const ExplainEntry &en : e.entries) {
     out += fmt::format("\n{}  {}{}{}\n", en.name, en.isParam ? "param " : "", en.shape,
                        en.line > 0 ? fmt::format(", line {}", en.line) : "");
@@ -605,7 +653,10 @@ std::string renderText(const Explanation &e, bool ascii) {
     }
     if (!en.note.empty()) out += fmt::format("  ({})\n", en.note);
     if (en.terms.size() <= 1) {
-      out += lhs + en.formula;
+      // one consumer: the whole gradient, or for the steps of a recurrence their Σ, as grad
+      out += lhs + (en.terms.size() == 1 && !en.terms[0].steps.empty()
+                        ? fmt::format("Σ_{{{}}} {}", en.terms[0].steps, en.terms[0].formula)
+                        : en.formula);
       if (en.terms.size() == 1) {
         const ExplainTerm &t = en.terms[0];
         out += fmt::format("   {}", where(t.steps.empty() ? t.consumer : t.consumer + ", one term per step", t.line, arrow));
@@ -625,7 +676,9 @@ std::string renderText(const Explanation &e, bool ascii) {
         out += fmt::format("{}{} {:<{}}   {}\n", pad, k ? "+" : " ", texts[k], width, where(t.consumer, t.line, arrow));
         if (t.value) out += fmt::format("{}    = {}\n", pad, numbers(*t.value, en.shape));
       }
-      out += fmt::format("{}= {}\n", pad, en.formula);
+      std::string joined; // the whole gradient, unless it is just the terms added up
+      for (size_t k = 0; k < texts.size(); ++k) joined += (k ? " + " : "") + texts[k];
+      if (en.formula != joined) out += fmt::format("{}= {}\n", pad, en.formula);
     }
     if (en.numbers) out += fmt::format("{}= {}\n", pad, numbers(*en.numbers, en.shape));
     if (!en.perElement.empty()) {
@@ -652,6 +705,16 @@ std::string renderText(const Explanation &e, bool ascii) {
   }
   if (!e.notes.empty()) out += "\n";
   for (const std::string &n : e.notes) out += n + "\n";
+  if (ascii) { // the header's and the numbers' few letters beyond ASCII
+    out = asciiLetters(out);
+    std::string fixed;
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out.compare(i, 2, "·") == 0) fixed += "*", i += 1;
+      else if (out.compare(i, 3, "…") == 0) fixed += "...", i += 2;
+      else fixed += out[i];
+    }
+    out = std::move(fixed);
+  }
   return out;
 }
 
@@ -757,10 +820,10 @@ std::string formulaToLatex(const std::string &f) {
         const std::string range = f.substr(open, close - open);
         const size_t eq = range.find('='), dots = range.find("..");
         if (eq != std::string::npos && dots != std::string::npos && dots > eq)
-          out += fmt::format("\\sum_{{{}={}}}^{{{}}} ", texName(range.substr(0, eq)),
+          out += fmt::format("\\sum_{{{}={}}}^{{{}}}", texName(range.substr(0, eq)),
                              range.substr(eq + 1, dots - eq - 1), range.substr(dots + 2));
         else
-          out += "\\sum_{" + formulaToLatex(range) + "} ";
+          out += "\\sum_{" + formulaToLatex(range) + "}";
         i = close + 1;
         continue;
       }
@@ -811,6 +874,13 @@ std::string texNumbers(const std::vector<double> &v, const std::string &shape) {
   return formulaToLatex(numbers(v, shape));
 }
 
+// The gradient of one consumer: its formula, or the Σ over the steps of a recurrence.
+std::string stepSum(const ExplainEntry &en) {
+  if (en.terms.size() == 1 && !en.terms[0].steps.empty())
+    return fmt::format("Σ_{{{}}} {}", en.terms[0].steps, en.terms[0].formula);
+  return en.formula;
+}
+
 std::string texScalarSum(const ExplainScalar &sc) {
   std::string s;
   auto one = [](double v) {
@@ -830,9 +900,11 @@ std::string texScalarSum(const ExplainScalar &sc) {
 std::string renderLatex(const Explanation &e, bool standalone) {
   std::string out;
   if (standalone)
-    out += "\\documentclass[10pt]{article}\n\\usepackage{amsmath}\n"
+    out += "\\documentclass[10pt]{article}\n\\usepackage[a4paper,margin=2cm]{geometry}\n\\usepackage{amsmath}\n"
            "\\allowdisplaybreaks\n\\begin{document}\n";
-  out += fmt::format("\\section*{{Backpropagation through \\texttt{{{}}}}}\n", texEscapeText(e.file));
+  // (the file's own name: a path would run off the page)
+  const std::string file = e.file.substr(e.file.find_last_of('/') == std::string::npos ? 0 : e.file.find_last_of('/') + 1);
+  out += fmt::format("\\section*{{Backpropagation through \\texttt{{{}}}}}\n", texEscapeText(file));
   const std::string L = texName(e.loss);
   out += fmt::format("The gradient of ${}$ for one example, from the loss backwards. Each value's gradient "
                      "is the sum of what its consumers send back: "
@@ -844,7 +916,7 @@ std::string renderLatex(const Explanation &e, bool standalone) {
                        L, texNumber(*e.lossValue));
   out += "\n";
   for (const ExplainEntry &en : e.entries) {
-    out += fmt::format("\n\\subsection*{{${}$ \\normalfont\\small ({}{}{})}}\n", texName(en.name),
+    out += fmt::format("\n\\subsection*{{${}$ \\normalfont\\small ({}{}{})}}\n", formulaToLatex(en.name),
                        en.isParam ? "param, " : "", texEscapeText(en.shape),
                        en.line > 0 ? fmt::format(", line {}", en.line) : "");
     const std::string g = formulaToLatex(en.gradient);
@@ -859,7 +931,7 @@ std::string renderLatex(const Explanation &e, bool standalone) {
                          t.line > 0 ? fmt::format("\\text{{, line {}}}", t.line) : "");
     };
     if (en.terms.size() <= 1) {
-      out += fmt::format("{} &= {}", g, formulaToLatex(en.formula));
+      out += fmt::format("{} &= {}", g, formulaToLatex(stepSum(en)));
       if (en.terms.size() == 1) out += " " + from(en.terms[0]);
     } else {
       for (size_t k = 0; k < en.terms.size(); ++k) {
@@ -905,7 +977,7 @@ std::string renderMarkdown(const Explanation &e) {
                        texNumber(*e.lossValue));
   out += "\n";
   for (const ExplainEntry &en : e.entries) {
-    out += fmt::format("\n## ${}$ ({}{}{})\n\n", texName(en.name), en.isParam ? "param, " : "", en.shape,
+    out += fmt::format("\n## ${}$ ({}{}{})\n\n", formulaToLatex(en.name), en.isParam ? "param, " : "", en.shape,
                        en.line > 0 ? fmt::format(", line {}", en.line) : "");
     const std::string g = formulaToLatex(en.gradient);
     if (en.formula.empty() && en.terms.empty()) {
@@ -917,11 +989,11 @@ std::string renderMarkdown(const Explanation &e) {
       return fmt::format("← from ${}${}", formulaToLatex(t.consumer), t.line > 0 ? fmt::format(", line {}", t.line) : "");
     };
     if (en.terms.size() <= 1) {
-      out += fmt::format("${} = {}$", g, formulaToLatex(en.formula));
+      out += fmt::format("${} = {}$", g, formulaToLatex(stepSum(en)));
       if (en.terms.size() == 1) out += " " + from(en.terms[0]);
       out += "\n";
     } else {
-      out += fmt::format("${}$ is the sum over the {} consumers of ${}$:\n\n", g, en.terms.size(), texName(en.name));
+      out += fmt::format("${}$ is the sum over the {} consumers of ${}$:\n\n", g, en.terms.size(), formulaToLatex(en.name));
       for (const ExplainTerm &t : en.terms) {
         std::string term = formulaToLatex(t.formula);
         if (!t.steps.empty()) term = formulaToLatex("Σ_{" + t.steps + "} ") + term;

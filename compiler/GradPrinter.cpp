@@ -161,15 +161,27 @@ private:
     case Op::Sub: prec = kSum; return side(n, 0, kSum) + " - " + side(n, 1, kProduct);
     case Op::Mul:
       prec = kProduct;
-      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul) { // c * (X * Y) with dE/dNAME = c * X
-        const Node &m = g_.node(n.b());
-        for (int k = 0; k < 2; ++k) {
-          auto it = scaled.find(m.in[static_cast<size_t>(k)]);
+      if (g_.op(n.a()) == Op::Const && g_.op(n.b()) == Op::Mul && !scaled.empty()) {
+        // c * (X * Y * ...) with dE/dNAME = c * X: dE/dNAME * Y * ..., the factors in their order
+        std::vector<NodeId> fs;
+        std::function<void(NodeId)> flatten = [&](NodeId f) {
+          if (g_.op(f) == Op::Mul && !isNamed(f) && fs.size() < 16) {
+            flatten(g_.node(f).a());
+            flatten(g_.node(f).b());
+          } else {
+            fs.push_back(f);
+          }
+        };
+        flatten(n.b());
+        for (size_t i = 0; i < fs.size(); ++i) {
+          auto it = scaled.find(fs[i]);
           if (it == scaled.end()) continue;
           for (auto &[c, name] : it->second)
             if (c == g_.node(n.a()).fattr && name != self) {
-              const NodeId other = m.in[static_cast<size_t>(1 - k)];
-              return k == 0 ? name + " * " + render(other, kUnary) : render(other, kProduct) + " * " + name;
+              std::string text;
+              for (size_t j = 0; j < fs.size(); ++j)
+                text += (j ? " * " : "") + (j == i ? name : render(fs[j], j ? kUnary : kProduct));
+              return text;
             }
         }
       }
@@ -312,6 +324,10 @@ private:
     default: return fn(opSpelling(n.op));
     }
   }
+  bool isNamed(NodeId id) const {
+    return adjoints.count(id) || names.count(id) || (outerNames && outerNames->count(id));
+  }
+
   // A constant spread over a shape where the op around it does not broadcast (⊗, @): ones([4])
   // or 0.5 * ones([4]), not a bare 1 that reads as a scalar. Anything else as render().
   std::string spread(NodeId id, int outer) {

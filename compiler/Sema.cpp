@@ -1679,4 +1679,9 @@ std::optional<Program> compileSource(SourceFile file, std::string &diagnostics) 
   return program;
 }
 
+// For other tools' messages about names (`nabla explain NAME`): the same suggestion as sema's.
+std::string suggestName(std::string_view name, const std::vector<std::string> &candidates) {
+  return didYouMean(name, candidates);
+}
+
 } // namespace nabla

@@ -16,6 +16,10 @@ inline constexpr int64_t kMaxElements = int64_t(1) << 28;
 
 bool isReservedName(std::string_view name);
 
+// "; did you mean 'y_j'?" for the candidate nearest a misspelt name (edits with transpositions,
+// about one in three characters at most), else "".
+std::string suggestName(std::string_view name, const std::vector<std::string> &candidates);
+
 // Fills `program.graph`, decls, values, outputs and loss from `module`. Returns false (with
 // diagnostics reported) when the program has errors.
 bool analyze(const Module &module, Program &program, DiagnosticEngine &diags);

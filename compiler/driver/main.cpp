@@ -375,6 +375,9 @@ int cmdExplain(const ExplainCommand &c) {
     if (!ds.hasTargets) fail(fmt::format("{}: error: 'explain' needs targets: give the labels with --labels", data));
     ds.expandInputBytes();
     const int64_t row = c.row < 0 ? 0 : c.row;
+    if (row >= ds.rows && takesNoData(p))
+      fail(fmt::format("{}: error: --row {}: the program has no inputs and no targets, so it is one "
+                       "example, row 0", c.file, row));
     if (row >= ds.rows)
       fail(fmt::format("{}: error: --row {} is beyond the data's {} row{} (rows count from 0)", data, row,
                        ds.rows, ds.rows == 1 ? "" : "s"));
@@ -387,7 +390,12 @@ int cmdExplain(const ExplainCommand &c) {
     o.example = fmt::format("{}, params {}", source,
                             c.params.empty() ? fmt::format("initialized from seed {}", c.seed) : "from " + c.params);
   }
-  Explanation e = unwrap(explain(p, d, o));
+  Expected<Explanation> ex = explain(p, d, o);
+  if (!ex && ex.error().message.rfind("internal error", 0) == 0) { // the chain rule did not add up
+    std::fprintf(stderr, "nabla: %s (a bug in nabla, please report it)\n", ex.error().message.c_str());
+    return 2;
+  }
+  Explanation e = unwrap(std::move(ex));
   if (o.withNumbers) {
     // Every param's gradient, checked against the compiled one (the JIT in f64, the interpreter
     // where the JIT cannot take the program): the worked example is the gradient nabla trains with.

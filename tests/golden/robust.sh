@@ -12,7 +12,8 @@
 # (deep nesting, long lines, huge shapes, lone CRs). Each input goes through `check`, `grad` and
 # `eval --data` with a small CSV that fits the program it was derived from, under `timeout 10`
 # (grad and eval on a fourth of the inputs that check rejects: they share its front end), with
-# the interpreter, and with the JIT on a fourth of the inputs that check.
+# the interpreter, and with the JIT on a fourth of the inputs that check; `explain --data` (its
+# numbers checked against the JIT) on another fourth of those.
 # With --keep DIR, the generated inputs are left in DIR for reproducing a failure.
 set -u
 
@@ -238,18 +239,21 @@ runs=0
 skipped=0
 for ((k = 0; k < n; k++)); do
   f=${CASE_FILE[k]}
-  for cmd in check grad eval eval-jit; do
+  for cmd in check grad eval eval-jit explain; do
     # grad and eval compile the program as check does: where check rejects it, they only run
     # on every fourth input, to keep the test fast. The JIT engine (slower to start) runs on
     # every fourth input that checks.
     if [[ $cmd != check && $check_status -eq 1 && $((k % 4)) -ne 0 ]] ||
-       [[ $cmd == eval-jit && ($check_status -ne 0 || $((k % 4)) -ne 0) ]]; then
+       [[ $cmd == eval-jit && ($check_status -ne 0 || $((k % 4)) -ne 0) ]] ||
+       [[ $cmd == explain && ($check_status -ne 0 || $((k % 4)) -ne 1) ]]; then
       skipped=$((skipped + 1))
       continue
     fi
     args=("$cmd" "$f")
     [[ $cmd == eval ]] && args+=(--data "${CASE_CSV[k]}" --engine interp)
     [[ $cmd == eval-jit ]] && args=(eval "$f" --data "${CASE_CSV[k]}" --engine jit)
+    # explain with numbers: the interpreter's terms checked against the JIT (exit 2 on a mismatch)
+    [[ $cmd == explain ]] && args+=(--data "${CASE_CSV[k]}")
     timeout 10 "$NABLA" "${args[@]}" >/dev/null 2>"$WORK/err"
     status=$?
     [[ $cmd == check ]] && check_status=$status

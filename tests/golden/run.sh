@@ -8,7 +8,7 @@
 # ok/*.nn          must check (exit 0, empty stderr); the stdout of every stage below must equal
 # samples/*.nn     FILE.STAGE.expected (next to the file for ok/, in tests/golden/samples/ for
 #                  the project's samples/). Programs with a `loss` line also run the gradient
-#                  stages.
+#                  stages (check --emit grad/simplified, grad, grad --ascii, explain).
 # front/*.nn       like ok/, but only the front-end stages (check, tokens, ast, graph): programs
 #                  of the language's newer ops, which the engines' own tests (test_jit,
 #                  test_programs) do not read from here; move them to ok/ once every engine
@@ -133,6 +133,7 @@ LOSS_STAGES=(
   "emit-simplified|check --emit simplified FILE"
   "grad|grad FILE"
   "grad-ascii|grad --ascii FILE"
+  "explain|explain FILE"
 )
 
 check_ok() { # FILE EXPECTATION-DIR LABEL [front]

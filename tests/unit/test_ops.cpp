@@ -651,12 +651,12 @@ TEST_CASE("ops: grad text of slices, concat, max and gelu", "[ops][print]") {
   NodeId m = h.value("m", g.make(Op::Max, {both}, 0, 1));
   NodeId mm = h.value("mm", g.binary(Op::Maximum, m, g.make(Op::LeakyRelu, {m}, 0.2)));
   h.loss("E", g.unary(Op::Sum, g.binary(Op::Mul, mm, mm)));
-  // maximum's two terms (a and, through leaky_relu, b); max's mask; concat's two slices; the
-  // slice's pad; gelu' = Phi + x phi as gelu'(x W)
+  // maximum's two terms (a and, through leaky_relu, b), each reusing dE/dmm = 2 * mm; max's mask;
+  // concat's two slices; the slice's pad; gelu' = Phi + x phi as gelu'(x W)
   CHECK(h.grad(false) == R"(# The gradient of E for one example, from the loss backwards.
 # A param's gradient over a batch is the mean of these.
 dE/dmm = 2 * mm
-dE/dm = 2 * (mm * [m ≥ leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m ≥ leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m)))
+dE/dm = dE/dmm * [m ≥ leaky_relu(m, slope=0.2)] + dE/dmm * (1 - [m ≥ leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m))
 dE/dboth = argmax_mask(both, 1) * reshape(dE/dm, [2, 1])
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
@@ -665,7 +665,7 @@ dE/dW = xᵀ (dE/dh * gelu'(x W))
   CHECK(h.grad(true) == R"(# The gradient of E for one example, from the loss backwards.
 # A param's gradient over a batch is the mean of these.
 dE/dmm = 2 * mm
-dE/dm = 2 * (mm * [m >= leaky_relu(m, slope=0.2)]) + 2 * (mm * (1 - [m >= leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m)))
+dE/dm = dE/dmm * [m >= leaky_relu(m, slope=0.2)] + dE/dmm * (1 - [m >= leaky_relu(m, slope=0.2)]) * (0.2 + 0.8 * step(m))
 dE/dboth = argmax_mask(both, 1) * reshape(dE/dm, [2, 1])
 dE/dtop = dE/dboth[:, 0:3] + dE/dboth[:, 3:6] * exp(minimum(top, 0))
 dE/dh = pad(dE/dtop, [4, 3], at=[0, 0])
