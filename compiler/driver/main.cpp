@@ -891,14 +891,6 @@ int runCommand(int argc, char **argv) {
   grad->add_flag("--parseable", parseable,
                  "ASCII whose every formula is a nabla expression (outer products as reshapes, "
                  "broadcast constants at full shape), for checking the formulas as code");
-  auto *graph = app.add_subcommand("graph", "draw the graph (and with --grad the chain rule's terms) as SVG or dot");
-  addFile(graph);
-  graph->add_option("-o", out, "write FILE.svg (laid out by Graphviz's dot) or FILE.dot; default: dot text on standard output")->check(named);
-  bool withGrad = false;
-  std::string detail = "auto";
-  graph->add_option("--detail", detail, "ops (every op), values (the named values, each with its expression) or auto (ops up to 200, default)")
-      ->check(CLI::IsMember({"auto", "ops", "values"}));
-  graph->add_flag("--grad", withGrad, "the gradient graph beside the forward one, an edge per consumer term, coloured by consumer");
   ExplainCommand xc;
   auto *explainCmd = app.add_subcommand(
       "explain", "the chain rule value by value: each gradient as its consumers' terms with their source "
@@ -919,6 +911,14 @@ int runCommand(int argc, char **argv) {
       ->check(named);
   explainCmd->add_option("--max-units", xc.maxUnits, "write gradients element by element for values of at most N units (default 8; 0: never)")
       ->check(CLI::Range(0, 64));
+  auto *graph = app.add_subcommand("graph", "draw the graph (and with --grad the chain rule's terms) as SVG or dot");
+  addFile(graph);
+  graph->add_option("-o", out, "write FILE.svg (laid out by Graphviz's dot) or FILE.dot; default: dot text on standard output")->check(named);
+  bool withGrad = false;
+  std::string detail = "auto";
+  graph->add_option("--detail", detail, "ops (every op), values (the named values, each with its expression) or auto (ops up to 200, default)")
+      ->check(CLI::IsMember({"auto", "ops", "values"}));
+  graph->add_flag("--grad", withGrad, "the gradient graph beside the forward one, an edge per consumer term, coloured by consumer");
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
   eval->add_option("--data", data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
