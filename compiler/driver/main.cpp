@@ -218,15 +218,16 @@ int cmdGrad(const std::string &file, bool ascii, bool parseable = false) {
 }
 
 // graph: the forward graph (and with --grad the gradient graph beside it) as dot text on standard
-// output, or written atomically to OUT: dot text for .dot/.gv, laid out by Graphviz's dot for .svg.
+// output, or written atomically to OUT: dot text for .dot/.gv, laid out by Graphviz's dot for .svg,
+// .png and .pdf.
 int cmdGraph(const std::string &file, const std::string &out, bool withGrad, const std::string &detail) {
   std::string format = "dot";
   if (!out.empty()) {
     const std::string ext = std::filesystem::path(out).extension().string();
-    if (ext == ".svg") format = "svg";
+    if (ext == ".svg" || ext == ".png" || ext == ".pdf") format = ext.substr(1);
     else if (ext != ".dot" && ext != ".gv")
-      fail(fmt::format("{}: error: 'graph' writes .svg (laid out by Graphviz's dot) or .dot/.gv "
-                       "(dot text); the name ends in neither", out));
+      fail(fmt::format("{}: error: 'graph' writes .svg, .png or .pdf (laid out by Graphviz's dot) or "
+                       ".dot/.gv (dot text); the name ends in none of them", out));
   }
   Program p = compileFile(file);
   std::optional<Derivation> d;
@@ -246,8 +247,8 @@ int cmdGraph(const std::string &file, const std::string &out, bool withGrad, con
     std::fputs(dot.c_str(), stdout);
     return 0;
   }
-  if (format == "svg") unwrap(writeFileAtomically(out, unwrap(runDot(dot, "svg"))));
-  else unwrap(writeFileAtomically(out, dot));
+  if (format == "dot") unwrap(writeFileAtomically(out, dot));
+  else unwrap(writeFileAtomically(out, unwrap(runDot(dot, format))));
   std::printf("wrote %s\n", out.c_str());
   return 0;
 }
@@ -913,7 +914,7 @@ int runCommand(int argc, char **argv) {
       ->check(CLI::Range(0, 64));
   auto *graph = app.add_subcommand("graph", "draw the graph (and with --grad the chain rule's terms) as SVG or dot");
   addFile(graph);
-  graph->add_option("-o", out, "write FILE.svg (laid out by Graphviz's dot) or FILE.dot; default: dot text on standard output")->check(named);
+  graph->add_option("-o", out, "write FILE.svg, .png or .pdf (laid out by Graphviz's dot) or FILE.dot; default: dot text on standard output")->check(named);
   bool withGrad = false;
   std::string detail = "auto";
   graph->add_option("--detail", detail, "ops (every op), values (the named values, each with its expression) or auto (ops up to 200, default)")

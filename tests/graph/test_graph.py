@@ -147,9 +147,9 @@ with tempfile.TemporaryDirectory() as d:
           f"5,000 chained statements: {r.stdout.count('dir=back')} term edges in {took:.1f} s ({r.stderr[:200]})")
 
 # 3. Errors: exit 1 with a message, nothing written.
-bad = os.path.join(OUT, "graph.png")
+bad = os.path.join(OUT, "graph.jpg")
 r = run("graph", hinton, "-o", bad)
-check(r.returncode == 1 and ".svg" in r.stderr and not os.path.exists(bad), f"-o F.png is an error: {r.stderr}")
+check(r.returncode == 1 and ".svg" in r.stderr and not os.path.exists(bad), f"-o F.jpg is an error: {r.stderr}")
 r = run("graph", "--grad", os.path.join(SRC, "tests/golden/ok/empty_program.nn"))
 check(r.returncode == 1 and "loss" in r.stderr, f"--grad without a loss: {r.stderr}")
 r = run("graph", hinton, "-o", os.path.join(OUT, "no/such/dir/g.dot"))
@@ -212,6 +212,12 @@ else:
             check(n in texts, f"{svg}: {n} drawn")
         ids = {el.get("id") for el in root.iter() if el.get("id")}
         check(any(i.startswith("n") for i in ids) and "gloss" in ids, f"{svg}: node ids kept for the page")
+    # PNG and PDF through dot too
+    for ext, magic in ((".png", b"\x89PNG\r\n\x1a\n"), (".pdf", b"%PDF")):
+        f = os.path.join(OUT, "hinton_grad" + ext)
+        r = run("graph", "--grad", hinton, "-o", f)
+        head = open(f, "rb").read(8) if os.path.exists(f) else b""
+        check(r.returncode == 0 and head.startswith(magic), f"-o {f}: {r.stderr} {head!r}")
     # names and titles that XML and dot must escape: a file named a&b<"c">.nn
     with tempfile.TemporaryDirectory() as d:
         odd = os.path.join(d, 'a&b<"c">.nn')
