@@ -81,6 +81,8 @@ main { flex: 1; min-height: 0; display: grid; grid-template-columns: minmax(260p
 #side { overflow: auto; padding: 12px 18px; background: var(--panel); }
 .clickable { cursor: pointer; }
 .clickable:hover polygon, .clickable:hover path, .clickable:hover ellipse { stroke-width: 3; }
+.clickable:focus { outline: none; }
+.clickable:focus-visible polygon, .clickable:focus-visible path { stroke-width: 3; stroke-dasharray: 4 2; }
 .selected polygon, .selected path { fill: #ffe9a8 !important; }
 code, .f { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 13px; }
 h2 { font-size: 18px; margin: 4px 0 2px; }
@@ -199,6 +201,10 @@ const char *kScript = R"JS(
     if (!g) continue;
     g.classList.add('clickable');
     g.addEventListener('click', () => show(byNode[id][0]));
+    // (reachable by keyboard too: Tab to a node, Enter or Space to open it)
+    g.setAttribute('tabindex', '0');
+    g.setAttribute('role', 'button');
+    g.addEventListener('keydown', ev => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); show(byNode[id][0]); } });
   }
   const index = document.getElementById('index');
   D.entries.forEach((e, i) => {

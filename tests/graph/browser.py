@@ -7,6 +7,7 @@ websockets, no driver binary.
 
 SCRIPT is a list of steps run in order on the loaded page (file://):
     {"click": "CSS selector"}      a real mouse click (pressed and released) at the element's centre
+    {"key": "Enter"}               a key pressed and released (to the focused element)
     {"eval": "JS expression", "as": "key"}   the value, kept in the result under `key`
     {"screenshot": true}           the page as PNG into SCREENSHOT
 Prints the result as JSON: {"values": {...}, "requests": [every URL the page asked for]}.
@@ -144,6 +145,11 @@ def main():
                     for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
                         b.send("Input.dispatchMouseEvent", {"type": kind, "x": at[0], "y": at[1], "button": "left",
                                                             "clickCount": 0 if kind == "mouseMoved" else 1}, session=s)
+                if "key" in step:  # a key pressed and released, sent to the focused element
+                    for kind in ("keyDown", "keyUp"):
+                        b.send("Input.dispatchKeyEvent", {"type": kind, "key": step["key"], "code": step["key"],
+                                                          "windowsVirtualKeyCode": 13 if step["key"] == "Enter" else 0},
+                               session=s)
                 if "eval" in step:
                     r = b.send("Runtime.evaluate", {"expression": step["eval"], "returnByValue": True}, session=s)
                     if "exceptionDetails" in r:

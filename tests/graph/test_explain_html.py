@@ -128,6 +128,15 @@ if res:
     png = open(shot, "rb").read() if os.path.exists(shot) else b""
     check(png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20000, f"screenshot {shot} ({len(png)} bytes)")
 
+# the keyboard reaches a node too: focus W_j's, press Enter
+w_j = next(e for e in data["entries"] if e["name"] == "W_j")
+res = browse(page, [{"eval": "document.getElementById('%s').focus(), document.activeElement.id" % w_j["node"], "as": "focused"},
+                    {"key": "Enter"}, {"eval": DETAIL, "as": "detail"}], os.path.join(OUT, "unused.png"))
+if res:
+    check(res["values"]["focused"] == w_j["node"], f"W_j's node takes the focus: {res['values']['focused']}")
+    check(res["values"]["detail"].startswith("W_j") and "dE/dz_j ⊗ y_i" in res["values"]["detail"],
+          f"Enter on W_j's node shows dE/dW_j = dE/dz_j ⊗ y_i: {res['values']['detail'][:120]}")
+
 # 2. A value with two consumers: each term in its consumer's colour, the consumer's node outlined in it.
 skip = os.path.join(SRC, "tests/conformance/cases/shared_skip/program.nn")
 page = os.path.join(OUT, "explain_shared_skip.html")
