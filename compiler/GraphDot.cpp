@@ -2,6 +2,7 @@
 #include "GraphDot.h"
 
 #include "Explain.h"
+#include "GradPrinter.h"
 #include "ProgramPrinter.h"
 
 #include <fmt/format.h>

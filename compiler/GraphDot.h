@@ -7,7 +7,6 @@
 //
 // Laying it out is Graphviz's job (runtime/Graphviz.h runs `dot`); this file only writes text.
 #pragma once
-#include "GradPrinter.h"
 #include "Program.h"
 
 #include <string>
