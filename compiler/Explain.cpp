@@ -343,7 +343,7 @@ std::string shapeText(const Shape &s) { return s.isScalar() ? "scalar" : s.str()
 // Whether a value is small enough for its per-element form: a layer of at most maxUnits units
 // (a weight matrix of at most maxUnits rows and columns, and 16 elements, so a page stays readable).
 bool smallEnough(const Shape &s, int maxUnits) {
-  if (s.rank() > 2) return false;
+  if (maxUnits <= 0 || s.rank() > 2) return false;
   for (int k = 0; k < s.rank(); ++k)
     if (s[k] > maxUnits) return false;
   return s.numel() <= std::max(16, maxUnits);
@@ -504,7 +504,11 @@ Expected<Explanation> explain(Program &p, Derivation &d, const ExplainOptions &o
           s += (*t.value)[k];
           scale = std::max(scale, std::abs((*t.value)[k]));
         }
-        if (all && !(std::abs(s - (*entry.numbers)[k]) <= 1e-9 * std::max(1.0, scale)))
+        // (an infinite or NaN gradient, a program that overflows, is checked for being the same)
+        const double want = (*entry.numbers)[k];
+        const bool same = s == want || (std::isnan(s) && std::isnan(want)) ||
+                          std::abs(s - want) <= 1e-9 * std::max(1.0, scale);
+        if (all && !same)
           return Error{fmt::format("internal error: explain: the terms of {}[{}] add up to {} but the "
                                    "gradient is {}", entry.gradient, k, s, (*entry.numbers)[k])};
       }

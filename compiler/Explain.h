@@ -27,7 +27,8 @@ struct ExplainOptions {
   // with a did-you-mean suggestion.
   std::vector<std::string> names;
   bool ascii = false; // the notation of `grad --ascii` (@, transpose, outer, sum) in `formula`s
-  int maxUnits = 8;   // per-element form for values and params of at most this many elements
+  int maxUnits = 8;   // per-element form for values of at most this many units (a matrix: rows
+                      // and columns each, and at most max(16, maxUnits) elements); 0: never
 
   // With numbers: the flat params (Program::params' layout) and ONE example's inputs and targets
   // (Program::inputs' and ::targets' layouts). Every term, total and forward value is evaluated

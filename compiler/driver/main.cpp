@@ -410,7 +410,9 @@ int cmdExplain(const ExplainCommand &c) {
     if (!m) fail(m.error().message);
     std::vector<double> grads;
     const double loss = m->lossAndGradient(o.params, o.inputs.data(), o.targets.data(), 1, grads);
-    auto close = [](double a, double b) { return std::abs(a - b) <= 1e-7 * std::max({1.0, std::abs(a), std::abs(b)}); };
+    auto close = [](double a, double b) { // (the same infinity or NaN where the program overflows)
+      return a == b || (std::isnan(a) && std::isnan(b)) || std::abs(a - b) <= 1e-7 * std::max({1.0, std::abs(a), std::abs(b)});
+    };
     std::string mismatch;
     if (e.lossValue && !close(loss, *e.lossValue))
       mismatch = fmt::format("the loss {} is {} by the interpreter but {} compiled", p.loss->name, *e.lossValue, loss);
