@@ -4,7 +4,11 @@
 #include "EmitCpp.h"
 #include "Explain.h"
 #include "Evaluate.h"
+#include "ExplainHtml.h"
 #include "GradPrinter.h"
+#include "GraphDot.h"
+#include "Graphviz.h"
+#include "Explain.h"
 #include "JitSession.h"
 #include "Lexer.h"
 #include "Model.h"
@@ -213,6 +217,42 @@ int cmdGrad(const std::string &file, bool ascii, bool parseable = false) {
   return 0;
 }
 
+// graph: the forward graph (and with --grad the gradient graph beside it) as dot text on standard
+// output, or written atomically to OUT: dot text for .dot/.gv, laid out by Graphviz's dot for .svg,
+// .png and .pdf.
+int cmdGraph(const std::string &file, const std::string &out, bool withGrad, const std::string &detail) {
+  std::string format = "dot";
+  if (!out.empty()) {
+    const std::string ext = std::filesystem::path(out).extension().string();
+    if (ext == ".svg" || ext == ".png" || ext == ".pdf") format = ext.substr(1);
+    else if (ext != ".dot" && ext != ".gv")
+      fail(fmt::format("{}: error: 'graph' writes .svg, .png or .pdf (laid out by Graphviz's dot) or "
+                       ".dot/.gv (dot text); the name ends in none of them", out));
+  }
+  Program p = compileFile(file);
+  std::optional<Derivation> d;
+  std::optional<Explanation> e;
+  if (withGrad) {
+    requireLoss(p, "graph --grad");
+    d = deriveOrFail(p);
+    ExplainOptions o;
+    o.maxUnits = 0; // the terms alone: the picture has no per-element form
+    e = unwrap(explain(p, *d, o));
+  }
+  const std::string dot = graphToDot(p, e ? &*e : nullptr, file,
+                                     detail == "ops" ? GraphDetail::Ops
+                                     : detail == "values" ? GraphDetail::Values
+                                                          : GraphDetail::Auto).text;
+  if (out.empty()) {
+    std::fputs(dot.c_str(), stdout);
+    return 0;
+  }
+  if (format == "dot") unwrap(writeFileAtomically(out, dot));
+  else unwrap(writeFileAtomically(out, unwrap(runDot(dot, format))));
+  std::printf("wrote %s\n", out.c_str());
+  return 0;
+}
+
 std::string evalJson(const Program &p, const LossAndGradient &r) {
   std::string out = "{\n \"loss\": " + formatNumberJson(r.loss) + ",\n \"grads\": {";
   for (size_t k = 0; k < p.params.size(); ++k) {
@@ -284,6 +324,7 @@ struct ExplainCommand {
   int64_t row = -1; // -1: none given
   bool seedGiven = false, ascii = false, markdown = false;
   int maxUnits = 8;
+  std::string html; // --html F.html: the page (writeExplainHtml)
 };
 
 // The data file a sample ships with: data/STEM.csv beside the program (samples/data/hinton.csv for
@@ -296,7 +337,21 @@ std::string dataBeside(const std::string &file) {
   return fs::is_regular_file(csv, ec) ? csv.string() : std::string();
 }
 
+// explain --html F.html: the forward graph laid out by dot, the explanation beside it, one file.
+int writeExplainHtml(const std::string &path, const Program &p, const Explanation &e) {
+  // The picture without the consumers' colours (the page colours a value's consumers when it is
+  // clicked), the same nodes as the coloured graph whose consumers the page lists.
+  const DotGraph plain = graphToDot(p, nullptr, p.source.name, GraphDetail::Auto, false);
+  const DotGraph g = graphToDot(p, &e, p.source.name, GraphDetail::Auto, false);
+  unwrap(writeFileAtomically(path, explainHtml(e, g, unwrap(runDot(plain.text, "svg")))));
+  std::printf("wrote %s\n", path.c_str());
+  return 0;
+}
+
 int cmdExplain(const ExplainCommand &c) {
+  if (!c.html.empty() && (!c.latex.empty() || c.markdown || c.ascii))
+    fail(fmt::format("nabla: error: 'explain --html' writes a page; it takes no {}",
+                     !c.latex.empty() ? "--latex" : c.markdown ? "--markdown" : "--ascii"));
   Program p = compileFile(c.file);
   requireLoss(p, "explain");
   Derivation d = deriveOrFail(p);
@@ -377,6 +432,7 @@ int cmdExplain(const ExplainCommand &c) {
       return 2;
     }
   }
+  if (!c.html.empty()) return writeExplainHtml(c.html, p, e);
   std::string out = !c.latex.empty() ? renderLatex(e, c.latex != "fragment")
                     : c.markdown     ? renderMarkdown(e)
                                      : renderText(e, c.ascii);
@@ -854,8 +910,18 @@ int runCommand(int argc, char **argv) {
   explainCmd->add_flag("--latex{standalone}", xc.latex, "LaTeX: a standalone document, or with --latex=fragment one to \\input")
       ->check(CLI::IsMember({"standalone", "fragment"}));
   explainCmd->add_flag("--markdown", xc.markdown, "GitHub-flavoured Markdown, math in $...$");
+  explainCmd->add_option("--html", xc.html, "write a page (one self-contained file): the graph, and a click on a value shows its terms (needs Graphviz's dot)")
+      ->check(named);
   explainCmd->add_option("--max-units", xc.maxUnits, "write gradients element by element for values of at most N units (default 8; 0: never)")
       ->check(CLI::Range(0, 64));
+  auto *graph = app.add_subcommand("graph", "draw the graph (and with --grad the chain rule's terms) as SVG or dot");
+  addFile(graph);
+  graph->add_option("-o", out, "write FILE.svg, .png or .pdf (laid out by Graphviz's dot) or FILE.dot; default: dot text on standard output")->check(named);
+  bool withGrad = false;
+  std::string detail = "auto";
+  graph->add_option("--detail", detail, "ops (every op), values (the named values, each with its expression) or auto (ops up to 200, default)")
+      ->check(CLI::IsMember({"auto", "ops", "values"}));
+  graph->add_flag("--grad", withGrad, "the gradient graph beside the forward one, an edge per consumer term, coloured by consumer");
   auto *eval = app.add_subcommand("eval", "the loss and its gradient on a data set");
   addFile(eval);
   eval->add_option("--data", data, "CSV data, or IDX images with --labels (none for a program without inputs and targets)")->check(named);
@@ -927,6 +993,7 @@ int runCommand(int argc, char **argv) {
   try {
     if (check->parsed()) return cmdCheck(file, emit);
     if (grad->parsed()) return cmdGrad(file, ascii, parseable);
+    if (graph->parsed()) return cmdGraph(file, out, withGrad, detail);
     if (explainCmd->parsed()) return xc.seedGiven = explainSeed->count() > 0, cmdExplain(xc);
     if (eval->parsed()) return cmdEval(file, data, labels, params, seed, engine, dtype, json, threads);
     if (gradcheck->parsed()) return cmdGradcheck(file, data, labels, seed, engine, maxChecks);

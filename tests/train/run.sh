@@ -298,8 +298,8 @@ expect_cli() { # DESCRIPTION EXPECTED-LINE ARGS...
 }
 expect_cli "misspelt command" "nabla: error: unknown command 'trian'; did you mean 'train'?" trian x.nn
 expect_cli "misspelt command (emit-cpp)" "nabla: error: unknown command 'emit-ccp'; did you mean 'emit-cpp'?" emit-ccp x.nn -o d
-expect_cli "unknown command" "nabla: error: unknown command 'frobnicate'; the commands are check, grad, explain, eval, gradcheck, train, predict, ir, emit-cpp" frobnicate x.nn
-expect_cli "no command" "nabla: error: no command given; the commands are check, grad, explain, eval, gradcheck, train, predict, ir, emit-cpp"
+expect_cli "unknown command" "nabla: error: unknown command 'frobnicate'; the commands are check, grad, explain, graph, eval, gradcheck, train, predict, ir, emit-cpp" frobnicate x.nn
+expect_cli "no command" "nabla: error: no command given; the commands are check, grad, explain, graph, eval, gradcheck, train, predict, ir, emit-cpp"
 expect_cli "misspelt option" "nabla: error: unknown option '--epoch' for 'train'; did you mean '--epochs'?" train "${DIGITS[@]}" --epoch 5
 expect_cli "misspelt option with =" "nabla: error: unknown option '--optimiser' for 'train'; did you mean '--optimizer'?" train "${DIGITS[@]}" --optimiser=adam
 expect_cli "option of another command" "nabla: error: unknown option '--epochs' for 'eval'" eval "${DIGITS[@]}" --epochs 3
