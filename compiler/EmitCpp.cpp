@@ -589,6 +589,7 @@ private:
       else {
         line(1, "if ({} < {}) {{", nv, N);
         line(2, "const nn_mask mask = nn_mask_of({} - {});", N, nv);
+        if (k.epilogue >= 0) line(2, "const std::size_t mask_width = {} - {};", N, nv);
       }
       line(2, "std::size_t k0 = 0;");
       line(2, "do {{");
@@ -666,6 +667,21 @@ private:
     for (int64_t r = 0; r < R; ++r) {
       const std::string c = r ? fmt::format("cp + {}", r * cm) : "cp";
       line(d, "nn_store({}, {}{});", c, k.divideByBatch ? fmt::format("nn_mul(c{}, scale)", r) : fmt::format("c{}", r), m);
+    }
+    if (k.epilogue >= 0) {
+      // After the last chunk, the tile (in L1) once more through the epilogue, a row at a time.
+      line(d, "if (k1 == {}) {{", lk.batch ? "n" : std::to_string(lk.extent));
+      // One loop over the rows (not the rows written out): the formula once, small enough that
+      // compilers inline its helpers and vectorize along j.
+      vars_[ln.var] = "(" + n0 + " + j)";
+      vars_[lm.var] = R == 1 ? m0 : "(" + m0 + " + r)";
+      if (R > 1) line(d + 1, "for (std::size_t r = 0; r < {}; ++r)", R);
+      const int e = d + (R > 1 ? 2 : 1);
+      line(e, "for (std::size_t j = 0; j < {}; ++j) {{", masked ? "mask_width" : "kTile");
+      line(e + 1, "const real acc = {}[{}];", name(k.out), affine(k.outIndex));
+      line(e + 1, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.epilogue));
+      line(e, "}}");
+      line(d, "}}");
     }
     vars_ = std::move(saved);
   }

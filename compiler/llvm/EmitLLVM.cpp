@@ -727,6 +727,27 @@ private:
           Value *x = result[static_cast<size_t>(r * nv + v)];
           vstore(inv ? B.CreateFMul(x, inv) : x, cptr(r, v), lanes(v));
         }
+      if (k.epilogue >= 0) {
+        // After the last k chunk, the tile (in L1) once more through the epilogue: a loop over
+        // its columns a row, which the vectorizer widens (libmvec's exp in an activation).
+        BasicBlock *epi = BasicBlock::Create(C, "gemm.epilogue", F), *after = BasicBlock::Create(C, "gemm.epilogue.end", F);
+        B.CreateCondBr(B.CreateICmpEQ(k1, K), epi, after);
+        B.SetInsertPoint(epi);
+        const bool wasTiled = tiled_;
+        tiled_ = false;
+        loop(loops::Loop{3101, rows, false, false}, [&] {
+          vars_[lm.var] = B.CreateAdd(m, vars_.at(3101));
+          loop(loops::Loop{3100, width, false, false}, [&] {
+            vars_[ln.var] = B.CreateAdd(n0, vars_.at(3100));
+            Value *p = address(k.out, k.outIndex);
+            B.CreateStore(B.CreateLoad(T, p), acc_);
+            B.CreateStore(expr(k, k.epilogue), p);
+          });
+        });
+        tiled_ = wasTiled;
+        B.CreateBr(after);
+        B.SetInsertPoint(after);
+      }
     };
     // Loop nest: column blocks, then chunks of KC along k (B's panel of KC x NR stays in L1
     // while every row block uses it), then blocks of MR rows, then the remaining rows.
