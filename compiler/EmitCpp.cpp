@@ -166,24 +166,90 @@ std::string realLiteral(double v, Flags &f) {
 
 // --- helpers: the stable forms, exactly as EmitLLVM computes them ------------------------------
 
-enum Helper { HLogistic, HTanh, HLog1p, HSoftplus, HRelu, HStep, HSign, HSquare, HMax, HGelu, HElu, HLeakyRelu,
+enum Helper { HExp, HLogistic, HTanh, HLog1p, HSoftplus, HRelu, HStep, HSign, HSquare, HMax, HGelu, HElu, HLeakyRelu,
               HMaximum, HMinimum, HGe, kHelpers };
 
 const char *helperName(Helper h) {
-  static const char *names[] = {"nn_logistic", "nn_tanh", "nn_log1p", "nn_softplus", "nn_relu",
+  static const char *names[] = {"nn_exp", "nn_logistic", "nn_tanh", "nn_log1p", "nn_softplus", "nn_relu",
                                 "nn_step",     "nn_sign", "nn_square",   "nn_max",
                                 "nn_gelu",     "nn_elu",  "nn_leaky_relu", "nn_maximum",
                                 "nn_minimum",  "nn_ge"};
   return names[h];
 }
 
+// exp(x) in plain arithmetic, so that compilers vectorize the loops it is in (the JIT calls a
+// vector exp; std::exp stays a scalar library call without -ffast-math): x = k ln2 + r with
+// |r| <= ln2 / 2, exp(r) by its Taylor series (to r^7 in float, r^13 in double: below half an
+// ulp), times 2^k built in the exponent bits, as 2^(k/2) 2^(k - k/2) so that results below the
+// smallest normal number round once. Beyond the range of real: 0 and infinity; NaN stays NaN.
+std::string expText(bool f64) {
+  std::string s =
+      "// exp(x) in plain arithmetic, so that loops vectorize: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by its\n"
+      "// Taylor series, times 2^k built in the exponent bits (as 2^(k/2) 2^(k - k/2), so that a result\n"
+      "// below the smallest normal number rounds once).\n"
+      "inline real nn_exp(real x) {\n";
+  if (f64) {
+    s += "  const double magic = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer\n"
+         "  const double t = x * 1.4426950408889634074 + magic, kf = t - magic;\n"
+         "  const double r = (x - kf * 6.93145751953125E-1) - kf * 1.42860682030941723212E-6;\n"
+         "  double p = 1.0 / 6227020800.0;\n"
+         "  p = p * r + 1.0 / 479001600.0;\n"
+         "  p = p * r + 1.0 / 39916800.0;\n"
+         "  p = p * r + 1.0 / 3628800.0;\n"
+         "  p = p * r + 1.0 / 362880.0;\n"
+         "  p = p * r + 1.0 / 40320.0;\n"
+         "  p = p * r + 1.0 / 5040.0;\n"
+         "  p = p * r + 1.0 / 720.0;\n"
+         "  p = p * r + 1.0 / 120.0;\n"
+         "  p = p * r + 1.0 / 24.0;\n"
+         "  p = p * r + 1.0 / 6.0;\n"
+         "  p = p * r + 0.5;\n"
+         "  p = p * r + 1.0;\n"
+         "  p = p * r + 1.0;\n"
+         "  std::uint64_t tb, mb;\n"
+         "  std::memcpy(&tb, &t, sizeof tb);\n"
+         "  std::memcpy(&mb, &magic, sizeof mb);\n"
+         "  const std::uint64_t k = tb - mb, k1 = static_cast<std::uint64_t>(static_cast<std::int64_t>(k) >> 1), k2 = k - k1;\n"
+         "  const std::uint64_t b1 = (k1 + 1023) << 52, b2 = (k2 + 1023) << 52;\n"
+         "  double s1, s2;\n"
+         "  std::memcpy(&s1, &b1, sizeof s1);\n"
+         "  std::memcpy(&s2, &b2, sizeof s2);\n"
+         "  const double y = p * s1 * s2;\n"
+         "  return x > 709.782712893384 ? std::numeric_limits<double>::infinity() : x < -745.1332191019412 ? 0.0 : y;\n";
+  } else {
+    s += "  const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer\n"
+         "  const float t = x * 1.44269504f + magic, kf = t - magic;\n"
+         "  const float r = (x - kf * 0.693359375f) - kf * -2.12194440e-4f;\n"
+         "  float p = 1.0f / 5040.0f;\n"
+         "  p = p * r + 1.0f / 720.0f;\n"
+         "  p = p * r + 1.0f / 120.0f;\n"
+         "  p = p * r + 1.0f / 24.0f;\n"
+         "  p = p * r + 1.0f / 6.0f;\n"
+         "  p = p * r + 0.5f;\n"
+         "  p = p * r + 1.0f;\n"
+         "  p = p * r + 1.0f;\n"
+         "  std::uint32_t tb, mb;\n"
+         "  std::memcpy(&tb, &t, sizeof tb);\n"
+         "  std::memcpy(&mb, &magic, sizeof mb);\n"
+         "  const std::uint32_t k = tb - mb, k1 = static_cast<std::uint32_t>(static_cast<std::int32_t>(k) >> 1), k2 = k - k1;\n"
+         "  const std::uint32_t b1 = (k1 + 127) << 23, b2 = (k2 + 127) << 23;\n"
+         "  float s1, s2;\n"
+         "  std::memcpy(&s1, &b1, sizeof s1);\n"
+         "  std::memcpy(&s2, &b2, sizeof s2);\n"
+         "  const float y = p * s1 * s2;\n"
+         "  return x > 88.7228317f ? std::numeric_limits<float>::infinity() : x < -103.972084f ? 0.0f : y;\n";
+  }
+  return s + "}\n";
+}
+
 std::string helperText(Helper h) {
   switch (h) {
+  case HExp: return "";
   case HLogistic:
     return "// logistic(x) = 1 / (1 + exp(-x)) without overflow: e = exp(-|x|), r = 1 / (1 + e);\n"
            "// x >= 0 ? r : e * r.\n"
            "inline real nn_logistic(real x) {\n"
-           "  const real e = std::exp(-std::fabs(x));\n"
+           "  const real e = nn_exp(-std::fabs(x));\n"
            "  const real r = real(1) / (real(1) + e);\n"
            "  return x >= real(0) ? r : e * r;\n"
            "}\n";
@@ -197,7 +263,7 @@ std::string helperText(Helper h) {
            "  const real q = ((z + real(1.12811678491632931402E2)) * z + real(2.23548839060100448583E3)) * z +\n"
            "                 real(4.84406305325125486048E3);\n"
            "  const real small = x + x * z * p / q;\n"
-           "  const real big = std::copysign(real(1) - real(2) / (std::exp(real(2) * ax) + real(1)), x);\n"
+           "  const real big = std::copysign(real(1) - real(2) / (nn_exp(real(2) * ax) + real(1)), x);\n"
            "  return ax < real(0.625) ? small : big;\n"
            "}\n";
   case HLog1p:
@@ -211,7 +277,7 @@ std::string helperText(Helper h) {
     return "// softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), without overflow.\n"
            "inline real nn_softplus(real x) {\n"
            "  const real m = x > real(0) ? x : real(0);\n"
-           "  return m + nn_log1p(std::exp(-std::fabs(x)));\n"
+           "  return m + nn_log1p(nn_exp(-std::fabs(x)));\n"
            "}\n";
   case HRelu: return "inline real nn_relu(real x) { return x > real(0) ? x : real(0); }\n";
   case HStep:
@@ -237,19 +303,107 @@ std::string helperText(Helper h) {
   return "";
 }
 
-// The columns of a matrix product's register tile (8 rows): two of the widest vectors where there
-// are 32 vector registers (AVX-512), else one, so that the tile's sums (16 or 8) stay in registers.
-const char *kTileText =
-    "// Columns of a matrix product's register tile of 8 rows: two of the widest vectors the\n"
-    "// compiler may use where there are 32 vector registers (AVX-512: 16 sums in registers),\n"
-    "// else one (AVX: 32 bytes, else 16; 8 sums), enough to hide the latency of the multiply-adds.\n"
-    "#if defined(__AVX512F__)\n"
-    "constexpr std::size_t kTile = 2 * 64 / sizeof(real);\n"
-    "#elif defined(__AVX__)\n"
-    "constexpr std::size_t kTile = 32 / sizeof(real);\n"
-    "#else\n"
-    "constexpr std::size_t kTile = 16 / sizeof(real);\n"
-    "#endif\n\n";
+// The register tile of a matrix product, as the JIT tiles it: 8 rows of C by one nn_vec (kTile
+// columns) whose sums stay in registers across a chunk of k; each k step loads one nn_vec of B's
+// row and broadcasts one value of A a row. nn_vec is two AVX-512 vectors (16 sums in 32
+// registers), else one AVX2 vector (8 sums in 16), else a plain array of 16 bytes that compilers
+// keep in whatever registers they have: the intrinsics only behind #if, standard C++ otherwise.
+// A mask (the columns left over at the right edge) limits loads and stores to the first lanes.
+std::string tileText(bool f64) {
+  const char *text = R"(// Register tiles of matrix products: 8 rows by one nn_vec of kTile columns, the sums in
+// registers across kChunk values of k (B's panel of kChunk x kTile stays in the L1 cache).
+constexpr std::size_t kChunk = 128;
+#if defined(__AVX512F__)
+constexpr std::size_t kTile = 2 * 64 / sizeof(real);
+struct nn_vec { @V@ lo, hi; };
+struct nn_mask { @M@ lo, hi; };
+inline nn_mask nn_mask_of(std::size_t w) {  // the first w < kTile lanes
+  const unsigned long long bits = (1ull << w) - 1;
+  return {static_cast<@M@>(bits), static_cast<@M@>(bits >> (kTile / 2))};
+}
+inline nn_vec nn_zero() { return {@P@_setzero_@S@(), @P@_setzero_@S@()}; }
+inline nn_vec nn_splat(real a) { const @V@ v = @P@_set1_@S@(a); return {v, v}; }
+inline nn_vec nn_load(const real* p) { return {@P@_loadu_@S@(p), @P@_loadu_@S@(p + kTile / 2)}; }
+inline nn_vec nn_load(const real* p, nn_mask m) {
+  return {@P@_maskz_loadu_@S@(m.lo, p), @P@_maskz_loadu_@S@(m.hi, p + kTile / 2)};
+}
+inline void nn_store(real* p, nn_vec v) { @P@_storeu_@S@(p, v.lo); @P@_storeu_@S@(p + kTile / 2, v.hi); }
+inline void nn_store(real* p, nn_vec v, nn_mask m) {
+  @P@_mask_storeu_@S@(p, m.lo, v.lo);
+  @P@_mask_storeu_@S@(p + kTile / 2, m.hi, v.hi);
+}
+inline nn_vec nn_fma(nn_vec a, nn_vec b, nn_vec c) {  // a * b + c
+  return {@P@_fmadd_@S@(a.lo, b.lo, c.lo), @P@_fmadd_@S@(a.hi, b.hi, c.hi)};
+}
+inline nn_vec nn_mul(nn_vec a, nn_vec b) { return {@P@_mul_@S@(a.lo, b.lo), @P@_mul_@S@(a.hi, b.hi)}; }
+#elif defined(__AVX2__) && defined(__FMA__)
+constexpr std::size_t kTile = 32 / sizeof(real);
+struct nn_vec { @V2@ v; };
+struct nn_mask { __m256i v; };
+inline nn_mask nn_mask_of(std::size_t w) {
+  return {@CMP@(@SET1I@(static_cast<@IT@>(w)), @SETRI@)};
+}
+inline nn_vec nn_zero() { return {_mm256_setzero_@S@()}; }
+inline nn_vec nn_splat(real a) { return {_mm256_set1_@S@(a)}; }
+inline nn_vec nn_load(const real* p) { return {_mm256_loadu_@S@(p)}; }
+inline nn_vec nn_load(const real* p, nn_mask m) { return {_mm256_maskload_@S@(p, m.v)}; }
+inline void nn_store(real* p, nn_vec v) { _mm256_storeu_@S@(p, v.v); }
+inline void nn_store(real* p, nn_vec v, nn_mask m) { _mm256_maskstore_@S@(p, m.v, v.v); }
+inline nn_vec nn_fma(nn_vec a, nn_vec b, nn_vec c) { return {_mm256_fmadd_@S@(a.v, b.v, c.v)}; }
+inline nn_vec nn_mul(nn_vec a, nn_vec b) { return {_mm256_mul_@S@(a.v, b.v)}; }
+#else
+constexpr std::size_t kTile = 16 / sizeof(real);
+struct nn_vec { real x[kTile]; };
+struct nn_mask { std::size_t w; };
+inline nn_mask nn_mask_of(std::size_t w) { return {w}; }
+inline nn_vec nn_zero() { return nn_vec{}; }
+inline nn_vec nn_splat(real a) {
+  nn_vec v;
+  for (std::size_t j = 0; j < kTile; ++j) v.x[j] = a;
+  return v;
+}
+inline nn_vec nn_load(const real* p) {
+  nn_vec v;
+  for (std::size_t j = 0; j < kTile; ++j) v.x[j] = p[j];
+  return v;
+}
+inline nn_vec nn_load(const real* p, nn_mask m) {
+  nn_vec v{};
+  for (std::size_t j = 0; j < m.w; ++j) v.x[j] = p[j];
+  return v;
+}
+inline void nn_store(real* p, nn_vec v) {
+  for (std::size_t j = 0; j < kTile; ++j) p[j] = v.x[j];
+}
+inline void nn_store(real* p, nn_vec v, nn_mask m) {
+  for (std::size_t j = 0; j < m.w; ++j) p[j] = v.x[j];
+}
+inline nn_vec nn_fma(nn_vec a, nn_vec b, nn_vec c) {
+  for (std::size_t j = 0; j < kTile; ++j) c.x[j] += a.x[j] * b.x[j];
+  return c;
+}
+inline nn_vec nn_mul(nn_vec a, nn_vec b) {
+  for (std::size_t j = 0; j < kTile; ++j) a.x[j] *= b.x[j];
+  return a;
+}
+#endif
+
+)";
+  std::string s = text;
+  auto replace = [&](const std::string &from, const std::string &to) {
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+  };
+  replace("@V@", f64 ? "__m512d" : "__m512");
+  replace("@M@", f64 ? "__mmask8" : "__mmask16");
+  replace("@P@", "_mm512");
+  replace("@V2@", f64 ? "__m256d" : "__m256");
+  replace("@CMP@", f64 ? "_mm256_cmpgt_epi64" : "_mm256_cmpgt_epi32");
+  replace("@SET1I@", f64 ? "_mm256_set1_epi64x" : "_mm256_set1_epi32");
+  replace("@IT@", f64 ? "long long" : "int");
+  replace("@SETRI@", f64 ? "_mm256_setr_epi64x(0, 1, 2, 3)" : "_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)");
+  replace("@S@", f64 ? "pd" : "ps");
+  return s;
+}
 
 // --- the kernel printer ------------------------------------------------------------------------
 
@@ -384,13 +538,11 @@ private:
   }
 
   // C[m, n] (+)= Σ_k A[m, k] B[k, n] over loops m, k, n, times 1/n with divideByBatch. Register
-  // tiles as in the LLVM backend, in plain C++: a block of 8 rows by kTile columns of C (kTile:
-  // two of the widest vectors on AVX-512, else one, see kTileText) is summed in local arrays
-  // across the whole k loop, each k step broadcasting one A value a row over one row of B; then
-  // stored. 8 rows of 2 vectors are 16 independent sums (4 rows gave half the speed: two loads a
-  // k step for 8 multiply-adds instead of 16), 8 rows of 1 vector 8 sums where registers are fewer.
-  // Leftover columns and rows are narrower and shorter tiles. Each element's sum over k runs in
-  // order, from C's value (`accumulate`) or from 0, as in the LLVM backend.
+  // tiles as in the LLVM backend (see tileText): for each block of kTile columns (the last one
+  // masked), for each chunk of kChunk values of k, blocks of 8 rows whose 8 nn_vec sums stay in
+  // registers across the chunk, then the rows left one at a time. Each element's sum over k runs
+  // in order, from C's value (`accumulate`, or a later chunk) or from 0, with fused multiply-adds
+  // where the target has them: the JIT's numbers.
   static constexpr int64_t kRows = 8;
 
   void gemm(const Kernel &k) {
@@ -410,7 +562,7 @@ private:
   }
 
   void gemmAt(const Kernel &k, size_t o) {
-    const loops::Loop &lm = k.loops[o], &ln = k.loops[o + 2];
+    const loops::Loop &lm = k.loops[o], &lk = k.loops[o + 1], &ln = k.loops[o + 2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     if (mul.kind != LExpr::Binary || mul.op != Op::Mul) throw InternalError("C++ backend: a Gemm body is A * B");
     int a = mul.a, b = mul.b;
@@ -420,83 +572,117 @@ private:
       return false;
     };
     if (hasVar(k.pool[static_cast<size_t>(a)].index, ln.var)) std::swap(a, b);
+    for (int e : {a, b}) {
+      const LExpr &l = k.pool[static_cast<size_t>(e)];
+      if (l.kind != LExpr::Load || !l.bounds.empty()) throw InternalError("C++ backend: a Gemm operand is a plain load");
+    }
     usesTile_ = true;
-    const int64_t N = ln.extent;
+    const std::string N = std::to_string(ln.extent), K = lk.batch ? "n" : std::to_string(lk.extent);
     const std::string mv = vars_.at(lm.var) + "0", nv = vars_.at(ln.var) + "0";
-    line(1, "// Register tiles: {} rows by kTile columns of {} at a time, summed over {}{}.", kRows,
-         commentText(L.buffers[static_cast<size_t>(k.out)].name), vars_.at(k.loops[o + 1].var),
+    line(1, "// Register tiles: {} rows by kTile columns of {} at a time, summed over {} in chunks{}.", kRows,
+         commentText(L.buffers[static_cast<size_t>(k.out)].name), vars_.at(lk.var),
          k.divideByBatch ? ", then divided by n" : "");
     if (k.divideByBatch) line(1, "const real inv_n = real(1) / real(n);");
-    // Blocks of 4 rows, then the rows left one at a time: loops with constant bounds where the
-    // row count is a constant (no loop that never runs), else to n.
-    auto rowLoops = [&](int64_t R) {
-      if (lm.batch) {
-        if (R > 1) line(1, "for (; {0} + {1} <= n; {0} += {1}) {{", mv, R);
-        else line(1, "for (; {0} < n; ++{0}) {{", mv);
-        return true;
+    line(1, "std::size_t {} = 0;", nv);
+    for (bool masked : {false, true}) {
+      if (!masked) line(1, "for (; {0} + kTile <= {1}; {0} += kTile) {{", nv, N);
+      else {
+        line(1, "if ({} < {}) {{", nv, N);
+        line(2, "const nn_mask mask = nn_mask_of({} - {});", N, nv);
+        if (k.epilogue >= 0) line(2, "const std::size_t mask_width = {} - {};", N, nv);
       }
-      const int64_t M = lm.extent, blocks = M / kRows * kRows;
-      if (R > 1 && blocks == 0) return false;
-      if (R == 1 && blocks == M) return false;
-      if (R > 1) line(1, "for (std::size_t {0} = 0; {0} < {1}; {0} += {2}) {{", mv, blocks, R);
-      else line(1, "for (std::size_t {0} = {1}; {0} < {2}; ++{0}) {{", mv, blocks, M);
-      return true;
-    };
-    if (lm.batch) line(1, "std::size_t {} = 0;", mv);
-    for (int64_t R : {kRows, int64_t(1)}) {
-      if (!rowLoops(R)) continue;
-      line(2, "std::size_t {} = 0;", nv);
-      line(2, "for (; {0} + kTile <= {1}; {0} += kTile) {{", nv, N);
-      gemmTile(k, o, a, b, R, "kTile", 3, mv, nv);
-      line(2, "}}");
-      line(2, "if ({} < {}) {{", nv, N);
-      line(3, "const std::size_t w = {} - {};", N, nv);
-      gemmTile(k, o, a, b, R, "w", 3, mv, nv);
-      line(2, "}}");
+      line(2, "std::size_t k0 = 0;");
+      line(2, "do {{");
+      line(3, "const std::size_t k1 = k0 + kChunk < {0} ? k0 + kChunk : {0};", K);
+      if (!k.accumulate) line(3, "const bool first = k0 == 0;");
+      // Rows: to n, or constant bounds where the row count is a constant (no loop that never
+      // runs: g++ warns of undefined behaviour in one it cannot prove dead).
+      const int64_t blocks = lm.batch ? 0 : lm.extent / kRows * kRows;
+      if (lm.batch) {
+        line(3, "std::size_t {} = 0;", mv);
+        line(3, "for (; {0} + {1} <= n; {0} += {1}) {{", mv, kRows);
+      } else if (blocks > 0) {
+        line(3, "for (std::size_t {0} = 0; {0} < {1}; {0} += {2}) {{", mv, blocks, kRows);
+      }
+      if (lm.batch || blocks > 0) {
+        gemmTile(k, o, a, b, kRows, masked, 4, mv, nv);
+        line(3, "}}");
+      }
+      if (lm.batch) line(3, "for (; {0} < n; ++{0}) {{", mv);
+      else if (blocks < lm.extent) line(3, "for (std::size_t {0} = {1}; {0} < {2}; ++{0}) {{", mv, blocks, lm.extent);
+      if (lm.batch || blocks < lm.extent) {
+        gemmTile(k, o, a, b, 1, masked, 4, mv, nv);
+        line(3, "}}");
+      }
+      line(3, "k0 = k1;");
+      line(2, "}} while (k0 < {});", K);
       line(1, "}}");
     }
   }
 
-  // One tile at `depth`: R rows from row `m0`, `width` columns from column `n0`. One accumulator
-  // array a row and the rows written out (not a loop over rows), so that compilers vectorize
-  // along the columns, keep the accumulators in registers and load B's values once for all rows.
-  void gemmTile(const Kernel &k, size_t o, int a, int b, int64_t R, const std::string &width, int d,
-                const std::string &m0, const std::string &n0) {
+  // One tile at `depth`: R rows from row `m0`, kTile columns (the first lanes of `mask` when
+  // `masked`) from column `n0`, over k0 <= k < k1. One nn_vec a row, the rows written out, each
+  // operand through one pointer and constant offsets from it (one register for A's rows, not one a
+  // row: g++ otherwise runs out of general registers and spills vectors).
+  void gemmTile(const Kernel &k, size_t o, int a, int b, int64_t R, bool masked, int d, const std::string &m0,
+                const std::string &n0) {
     const loops::Loop &lm = k.loops[o], &lk = k.loops[o + 1], &ln = k.loops[o + 2];
     std::map<int, std::string> saved = vars_;
-    const std::string kv = vars_.at(lk.var), K = lk.batch ? "n" : std::to_string(lk.extent);
-    auto row = [&](int64_t r) { return r == 0 ? m0 : "(" + m0 + " + " + std::to_string(r) + ")"; };
-    vars_[ln.var] = "(" + n0 + " + j)";
-    const std::string bv = expr(b);
-    std::string decl;
-    for (int64_t r = 0; r < R; ++r) decl += fmt::format("{}acc{}[kTile] = {{}}", r ? ", " : "", r);
-    line(d, "real {};", decl);
-    if (k.accumulate) {
-      line(d, "for (std::size_t j = 0; j < {}; ++j) {{", width);
-      for (int64_t r = 0; r < R; ++r) {
-        vars_[lm.var] = row(r);
-        line(d + 1, "acc{}[j] = {}[{}];", r, name(k.out), affine(k.outIndex));
-      }
+    const std::string kv = vars_.at(lk.var), m = masked ? ", mask" : "";
+    const LExpr &la = k.pool[static_cast<size_t>(a)], &lb = k.pool[static_cast<size_t>(b)];
+    auto coefOf = [](const loops::Affine &x, int v) -> int64_t {
+      for (auto &t : x.terms)
+        if (t.first == v) return t.second;
+      return 0;
+    };
+    auto without = [](loops::Affine x, int v) {
+      std::erase_if(x.terms, [&](const auto &t) { return t.first == v; });
+      return x;
+    };
+    // "kv * 1024 + 3", "kv + 1", "2048": the offset of row r (or k step kv) from a pointer.
+    auto offset = [](const std::string &var, int64_t coef, int64_t constant) {
+      std::string s = coef == 0 ? "" : coef == 1 ? var : fmt::format("{} * {}", var, coef);
+      if (s.empty()) return std::to_string(constant);
+      if (constant > 0) s += fmt::format(" + {}", constant);
+      else if (constant < 0) s += fmt::format(" - {}", -constant);
+      return s;
+    };
+    vars_[ln.var] = n0;
+    vars_[lm.var] = m0;
+    const int64_t am = coefOf(la.index, lm.var), ak = coefOf(la.index, lk.var), bk = coefOf(lb.index, lk.var),
+                  cm = coefOf(k.outIndex, lm.var);
+    line(d, "const real* ap = {} + ({});", name(la.buffer), affine(without(la.index, lk.var)));
+    line(d, "const real* bp = {} + ({});", name(lb.buffer), affine(without(lb.index, lk.var)));
+    line(d, "real* cp = {} + ({});", name(k.out), affine(k.outIndex));
+    for (int64_t r = 0; r < R; ++r) {
+      const std::string c = r ? fmt::format("cp + {}", r * cm) : "cp";
+      if (k.accumulate) line(d, "nn_vec c{} = nn_load({}{});", r, c, m);
+      else line(d, "nn_vec c{} = first ? nn_zero() : nn_load({}{});", r, c, m);
+    }
+    line(d, "for (std::size_t {0} = k0; {0} < k1; ++{0}) {{", kv);
+    line(d + 1, "const nn_vec x = nn_load(bp + {}{});", offset(kv, bk, 0), m);
+    for (int64_t r = 0; r < R; ++r) line(d + 1, "c{0} = nn_fma(nn_splat(ap[{1}]), x, c{0});", r, offset(kv, ak, r * am));
+    line(d, "}}");
+    if (k.divideByBatch) line(d, "const nn_vec scale = nn_splat(k1 == {} ? inv_n : real(1));", lk.batch ? "n" : std::to_string(lk.extent));
+    for (int64_t r = 0; r < R; ++r) {
+      const std::string c = r ? fmt::format("cp + {}", r * cm) : "cp";
+      line(d, "nn_store({}, {}{});", c, k.divideByBatch ? fmt::format("nn_mul(c{}, scale)", r) : fmt::format("c{}", r), m);
+    }
+    if (k.epilogue >= 0) {
+      // After the last chunk, the tile (in L1) once more through the epilogue, a row at a time.
+      line(d, "if (k1 == {}) {{", lk.batch ? "n" : std::to_string(lk.extent));
+      // One loop over the rows (not the rows written out): the formula once, small enough that
+      // compilers inline its helpers and vectorize along j.
+      vars_[ln.var] = "(" + n0 + " + j)";
+      vars_[lm.var] = R == 1 ? m0 : "(" + m0 + " + r)";
+      if (R > 1) line(d + 1, "for (std::size_t r = 0; r < {}; ++r)", R);
+      const int e = d + (R > 1 ? 2 : 1);
+      line(e, "for (std::size_t j = 0; j < {}; ++j) {{", masked ? "mask_width" : "kTile");
+      line(e + 1, "const real acc = {}[{}];", name(k.out), affine(k.outIndex));
+      line(e + 1, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.epilogue));
+      line(e, "}}");
       line(d, "}}");
     }
-    line(d, "for (std::size_t {0} = 0; {0} < {1}; ++{0}) {{", kv, K);
-    std::string as;
-    for (int64_t r = 0; r < R; ++r) {
-      vars_[lm.var] = row(r);
-      as += fmt::format("{}a{} = {}", r ? ", " : "", r, expr(a));
-    }
-    line(d + 1, "const real {};", as);
-    line(d + 1, "for (std::size_t j = 0; j < {}; ++j) {{", width);
-    line(d + 2, "const real x = {};", bv);
-    for (int64_t r = 0; r < R; ++r) line(d + 2, "acc{0}[j] += a{0} * x;", r);
-    line(d + 1, "}}");
-    line(d, "}}");
-    line(d, "for (std::size_t j = 0; j < {}; ++j) {{", width);
-    for (int64_t r = 0; r < R; ++r) {
-      vars_[lm.var] = row(r);
-      line(d + 1, "{}[{}] = acc{}[j]{};", name(k.out), affine(k.outIndex), r, k.divideByBatch ? " * inv_n" : "");
-    }
-    line(d, "}}");
     vars_ = std::move(saved);
   }
 
@@ -509,12 +695,14 @@ private:
     line(d, "real m = row[0];");
     line(d, "for (std::size_t c = 0; c < {}; ++c) m = row[c] > m ? row[c] : m;", k.cols);
     line(d, "real s = 0;");
-    line(d, "for (std::size_t c = 0; c < {}; ++c) s += std::exp(row[c] - m);", k.cols);
+    helpers_[HExp] = true;
+    F.limits = true;
+    line(d, "for (std::size_t c = 0; c < {}; ++c) s += nn_exp(row[c] - m);", k.cols);
     if (k.logSoftmax) {
       line(d, "const real log_s = std::log(s);");
       line(d, "for (std::size_t c = 0; c < {}; ++c) y[c] = row[c] - m - log_s;", k.cols);
     } else {
-      line(d, "for (std::size_t c = 0; c < {}; ++c) y[c] = std::exp(row[c] - m) / s;", k.cols);
+      line(d, "for (std::size_t c = 0; c < {}; ++c) y[c] = nn_exp(row[c] - m) / s;", k.cols);
     }
     if (block) line(d - 1, "}}");
   }
@@ -632,6 +820,10 @@ private:
   std::string call(Helper h, const std::string &x) {
     helpers_[h] = true;
     if (h == HSoftplus) helpers_[HLog1p] = true;
+    if (h == HExp || h == HLogistic || h == HTanh || h == HSoftplus) {
+      helpers_[HExp] = true;
+      F.limits = true;
+    }
     return fmt::format("{}({})", helperName(h), x);
   }
 
@@ -642,7 +834,7 @@ private:
     case Op::Tanh: return call(HTanh, x);
     case Op::Relu: return call(HRelu, x);
     case Op::Softplus: return call(HSoftplus, x);
-    case Op::Exp: return "std::exp(" + x + ")";
+    case Op::Exp: return call(HExp, x);
     case Op::Log: return "std::log(" + x + ")";
     case Op::Sqrt: return "std::sqrt(" + x + ")";
     case Op::Abs: return "std::fabs(" + x + ")";
@@ -944,14 +1136,17 @@ private:
          "// from, its buffers and its loop nest. Only the batch loop runs to n; every other trip count\n"
          "// is a constant, so compilers unroll and vectorize freely.\n";
     s += fmt::format("#include \"{}.hpp\"\n\n#include <cmath>\n#include <cstddef>\n", name_);
+    if (helpers_[HExp]) s += "#include <cstdint>\n#include <cstring>\n";
     if (F.limits) s += "#include <limits>\n";
+    if (usesTile_)
+      s += "#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))\n#include <immintrin.h>  // the tiles' intrinsics\n#endif\n";
     s += fmt::format("\nnamespace {} {{\n\n", name_);
     bool any = std::find(helpers_.begin(), helpers_.end(), true) != helpers_.end();
     if (any || usesTile_) {
       s += "namespace {\n\n";
-      if (usesTile_) s += kTileText;
+      if (usesTile_) s += tileText(F.f64);
       for (int h = 0; h < kHelpers; ++h)
-        if (helpers_[static_cast<size_t>(h)]) s += helperText(static_cast<Helper>(h)) + "\n";
+        if (helpers_[static_cast<size_t>(h)]) s += (h == HExp ? expText(F.f64) : helperText(static_cast<Helper>(h))) + "\n";
       s += "}  // namespace\n\n";
     }
     s += body;

@@ -121,7 +121,8 @@ std::string dump(const Kernel &k, const Program &p) {
   case Kernel::Gemm:
     out += indent + bufRef(k, p, k.out, k.outIndex) + (k.accumulate ? " += " : " = ") +
            expr(k, p, k.body) + "   (tiled matrix product; " + (k.accumulate ? "accumulates" : "k-sum starts at 0") +
-           (k.divideByBatch ? ", divided by n" : "") + ")\n";
+           (k.divideByBatch ? ", divided by n" : "") +
+           (k.epilogue >= 0 ? ", stored as " + expr(k, p, k.epilogue) : std::string()) + ")\n";
     break;
   case Kernel::Softmax:
     out += indent + fmt::format("{}({}, {} values) -> {}\n", k.logSoftmax ? "log_softmax" : "softmax",

@@ -82,6 +82,10 @@ struct Kernel {
   //             the batch, and each operand's start moves with its batch term);
   //             body is A * B (two loads; A's index has no n, B's and C's have n with
   //             coefficient 1). `accumulate` false means C = the product (no zeroing needed).
+  //             With an `epilogue` (three loops, accumulate false), each element is stored as
+  //             epilogue(Acc = its sum, divided by n with divideByBatch) once its sum is
+  //             complete; the epilogue's loads are at the m and n loops (a fused bias and
+  //             activation, or an activation's derivative).
   //             Backends tile it: a block of C stays in registers across k (LLVM), or print
   //             it as the equivalent loop nest (C++).
   enum Mode { Assign, Reduce, Accumulate, Softmax, Gemm } mode = Assign;

@@ -102,6 +102,7 @@ public:
         assignKernel(L.forward, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
       }
       formGemms(L.forward);
+      fuseEpilogues(L.forward);
       planWorkspace(L.forward);
     }
     if (D) {
@@ -111,6 +112,7 @@ public:
       lossKernel(L.gradient);
       for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
       formGemms(L.gradient);
+      fuseEpilogues(L.gradient);
       planWorkspace(L.gradient);
     }
     finishWorkspace();
@@ -1172,6 +1174,120 @@ private:
       pendingScale_ = static_cast<int>(out.size()) - 1;
     }
     f.kernels = std::move(out);
+  }
+
+  // --- fused epilogues ----------------------------------------------------------------------
+  // `D = f(C, ...)` over exactly the block of C that the product just before wrote from 0, C a
+  // temporary that nothing after reads: the product stores f(its sum) into D as each tile is
+  // stored (a bias, an activation, an activation's derivative), and C is never written: one pass
+  // over the batch less, and one buffer less. The product's small-batch form (the dot products of
+  // formGemms, run below kTiledFromBatch examples) takes the same epilogue.
+  void fuseEpilogues(loops::Function &f) {
+    std::vector<Kernel> &ks = f.kernels;
+    for (size_t i = 0; i + 1 < ks.size(); ++i) {
+      Kernel &g = ks[i];
+      if (g.mode != Kernel::Gemm || g.loops.size() != 3 || g.accumulate || g.divideByBatch || g.epilogue >= 0 ||
+          g.maxBatch > 0)
+        continue;
+      size_t j = i + 1;
+      Kernel *small = nullptr;
+      if (g.minBatch > 0) {
+        const Kernel &s = ks[j];
+        if (s.mode != Kernel::Reduce || s.out != g.out || s.maxBatch != g.minBatch || s.minBatch > 0 ||
+            s.loops.size() != 3 || s.loops[0].reduction || s.loops[1].reduction || !s.loops[2].reduction ||
+            s.pool[static_cast<size_t>(s.epilogue)].kind != LExpr::Acc || j + 1 >= ks.size())
+          continue;
+        small = &ks[j];
+        ++j;
+      }
+      const Kernel &e = ks[j];
+      // g's loops are m, k, n; the small form's m, n, k.
+      if (!epilogueFits(g, g.loops[0].var, g.loops[2].var, e, ks, j) ||
+          (small && !epilogueFits(*small, small->loops[0].var, small->loops[1].var, e, ks, j)))
+        continue;
+      const int c = g.out;
+      applyEpilogue(g, g.loops[0].var, g.loops[2].var, e, c);
+      if (small) applyEpilogue(*small, small->loops[0].var, small->loops[1].var, e, c);
+      ks.erase(ks.begin() + static_cast<std::ptrdiff_t>(j));
+    }
+  }
+
+  // e's loop variables (row, column) renamed to m and n.
+  static Affine renamed(const Affine &a, int eRow, int eCol, int m, int n) {
+    Affine r;
+    r.constant = a.constant;
+    for (auto &[v, c] : a.terms) r.add(v == eRow ? m : v == eCol ? n : v, c);
+    return r;
+  }
+  static bool sameAffine(const Affine &a, const Affine &b) {
+    if (a.constant != b.constant || a.terms.size() != b.terms.size()) return false;
+    for (auto &[v, c] : a.terms)
+      if (coef(b, v) != c) return false;
+    return true;
+  }
+
+  // Whether e can be the epilogue of product p (its output loops m and n): e runs over the same
+  // rows and columns, reads p's output only where p wrote it, writes elsewhere than p reads, with
+  // its columns contiguous (a tile's store); p's output is a workspace temporary that no kernel
+  // after e reads.
+  bool epilogueFits(const Kernel &p, int m, int n, const Kernel &e, const std::vector<Kernel> &ks, size_t at) const {
+    const loops::Loop *lm = nullptr, *ln = nullptr;
+    for (const loops::Loop &l : p.loops) {
+      if (l.var == m) lm = &l;
+      if (l.var == n) ln = &l;
+    }
+    if (e.mode != Kernel::Assign || e.loops.size() != 2 || e.minBatch > 0 || e.maxBatch > 0 || !e.outBounds.empty() ||
+        e.loops[0].batch != lm->batch || (!lm->batch && e.loops[0].extent != lm->extent) || e.loops[1].batch ||
+        ln->batch || e.loops[1].extent != ln->extent)
+      return false;
+    const int c = p.out;
+    if (L.buffers[static_cast<size_t>(c)].space != loops::Space::Workspace || e.out == c) return false;
+    const int er = e.loops[0].var, ec = e.loops[1].var;
+    const Affine out = renamed(e.outIndex, er, ec, m, n);
+    if (coef(out, n) != 1 || !onlyVars(out, {m, n})) return false;
+    bool readsC = false;
+    for (const LExpr &x : e.pool) {
+      if (x.kind == LExpr::Load && !x.bounds.empty()) return false;
+      if (x.kind == LExpr::Load && x.buffer == e.out) return false;
+      if (x.kind == LExpr::Load && x.buffer == c) {
+        if (!sameAffine(renamed(x.index, er, ec, m, n), p.outIndex)) return false;
+        readsC = true;
+      }
+    }
+    for (const LExpr &x : p.pool)
+      if (x.kind == LExpr::Load && x.buffer == e.out) return false;
+    if (!readsC) return false;
+    for (size_t i = at + 1; i < ks.size(); ++i) {
+      const Kernel &k = ks[i];
+      if (k.in == c || k.out == c) return false;
+      for (const LExpr &x : k.pool)
+        if (x.kind == LExpr::Load && x.buffer == c) return false;
+    }
+    return true;
+  }
+
+  // p stores e's formula of its sum into e's output: e's expressions appended to p's pool, its
+  // loads of C (p's old output) as the sum (Acc), its loop variables renamed to p's m and n.
+  void applyEpilogue(Kernel &p, int m, int n, const Kernel &e, int c) const {
+    const int base = static_cast<int>(p.pool.size());
+    const int er = e.loops[0].var, ec = e.loops[1].var;
+    for (const LExpr &x : e.pool) {
+      LExpr y = x;
+      for (int *o : {&y.a, &y.b, &y.c, &y.d})
+        if (*o >= 0) *o += base;
+      y.index = renamed(x.index, er, ec, m, n);
+      if (x.kind == LExpr::Load && x.buffer == c) {
+        y = LExpr{};
+        y.kind = LExpr::Acc;
+      }
+      p.pool.push_back(std::move(y));
+    }
+    // (The dot products' epilogue was the sum itself, Acc: e's formula replaces it.)
+    p.epilogue = e.body + base;
+    p.out = e.out;
+    p.outIndex = renamed(e.outIndex, er, ec, m, n);
+    // The formula stored first (its .nn line is the one a reader looks for), then the product.
+    p.comment = e.comment + "; " + p.comment + " fused into it";
   }
 
   // --- workspace planning -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // One training step (forward + loss + full gradient, no update), f32, one thread, of the C++ that
-// `nabla emit-cpp` writes for the four bench programs, compiled with g++ -O3 -march=native (see
-// CMakeLists.txt: the sources are generated at build time). Same params (initParams(1)), inputs
+// `nabla emit-cpp` writes for the four bench programs, compiled with g++ -O3 -march=native
+// (BM_Emitted) and, where clang++ is installed, with clang++ -O3 -march=native (BM_EmittedClang;
+// see CMakeLists.txt: the sources are generated at build time). Same params (initParams(1)), inputs
 // and targets as BM_Nabla in bench_step.cpp, so the numbers sit beside the JIT and Eigen.
 #include "Model.h"
 
@@ -8,6 +9,12 @@
 #include "hinton.hpp"
 #include "mnist.hpp"
 #include "wide.hpp"
+#ifdef NABLA_BENCH_CLANG
+#include "deep_clang.hpp"
+#include "hinton_clang.hpp"
+#include "mnist_clang.hpp"
+#include "wide_clang.hpp"
+#endif
 
 #include <benchmark/benchmark.h>
 
@@ -30,13 +37,22 @@ const Emitted kEmitted[] = {
     {"mnist", 64, mnist::workspace_size, mnist::loss_and_gradient},
     {"wide", 256, wide::workspace_size, wide::loss_and_gradient},
     {"deep", 32, deep::workspace_size, deep::loss_and_gradient},
+#ifdef NABLA_BENCH_CLANG
+    {"hinton_clang", 1, hinton_clang::workspace_size, hinton_clang::loss_and_gradient},
+    {"mnist_clang", 64, mnist_clang::workspace_size, mnist_clang::loss_and_gradient},
+    {"wide_clang", 256, wide_clang::workspace_size, wide_clang::loss_and_gradient},
+    {"deep_clang", 32, deep_clang::workspace_size, deep_clang::loss_and_gradient},
+#endif
 };
 
-void BM_Emitted(benchmark::State &state, const char *name) {
+void BM_Emitted(benchmark::State &state, const char *emitted) {
   const Emitted *e = nullptr;
   for (auto &x : kEmitted)
-    if (std::string(name) == x.name) e = &x;
-  if (!e) throw std::runtime_error(std::string("no emitted case ") + name);
+    if (std::string(emitted) == x.name) e = &x;
+  if (!e) throw std::runtime_error(std::string("no emitted case ") + emitted);
+  // CASE_clang: CASE's program compiled by clang++.
+  std::string name = emitted;
+  if (name.size() > 6 && name.compare(name.size() - 6, 6, "_clang") == 0) name.resize(name.size() - 6);
   // The data of NablaStep (bench_step.cpp).
   nabla::CompileOptions o;
   o.engine = nabla::Engine::Interp;
@@ -58,9 +74,17 @@ void BM_Emitted(benchmark::State &state, const char *name) {
                                      grads.data(), workspace.data()));
 }
 
+void BM_EmittedClang(benchmark::State &state, const char *emitted) { BM_Emitted(state, emitted); }
+
 } // namespace
 
 BENCHMARK_CAPTURE(BM_Emitted, hinton, "hinton")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Emitted, mnist, "mnist")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Emitted, wide, "wide")->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Emitted, deep, "deep")->Unit(benchmark::kMicrosecond);
+#ifdef NABLA_BENCH_CLANG
+BENCHMARK_CAPTURE(BM_EmittedClang, hinton, "hinton_clang")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EmittedClang, mnist, "mnist_clang")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EmittedClang, wide, "wide_clang")->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_EmittedClang, deep, "deep_clang")->Unit(benchmark::kMicrosecond);
+#endif

@@ -8,6 +8,9 @@
 
 #include <cmath>
 #include <random>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 using namespace nabla;
 
@@ -180,8 +183,35 @@ void BM_NablaThreads(benchmark::State &state, const char *name) {
     benchmark::DoNotOptimize(s.model.lossAndGradient(p, x.data(), t.data(), s.batch, g, static_cast<int>(state.range(0))));
 }
 
+// The f32 FMA peak of one core, the yardstick for the shares of peak: 24 independent chains of
+// 512-bit multiply-adds (more than latency x units), no memory traffic. Reported as GFLOP/s
+// (2 flops a lane a multiply-add).
+void BM_FmaPeak(benchmark::State &state) {
+#if defined(__AVX512F__)
+  constexpr int kChains = 24;
+  const int64_t steps = 1 << 16;
+  for (auto _ : state) {
+    __m512 acc[kChains];
+    for (int i = 0; i < kChains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+    const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+    for (int64_t s = 0; s < steps; ++s) {
+#pragma GCC unroll 24
+      for (int i = 0; i < kChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+    }
+    float sum = 0;
+    for (int i = 0; i < kChains; ++i) sum += _mm512_reduce_add_ps(acc[i]);
+    benchmark::DoNotOptimize(sum);
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(static_cast<double>(state.iterations()) * steps * kChains * 16 * 2 / 1e9,
+                                                 benchmark::Counter::kIsRate);
+#else
+  state.SkipWithError("no AVX-512");
+#endif
+}
+
 } // namespace
 
+BENCHMARK(BM_FmaPeak);
 #define STEP_CASE(NAME)                                                                            \
   BENCHMARK_CAPTURE(BM_Eigen, NAME, #NAME)->Unit(benchmark::kMicrosecond);                         \
   BENCHMARK_CAPTURE(BM_Nabla, NAME, #NAME)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMicrosecond);

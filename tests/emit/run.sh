@@ -7,9 +7,9 @@
 # 1. Every program of samples/, tests/golden/ok/ and tests/emit/programs/ (a small program for
 #    each function and form, snapshots of the JIT tests' random-program generator) is emitted in
 #    f32 and f64. All the programs of one dtype are compiled into ONE bundle with
-#    tests/emit/driver.hpp (-std=c++17 -O2 -Wall -Wextra -Werror): by g++ in f32 and in f64 with
-#    -march=native (the other width of the matrix-product tiles), and by clang++ (where it
-#    exists) in f32. Each bundle runs every program at batch sizes 1, 3 and 37
+#    tests/emit/driver.hpp (-std=c++17 -O2 -Wall -Wextra -Werror): by g++ in f32 (the portable
+#    tiles), in f32 with -march=x86-64-v3 (AVX2 tiles) and in f64 with -march=native (AVX-512
+#    tiles on this kind of machine), and by clang++ (where it exists) in f32 with -march=native. Each bundle runs every program at batch sizes 1, 3 and 37
 #    on data that emit_compare wrote; emit_compare then checks loss, gradient and outputs against
 #    the JIT: f64 to 1e-12 relative, f32 to 1e-4. The samples' headers and sources also pass
 #    -Wpedantic alone, with each compiler.
@@ -154,15 +154,18 @@ mkdir -p "$TMP/main"
 "$NABLA" emit-cpp "$ROOT/samples/xor.nn" -o "$TMP/main" --main --dtype f64 >/dev/null || fail "emit-cpp --main xor.nn"
 
 # --- compile everything --------------------------------------------------------------------------
-# COMPILER:DTYPE:EXTRA-FLAG. One bundle for the host's widest vectors (-march=native: AVX-512
-# or AVX tiles), the others for the baseline target.
+# COMPILER:DTYPE:EXTRA-FLAG:TAG. The matrix products' tiles have three forms (see EmitCpp.cpp's
+# tileText): AVX-512 intrinsics (-march=native here, in f64 with g++ and f32 with clang), AVX2
+# intrinsics (-march=x86-64-v3, g++ f32) and the standard C++ fallback (the baseline target, g++
+# f32). TAG names the bundle's results.
 BUNDLES=()
-[[ -n "$GXX" ]] && BUNDLES+=("$GXX:f64:-march=native" "$GXX:f32:")
-[[ -n "$CLANG" ]] && BUNDLES+=("$CLANG:f32:")
-[[ -z "$GXX" ]] && BUNDLES+=("$CLANG:f64:-march=native")
+[[ -n "$GXX" ]] && BUNDLES+=("$GXX:f64:-march=native:$GXX" "$GXX:f32::$GXX")
+[[ -n "$GXX" && "$(uname -m)" == x86_64 ]] && BUNDLES+=("$GXX:f32:-march=x86-64-v3:$GXX-v3")
+[[ -n "$CLANG" ]] && BUNDLES+=("$CLANG:f32:-march=native:$CLANG")
+[[ -z "$GXX" ]] && BUNDLES+=("$CLANG:f64:-march=native:$CLANG")
 for b in "${BUNDLES[@]}"; do
-  IFS=: read -r cxx dt extra <<<"$b"
-  compile "bundle-$cxx-$dt" "$cxx" "${FLAGS[@]}" $extra -I"$HERE" -I"$TMP/$dt" "$TMP/$dt/bundle.cpp" -o "$TMP/bundle-$cxx-$dt"
+  IFS=: read -r cxx dt extra tag <<<"$b"
+  compile "bundle-$tag-$dt" "$cxx" "${FLAGS[@]}" $extra -I"$HERE" -I"$TMP/$dt" "$TMP/$dt/bundle.cpp" -o "$TMP/bundle-$tag-$dt"
 done
 for cxx in "${COMPILERS[@]}"; do
   compile "main-init-$cxx" "$cxx" "${FLAGS[@]}" "$TMP/main/init_kinds.cpp" "$TMP/main/init_kinds_main.cpp" -o "$TMP/main/init-$cxx"
@@ -186,10 +189,10 @@ stage "compiled"
 for dt in f32 f64; do
   tags=()
   for b in "${BUNDLES[@]}"; do
-    IFS=: read -r cxx bdt _ <<<"$b"
-    [[ $bdt == "$dt" ]] && ok "bundle-$cxx-$dt" || continue
-    "$TMP/bundle-$cxx-$dt" "$TMP/data" "result_${dt}_$cxx.txt" || fail "running the $cxx $dt bundle"
-    tags+=("$cxx")
+    IFS=: read -r cxx bdt _ tag <<<"$b"
+    [[ $bdt == "$dt" ]] && ok "bundle-$tag-$dt" || continue
+    "$TMP/bundle-$tag-$dt" "$TMP/data" "result_${dt}_$tag.txt" || fail "running the $tag $dt bundle"
+    tags+=("$tag")
   done
   if [[ ${#tags[@]} -gt 0 ]]; then
     list=$(IFS=,; echo "${tags[*]}")

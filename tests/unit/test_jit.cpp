@@ -1289,10 +1289,13 @@ const std::vector<std::pair<std::string, std::string>> &opPrograms() {
 
 } // namespace
 
-TEST_CASE("jit: every function at -O0 and -O3 (f64 1e-12, f32 1e-5)", "[jit]") {
+TEST_CASE("jit: every function at -O0 and -O3 (f64 1e-12, f32 1e-4)", "[jit]") {
+  // f32 to 1e-4, the default level's tolerance (see the random programs): -O3 runs -O2's passes,
+  // whose vectorized sums add in another order (a cancelling f32 loss of 0.016 moves by 3e-5
+  // relative; LLVM's default -O3 pipeline, used before, happened to keep the order).
   for (const auto &[name, src] : opPrograms()) {
     for (DType dt : {DType::F64, DType::F32}) {
-      const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+      const double tol = dt == DType::F64 ? 1e-12 : 1e-4;
       INFO(name << " in " << dtypeName(dt) << "; the program:\n" << src);
       Model o0 = compileOrFail(src, name, dt, Engine::Jit, 0);
       Model o3 = compileOrFail(src, name, dt, Engine::Jit, 3);
