@@ -757,18 +757,22 @@ private:
     }
   }
 
-  // The convolutions as matrix products on the register-tiled Gemm path (DESIGN.md), through an
-  // unrolled copy of the image in the workspace (im2col). With Q = C·kh·kw window elements
-  // (q = (c, i, j)) and P = Ho·Wo output positions (p = (oh, ow)), and
-  // x̂[q, p] = x[c, oh·s + i - p, ow·s + j - p] (0 in the padding), as [Q, P]:
-  //   conv2d:             y[f, p]  = Σ_q K[f, q] x̂[q, p]              (one product an example)
-  //   conv2d_kernel_grad: dKᵀ[q, f] = Σ_p x̂[q, p] gᵀ[p, f], then dK[f, q] = dKᵀ[q, f]: x̂ is
-  //                       the forward's own copy when the same image was convolved before (it
-  //                       is, in a gradient), so only g (F·P, not Q·P) is transposed. As a
-  //                       param's gradient the product also sums over the batch (the batch
-  //                       loop around the product, C shared), and gradKernels divides by n.
+  // The convolutions as matrix products on the register-tiled Gemm path (DESIGN.md), one product
+  // an example, through an unrolled copy of the image in the workspace (im2col). With Q = C·kh·kw
+  // window elements (q = (c, i, j)) and P = Ho·Wo output positions (p = (oh, ow)), and
+  // x̂[q, p] = x[c, oh·s + i - p, ow·s + j - p] (0 in the padding), kept as x̂ [Q, P] for a
+  // convolution of few filters and as x̂ᵀ [P, Q] (a row a window) for one of many:
+  //   conv2d:             y[f, p]  = Σ_q K[f, q] x̂[q, p], or yᵀ[p, f] = Σ_q x̂ᵀ[p, q] Kᵀ[q, f]
+  //                       and y = (yᵀ)ᵀ (F ≥ 32: whole register tiles of filters)
+  //   conv2d_kernel_grad: dK[f, q] = Σ_p g[f, p] x̂ᵀ[p, q], or dKᵀ[q, f] = Σ_p x̂[q, p] gᵀ[p, f]
+  //                       and dK = (dKᵀ)ᵀ: x̂ (x̂ᵀ) is the forward's own copy when the same image
+  //                       was convolved before (it is, in a gradient), so only g is transposed
+  //                       (F·P, not Q·P), if at all. As a param's gradient the product also sums
+  //                       over the batch (the batch loop around it, C shared), and gradKernels
+  //                       divides by n.
   //   conv2d_input_grad:  d̂[q, p]  = Σ_f Kᵀ[q, f] g[f, p], then dx[c, oh·s + i - p, ow·s + j - p]
   //                       += d̂[q, p] inside the image (col2im; overlapping windows add)
+  // With padding, im2col reads and col2im writes a padded copy of the image (no bounds tests).
   void convKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
     const Node n = G.node(id);
     const bool pe = perExample_[static_cast<size_t>(id)];
@@ -780,14 +784,19 @@ private:
     const int64_t F = ks[0], C = ks[1], kh = ks[2], kw = ks[3], Q = C * kh * kw, P = ys[1] * ys[2];
     auto pe_ = [&](NodeId x) { return static_cast<bool>(perExample_[static_cast<size_t>(x)]); };
     // The unrolled image x̂ as [Q, P], made once a function for each image and window.
-    auto im2col = [&]() {
+    // The unrolled image, as x̂ [Q, P] or as x̂ᵀ [P, Q] (`transposed`), made once a function for
+    // each image and window; `transposed` is only a wish when the copy exists already.
+    auto im2col = [&](bool &transposed) {
       const NodeId x = n.a();
       const std::vector<int64_t> key{x, st, pad, kh, kw, ys[1], ys[2], pe_(x)};
-      if (auto it = columns_.find(key); it != columns_.end()) return it->second;
+      if (auto it = columns_.find(key); it != columns_.end()) {
+        transposed = it->second.second;
+        return it->second.first;
+      }
       const bool xpe = pe_(x);
-      const int col = scratch(id, "col", Q * P, xpe);
+      const int col = scratch(id, transposed ? "colᵀ" : "col", Q * P, xpe);
       // With padding, the image is first copied into a zeroed, padded one, so that the copy
-      // below reads every window element without a bounds test (it vectorizes along ow).
+      // below reads every window element without a bounds test (it vectorizes).
       int src = operandBuffer(x);
       Shape ss = xs;
       if (pad > 0) {
@@ -808,29 +817,33 @@ private:
       Coords c;
       if (xpe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
       std::vector<Affine> v;
-      const std::vector<int64_t> ext{C, kh, kw, ys[1], ys[2]};
+      const std::vector<int64_t> ext = transposed ? std::vector<int64_t>{ys[1], ys[2], C, kh, kw}
+                                                  : std::vector<int64_t>{C, kh, kw, ys[1], ys[2]};
       for (int64_t e : ext) v.push_back(addLoop(k, e, false));
-      k.body = load(k, src, Coords{{v[0], windowPos(v[3], st, v[1], 0), windowPos(v[4], st, v[2], 0)}, c.batchVar}, ss, xpe);
+      const Affine &ci = v[transposed ? 2 : 0], &i = v[transposed ? 3 : 1], &j = v[transposed ? 4 : 2];
+      const Affine &oh = v[transposed ? 0 : 3], &ow = v[transposed ? 1 : 4];
+      k.body = load(k, src, Coords{{ci, windowPos(oh, st, i, 0), windowPos(ow, st, j, 0)}, c.batchVar}, ss, xpe);
       c.dims = v;
       k.out = col;
       k.outIndex = indexOf(k, col, c, Shape(ext));
-      k.comment = comment + "   (the windows of the image)";
+      k.comment = comment + (transposed ? "   (the windows of the image, one row a window)" : "   (the windows of the image)");
       f.kernels.push_back(std::move(k));
-      columns_.emplace(key, col);
+      columns_.emplace(key, std::make_pair(col, transposed));
       return col;
     };
     switch (n.op) {
     case Op::Conv2d: {
-      const int col = im2col();
-      if (F >= 32 && P > F) {
+      bool transposed = F >= 32 && P > F;
+      const int col = im2col(transposed);
+      if (transposed) {
         // Many filters: yᵀ[p, f] = Σ_q x̂ᵀ[p, q] Kᵀ[q, f], then y = (yᵀ)ᵀ. The product's rows are
-        // then the P positions and its columns the F filters (whole register tiles), and x̂ is
-        // read down its columns (8 neighbouring positions a k step): measured 1.4x faster than
-        // K x̂ (32 rows, 196 columns: the last tile of 4) on the bench convnet.
+        // the P positions, read along their rows, and its columns the F filters (whole register
+        // tiles): on the bench convnet 1.4x faster than K x̂ (32 rows, 196 columns: the last
+        // tile of 4) when it read x̂ down its columns, and faster again reading x̂ᵀ's rows.
         const int KT = scratch(id, "Kᵀ", Q * F, pe_(K));
         transposeKernel(f, KT, operandBuffer(K), F, Q, pe_(K), comment + "   (Kᵀ)");
         const int yT = scratch(id, "yᵀ", P * F, pe);
-        productKernel(f, comment + "   (a matrix product an example)", pe, P, Q, F, {col, pe_(n.a()), 1, P},
+        productKernel(f, comment + "   (a matrix product an example)", pe, P, Q, F, {col, pe_(n.a()), Q, 1},
                       {KT, pe_(K), F, 1}, {yT, pe, F}, false);
         transposeKernel(f, buf, yT, P, F, pe, comment);
         return;
@@ -840,23 +853,35 @@ private:
       return;
     }
     case Op::Conv2dKernelGrad: {
-      const int col = im2col();
+      bool transposed = true; // x̂ᵀ when no copy exists: dK = g x̂ᵀ needs no transposes
+      const int col = im2col(transposed);
       const NodeId g = n.b();
       const bool gpe = pe_(g);
+      const bool summed = pe && batchSummable_.count(id);
+      // The sum over the batch of dK (transposed: of dKᵀ) into one shared buffer, which
+      // gradKernels divides by n; else each example's into buf (through dKᵀ).
+      int sum = -1;
+      if (summed) {
+        sum = addBuffer(nameOf(id) + (transposed ? ".Σ" : ".Σᵀ"), loops::Space::Workspace, 0, 0, Q * F);
+        zeroKernel(f, sum, Shape{Q * F}, false, comment + "   (summed over the batch: zeroed)");
+        batchSummed_[id] = {sum, transposed};
+      }
+      const char *what = summed ? "   (a matrix product an example, summed over the batch)" : "   (a matrix product an example)";
+      if (transposed) {
+        // dK[f, q] = Σ_p g[f, p] x̂ᵀ[p, q]
+        productKernel(f, comment + what, pe, F, P, Q, {operandBuffer(g), gpe, P, 1}, {col, pe_(n.a()), Q, 1},
+                      summed ? OutAt{sum, false, Q} : OutAt{buf, pe, Q}, summed);
+        return;
+      }
+      // dKᵀ[q, f] = Σ_p x̂[q, p] gᵀ[p, f]: only g (F·P, not Q·P) is transposed.
       const int gT = scratch(id, "gᵀ", P * F, gpe);
       transposeKernel(f, gT, operandBuffer(g), F, P, gpe, comment + "   (gᵀ, so that the product below reads rows)");
-      if (pe && batchSummable_.count(id)) {
-        // Σ over the batch of dKᵀ, into one shared buffer (gradKernels: dK = its transpose / n).
-        const int sum = addBuffer(nameOf(id) + ".Σᵀ", loops::Space::Workspace, 0, 0, Q * F);
-        zeroKernel(f, sum, Shape{Q, F}, false, comment + "   (summed over the batch: zeroed)");
-        productKernel(f, comment + "   (a matrix product an example, summed over the batch)", true, Q, P, F,
-                      {col, pe_(n.a()), P, 1}, {gT, gpe, F, 1}, {sum, false, F}, true);
-        batchSummed_[id] = sum;
+      if (summed) {
+        productKernel(f, comment + what, true, Q, P, F, {col, pe_(n.a()), P, 1}, {gT, gpe, F, 1}, {sum, false, F}, true);
         return;
       }
       const int dKT = scratch(id, "dKᵀ", Q * F, pe);
-      productKernel(f, comment + "   (a matrix product an example)", pe, Q, P, F, {col, pe_(n.a()), P, 1},
-                    {gT, gpe, F, 1}, {dKT, pe, F}, false);
+      productKernel(f, comment + what, pe, Q, P, F, {col, pe_(n.a()), P, 1}, {gT, gpe, F, 1}, {dKT, pe, F}, false);
       transposeKernel(f, buf, dKT, Q, F, pe, comment);
       return;
     }
@@ -1074,14 +1099,16 @@ private:
       return;
     }
     if (auto it = batchSummed_.find(g); it != batchSummed_.end()) {
-      // A convolution's kernel: convKernels summed dKᵀ[q, f] over the batch; dK[f, q] = that / n.
+      // A convolution's kernel: convKernels summed dK[f, q] (or dKᵀ[q, f]) over the batch; dK is
+      // that / n.
       const Shape &s = decl.shape;
       Kernel k;
       Coords c = loopsOver(k, s, false);
       LExpr ld;
       ld.kind = LExpr::Load;
-      ld.buffer = it->second;
-      ld.index = c.dims[1].scaled(s[2] * s[3]).plus(c.dims[2].scaled(s[3])).plus(c.dims[3]).scaled(s[0]).plus(c.dims[0]);
+      ld.buffer = it->second.first;
+      const Affine q = c.dims[1].scaled(s[2] * s[3]).plus(c.dims[2].scaled(s[3])).plus(c.dims[3]);
+      ld.index = it->second.second ? c.dims[0].scaled(s[1] * s[2] * s[3]).plus(q) : q.scaled(s[0]).plus(c.dims[0]);
       k.body = dividedByN(k, k.add(ld));
       k.out = buf;
       k.outIndex = indexOf(k, buf, c, s);
@@ -1385,11 +1412,11 @@ private:
   int pendingScale_ = -1;
   // The im2col copies made in the function being lowered: (image, stride, padding, kh, kw, Ho,
   // Wo, pe) -> buffer, so that a convolution's kernel gradient reads its forward's copy.
-  std::map<std::vector<int64_t>, int> columns_;
+  std::map<std::vector<int64_t>, std::pair<int, bool>> columns_; // -> (buffer, x̂ᵀ)
   // Kernel gradients that are a param's gradient and nothing else's operand: lowered as the sum
   // over the batch of dKᵀ into batchSummed_'s buffer.
   std::unordered_set<NodeId> batchSummable_;
-  std::unordered_map<NodeId, int> batchSummed_;
+  std::unordered_map<NodeId, std::pair<int, bool>> batchSummed_; // -> (buffer, dK rather than dKᵀ)
   // The max pools of the function being lowered: (image, window, stride, pe) -> their output,
   // the maxima that the pool's gradient needs.
   std::map<std::tuple<NodeId, int64_t, int64_t, bool>, int> poolMaxima_;
