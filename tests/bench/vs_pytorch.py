@@ -1,7 +1,7 @@
 # usage: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 tests/bench/vs_pytorch.py cnn|gru
 #        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 tests/bench/vs_pytorch.py epoch [EPOCHS [LR]]
 # (after a build with the Python module: build/python, and of build/nabla for `epoch`)
-# cnn, gru: one training step (loss and full gradient, no update), batch 64, f32, 1 thread: nabla
+# cnn, gru: one training step of tests/bench/convnet.nn or samples/fashion_gru.nn (loss and full gradient, no update), batch 64, f32, 1 thread: nabla
 # (the JIT, through the Python module) against PyTorch, interleaved in one run; CPU time medians.
 # epoch: samples/fashion_cnn.nn trained on Fashion-MNIST (Debian's dataset-fashion-mnist) by
 # `nabla train` and the same net, batch (64), optimizer (adam) and learning rate by a PyTorch loop,
@@ -27,7 +27,7 @@ if which == "epoch":
     class Net(nn.Module):
         def __init__(s):
             super().__init__()
-            s.c1 = nn.Conv2d(1, 16, 5, padding=2); s.c2 = nn.Conv2d(16, 32, 5, padding=2); s.d = nn.Linear(32*7*7, 10)
+            s.c1 = nn.Conv2d(1, 32, 5, padding=2); s.c2 = nn.Conv2d(32, 64, 5, padding=2); s.d = nn.Linear(64*7*7, 10)
         def forward(s, x):
             x = F.max_pool2d(F.relu(s.c1(x / 255)), 2); x = F.max_pool2d(F.relu(s.c2(x)), 2)
             return s.d(x.flatten(1))
@@ -58,7 +58,7 @@ if which == "epoch":
 import nabla
 rng = np.random.default_rng(0)
 if which == "cnn":
-    m = nabla.compile(os.path.join(ROOT, "samples", "fashion_cnn.nn"))
+    m = nabla.compile(os.path.join(ROOT, "tests", "bench", "convnet.nn"))
     x = (rng.random((B, 1, 28, 28)) * 255).astype(np.float32)
     class Net(nn.Module):
         def __init__(s):
