@@ -219,7 +219,14 @@ public:
     bx_.assign(static_cast<size_t>(batch * ni_), T(0));
     by_.assign(static_cast<size_t>(batch * nt_), T(0));
     parts_ = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(o.threads, batch)));
-    evalChunk_ = std::max<int64_t>(batch, 8192);
+    // Evaluation runs in chunks of up to 8192 examples, fewer where their work space would pass
+    // 256 MiB: a convnet's is ~1.7 MB an example (samples/fashion_cnn.nn), and 8192 of them
+    // were 14 GB of resident memory.
+    {
+      const int64_t perExample = std::max<int64_t>(1, jit_ ? m.workspaceSize(1) - m.workspaceSize(0) : 1);
+      const int64_t fits = (int64_t(256) << 20) / static_cast<int64_t>(sizeof(T)) / perExample;
+      evalChunk_ = std::max<int64_t>(batch, std::min<int64_t>(8192, fits));
+    }
     if (jit_ && parts_ > 1) {
       // The threads first: the parts are as many as the threads that could be started, and each
       // part's work space is sized for its share of the batch.
