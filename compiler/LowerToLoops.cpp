@@ -9,8 +9,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <map>
 #include <optional>
+#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace nabla {
 
@@ -210,6 +213,10 @@ private:
   void beginFunction(loops::Function &f, const char *name, const std::vector<NodeId> &roots) {
     f.name = name;
     bufferOf_.clear();
+    columns_.clear();
+    poolMaxima_.clear();
+    batchSummable_.clear();
+    batchSummed_.clear();
     names_ = valueNames_;
     std::vector<NodeId> needed = G.reachable(roots);
     std::vector<int> uses(G.size(), 0);
@@ -233,6 +240,11 @@ private:
         replicated[static_cast<size_t>(G.node(id).a())] = 1;
     }
     materialized_.clear();
+    if (D)
+      for (NodeId g : D->paramGrads)
+        if (G.op(g) == Op::Conv2dKernelGrad && uses[static_cast<size_t>(g)] == 0 &&
+            std::count(D->paramGrads.begin(), D->paramGrads.end(), g) == 1)
+          batchSummable_.insert(g);
     // Fused expressions stay shallow: lowering, the Loop IR printers and both backends recurse on
     // them, so a chain of single-use elementwise ops (one a statement: the parser's depth limit
     // does not see it) gets a buffer every kMaxFusedDepth levels instead of exhausting the stack.
@@ -750,11 +762,19 @@ private:
   // The convolutions as matrix products on the register-tiled Gemm path (DESIGN.md), one product
   // an example, through an unrolled copy of the image in the workspace (im2col). With Q = C·kh·kw
   // window elements (q = (c, i, j)) and P = Ho·Wo output positions (p = (oh, ow)), and
-  // x̂[q, p] = x[c, oh·s + i - p, ow·s + j - p] (0 in the padding):
-  //   conv2d:             y[f, p]  = Σ_q K[f, q] x̂[q, p]              (x̂ as [Q, P])
-  //   conv2d_kernel_grad: dK[f, q] = Σ_p g[f, p] x̂ᵀ[p, q]             (x̂ as [P, Q])
+  // x̂[q, p] = x[c, oh·s + i - p, ow·s + j - p] (0 in the padding), kept as x̂ [Q, P] for a
+  // convolution of few filters and as x̂ᵀ [P, Q] (a row a window) for one of many:
+  //   conv2d:             y[f, p]  = Σ_q K[f, q] x̂[q, p], or yᵀ[p, f] = Σ_q x̂ᵀ[p, q] Kᵀ[q, f]
+  //                       and y = (yᵀ)ᵀ (F ≥ 32: whole register tiles of filters)
+  //   conv2d_kernel_grad: dK[f, q] = Σ_p g[f, p] x̂ᵀ[p, q], or dKᵀ[q, f] = Σ_p x̂[q, p] gᵀ[p, f]
+  //                       and dK = (dKᵀ)ᵀ: x̂ (x̂ᵀ) is the forward's own copy when the same image
+  //                       was convolved before (it is, in a gradient), so only g is transposed
+  //                       (F·P, not Q·P), if at all. As a param's gradient the product also sums
+  //                       over the batch (the batch loop around it, C shared), and gradKernels
+  //                       divides by n.
   //   conv2d_input_grad:  d̂[q, p]  = Σ_f Kᵀ[q, f] g[f, p], then dx[c, oh·s + i - p, ow·s + j - p]
   //                       += d̂[q, p] inside the image (col2im; overlapping windows add)
+  // With padding, im2col reads and col2im writes a padded copy of the image (no bounds tests).
   void convKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
     const Node n = G.node(id);
     const bool pe = perExample_[static_cast<size_t>(id)];
@@ -764,61 +784,119 @@ private:
     const Shape ks = n.op == Op::Conv2dKernelGrad ? n.shape : G.shape(K);
     const Shape ys = n.op == Op::Conv2d ? n.shape : n.op == Op::Conv2dInputGrad ? G.shape(n.a()) : G.shape(n.b());
     const int64_t F = ks[0], C = ks[1], kh = ks[2], kw = ks[3], Q = C * kh * kw, P = ys[1] * ys[2];
-    const int col = scratch(id, n.op == Op::Conv2dInputGrad ? "dcol" : "col", Q * P, pe);
-    // The unrolled image x̂, as [Q, P] or (transposed) [P, Q].
-    auto im2col = [&](bool transposed) {
+    auto pe_ = [&](NodeId x) { return static_cast<bool>(perExample_[static_cast<size_t>(x)]); };
+    // The unrolled image x̂ as [Q, P], made once a function for each image and window.
+    // The unrolled image, as x̂ [Q, P] or as x̂ᵀ [P, Q] (`transposed`), made once a function for
+    // each image and window; `transposed` is only a wish when the copy exists already.
+    auto im2col = [&](bool &transposed) {
+      const NodeId x = n.a();
+      const std::vector<int64_t> key{x, st, pad, kh, kw, ys[1], ys[2], pe_(x)};
+      if (auto it = columns_.find(key); it != columns_.end()) {
+        transposed = it->second.second;
+        return it->second.first;
+      }
+      const bool xpe = pe_(x);
+      const int col = scratch(id, transposed ? "colᵀ" : "col", Q * P, xpe);
+      // With padding, the image is first copied into a zeroed, padded one, so that the copy
+      // below reads every window element without a bounds test (it vectorizes).
+      int src = operandBuffer(x);
+      Shape ss = xs;
+      if (pad > 0) {
+        ss = Shape{C, xs[1] + 2 * pad, xs[2] + 2 * pad};
+        src = scratch(id, "xpad", ss.numel(), xpe);
+        zeroKernel(f, src, ss, xpe, comment + "   (the padded image: zeroed)");
+        Kernel k;
+        Coords c = loopsOver(k, xs, xpe);
+        k.body = load(k, operandBuffer(x), c, xs, xpe);
+        Coords in = c;
+        for (int d : {1, 2}) in.dims[static_cast<size_t>(d)] = in.dims[static_cast<size_t>(d)].plus(Affine::of(pad));
+        k.out = src;
+        k.outIndex = indexOf(k, src, in, ss);
+        k.comment = comment + "   (the padded image: the image inside)";
+        f.kernels.push_back(std::move(k));
+      }
       Kernel k;
       Coords c;
-      if (pe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
+      if (xpe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
       std::vector<Affine> v;
       const std::vector<int64_t> ext = transposed ? std::vector<int64_t>{ys[1], ys[2], C, kh, kw}
                                                   : std::vector<int64_t>{C, kh, kw, ys[1], ys[2]};
       for (int64_t e : ext) v.push_back(addLoop(k, e, false));
       const Affine &ci = v[transposed ? 2 : 0], &i = v[transposed ? 3 : 1], &j = v[transposed ? 4 : 2];
       const Affine &oh = v[transposed ? 0 : 3], &ow = v[transposed ? 1 : 4];
-      k.body = imageLoad(k, n.a(), Coords{{ci, windowPos(oh, st, i, pad), windowPos(ow, st, j, pad)}, c.batchVar}, pad > 0);
+      k.body = load(k, src, Coords{{ci, windowPos(oh, st, i, 0), windowPos(ow, st, j, 0)}, c.batchVar}, ss, xpe);
       c.dims = v;
       k.out = col;
       k.outIndex = indexOf(k, col, c, Shape(ext));
-      k.comment = comment + (transposed ? "   (the windows of the image, transposed)" : "   (the windows of the image)");
+      k.comment = comment + (transposed ? "   (the windows of the image, one row a window)" : "   (the windows of the image)");
       f.kernels.push_back(std::move(k));
+      columns_.emplace(key, std::make_pair(col, transposed));
+      return col;
     };
-    // out[m, n] = Σ_k a[m, k] b[k, n] for each example: a, b and out as (buffer, its shape as a
-    // matrix, whether a is read transposed).
-    auto product = [&](int out, bool outPe, int64_t M, int64_t Kd, int64_t N, int a, bool aPe, bool aT, int b, bool bPe,
-                       const char *what) {
-      Kernel k;
-      k.mode = Kernel::Gemm;
-      k.accumulate = false;
-      k.comment = comment + what;
-      const int bv = pe ? 0 : -1;
-      if (pe) k.loops.push_back({0, 1, true, false});
-      Affine m = addLoop(k, M, false), kk = addLoop(k, Kd, false), nn = addLoop(k, N, false);
-      auto at = [&](int buffer, bool bufPe, const Affine &row, const Affine &colv, int64_t cols) {
-        return load(k, buffer, Coords{{row, colv}, bufPe ? bv : -1}, Shape{1, cols}, bufPe);
-      };
-      int la = aT ? at(a, aPe, kk, m, M) : at(a, aPe, m, kk, Kd);
-      int lb = at(b, bPe, kk, nn, N);
-      k.body = binary(k, Op::Mul, la, lb);
-      k.out = out;
-      k.outIndex = indexOf(k, out, Coords{{m, nn}, outPe ? bv : -1}, Shape{M, N});
-      f.kernels.push_back(std::move(k));
-    };
-    auto pe_ = [&](NodeId x) { return static_cast<bool>(perExample_[static_cast<size_t>(x)]); };
     switch (n.op) {
-    case Op::Conv2d:
-      im2col(false);
-      product(buf, pe, F, Q, P, operandBuffer(K), pe_(K), false, col, pe, "   (a matrix product an example)");
+    case Op::Conv2d: {
+      bool transposed = F >= 32 && P > F;
+      const int col = im2col(transposed);
+      if (transposed) {
+        // Many filters: yᵀ[p, f] = Σ_q x̂ᵀ[p, q] Kᵀ[q, f], then y = (yᵀ)ᵀ. The product's rows are
+        // the P positions, read along their rows, and its columns the F filters (whole register
+        // tiles): on the bench convnet 1.4x faster than K x̂ (32 rows, 196 columns: the last
+        // tile of 4) when it read x̂ down its columns, and faster again reading x̂ᵀ's rows.
+        const int KT = scratch(id, "Kᵀ", Q * F, pe_(K));
+        transposeKernel(f, KT, operandBuffer(K), F, Q, pe_(K), comment + "   (Kᵀ)");
+        const int yT = scratch(id, "yᵀ", P * F, pe);
+        productKernel(f, comment + "   (a matrix product an example)", pe, P, Q, F, {col, pe_(n.a()), Q, 1},
+                      {KT, pe_(K), F, 1}, {yT, pe, F}, false);
+        transposeKernel(f, buf, yT, P, F, pe, comment);
+        return;
+      }
+      productKernel(f, comment + "   (a matrix product an example)", pe, F, Q, P, {operandBuffer(K), pe_(K), Q, 1},
+                    {col, pe_(n.a()), P, 1}, {buf, pe, P}, false);
       return;
-    case Op::Conv2dKernelGrad:
-      im2col(true);
-      product(buf, pe, F, P, Q, operandBuffer(n.b()), pe_(n.b()), false, col, pe, "   (a matrix product an example)");
+    }
+    case Op::Conv2dKernelGrad: {
+      bool transposed = true; // x̂ᵀ when no copy exists: dK = g x̂ᵀ needs no transposes
+      const int col = im2col(transposed);
+      const NodeId g = n.b();
+      const bool gpe = pe_(g);
+      const bool summed = pe && batchSummable_.count(id);
+      // The sum over the batch of dK (transposed: of dKᵀ) into one shared buffer, which
+      // gradKernels divides by n; else each example's into buf (through dKᵀ).
+      int sum = -1;
+      if (summed) {
+        sum = addBuffer(nameOf(id) + (transposed ? ".Σ" : ".Σᵀ"), loops::Space::Workspace, 0, 0, Q * F);
+        zeroKernel(f, sum, Shape{Q * F}, false, comment + "   (summed over the batch: zeroed)");
+        batchSummed_[id] = {sum, transposed};
+      }
+      const char *what = summed ? "   (a matrix product an example, summed over the batch)" : "   (a matrix product an example)";
+      if (transposed) {
+        // dK[f, q] = Σ_p g[f, p] x̂ᵀ[p, q]
+        productKernel(f, comment + what, pe, F, P, Q, {operandBuffer(g), gpe, P, 1}, {col, pe_(n.a()), Q, 1},
+                      summed ? OutAt{sum, false, Q} : OutAt{buf, pe, Q}, summed);
+        return;
+      }
+      // dKᵀ[q, f] = Σ_p x̂[q, p] gᵀ[p, f]: only g (F·P, not Q·P) is transposed.
+      const int gT = scratch(id, "gᵀ", P * F, gpe);
+      transposeKernel(f, gT, operandBuffer(g), F, P, gpe, comment + "   (gᵀ, so that the product below reads rows)");
+      if (summed) {
+        productKernel(f, comment + what, true, Q, P, F, {col, pe_(n.a()), P, 1}, {gT, gpe, F, 1}, {sum, false, F}, true);
+        return;
+      }
+      const int dKT = scratch(id, "dKᵀ", Q * F, pe);
+      productKernel(f, comment + what, pe, Q, P, F, {col, pe_(n.a()), P, 1}, {gT, gpe, F, 1}, {dKT, pe, F}, false);
+      transposeKernel(f, buf, dKT, Q, F, pe, comment);
       return;
+    }
     default: break;
     }
-    product(col, pe, Q, F, P, operandBuffer(K), pe_(K), true, operandBuffer(n.a()), pe_(n.a()),
-            "   (the gradient of the windows, a matrix product an example)");
-    zeroKernel(f, buf, n.shape, pe, comment + "   (zeroed, then accumulated window by window)");
+    const int col = scratch(id, "dcol", Q * P, pe);
+    productKernel(f, comment + "   (the gradient of the windows, a matrix product an example)", pe, Q, F, P,
+                  {operandBuffer(K), pe_(K), 1, Q}, {operandBuffer(n.a()), pe_(n.a()), P, 1}, {col, pe, P}, false);
+    // With padding, the windows are added into a padded image without a bounds test (the loop
+    // along ow vectorizes), and its inside is the gradient.
+    const Shape ps = pad > 0 ? Shape{C, xs[1] + 2 * pad, xs[2] + 2 * pad} : n.shape;
+    const int dst = pad > 0 ? scratch(id, "dxpad", ps.numel(), pe) : buf;
+    zeroKernel(f, dst, ps, pe, comment + "   (zeroed, then accumulated window by window)");
     Kernel k;
     k.mode = Kernel::Accumulate;
     k.comment = comment;
@@ -827,11 +905,72 @@ private:
     Affine ci = addLoop(k, C, false), i = addLoop(k, kh, false), j = addLoop(k, kw, false);
     Affine oh = addLoop(k, ys[1], false), ow = addLoop(k, ys[2], false);
     k.body = load(k, col, Coords{{ci, i, j, oh, ow}, c.batchVar}, Shape{C, kh, kw, ys[1], ys[2]}, pe);
-    Coords out{{ci, windowPos(oh, st, i, pad), windowPos(ow, st, j, pad)}, c.batchVar};
-    if (pad > 0)
-      for (int d : {1, 2}) k.outBounds.push_back({out.dims[static_cast<size_t>(d)], n.shape[d]});
-    k.out = buf;
-    k.outIndex = indexOf(k, buf, out, n.shape);
+    Coords out{{ci, windowPos(oh, st, i, 0), windowPos(ow, st, j, 0)}, c.batchVar};
+    k.out = dst;
+    k.outIndex = indexOf(k, dst, out, ps);
+    f.kernels.push_back(std::move(k));
+    if (pad == 0) return;
+    Kernel crop;
+    Coords cc = loopsOver(crop, n.shape, pe);
+    Coords in = cc;
+    for (int d : {1, 2}) in.dims[static_cast<size_t>(d)] = in.dims[static_cast<size_t>(d)].plus(Affine::of(pad));
+    crop.body = load(crop, dst, in, ps, pe);
+    crop.out = buf;
+    crop.outIndex = indexOf(crop, buf, cc, n.shape);
+    crop.comment = comment + "   (the inside of the padded image)";
+    f.kernels.push_back(std::move(crop));
+  }
+
+  // A matrix operand: element [r, c] at r·rows + c·cols (+ its example's start when pe).
+  struct MatrixAt {
+    int buf;
+    bool pe;
+    int64_t rows, cols;
+  };
+  struct OutAt {
+    int buf;
+    bool pe;
+    int64_t rows; // columns contiguous (the Gemm kernel's rule)
+  };
+  // out[m, n] (+)= Σ_k a[m, k] b[k, n], as one Gemm kernel; `batched`: one product an example
+  // (the batch loop around it; an operand without pe is the same for every example, and an
+  // `accumulate`d shared out sums the products over the batch).
+  void productKernel(loops::Function &f, std::string comment, bool batched, int64_t M, int64_t Kd, int64_t N,
+                     MatrixAt a, MatrixAt b, OutAt c, bool accumulate) {
+    Kernel k;
+    k.mode = Kernel::Gemm;
+    k.accumulate = accumulate;
+    k.comment = std::move(comment);
+    if (batched) k.loops.push_back({0, 1, true, false});
+    Affine m = addLoop(k, M, false), kk = addLoop(k, Kd, false), nn = addLoop(k, N, false);
+    auto at = [&](int buffer, bool pe, const Affine &i) {
+      LExpr e;
+      e.kind = LExpr::Load;
+      e.buffer = buffer;
+      e.index = i;
+      if (batched && pe) e.index.add(0, L.buffers[static_cast<size_t>(buffer)].batchStride);
+      return e;
+    };
+    int la = k.add(at(a.buf, a.pe, m.scaled(a.rows).plus(kk.scaled(a.cols))));
+    int lb = k.add(at(b.buf, b.pe, kk.scaled(b.rows).plus(nn.scaled(b.cols))));
+    k.body = binary(k, Op::Mul, la, lb);
+    k.out = c.buf;
+    k.outIndex = at(c.buf, c.pe, m.scaled(c.rows).plus(nn)).index;
+    f.kernels.push_back(std::move(k));
+  }
+
+  // out[c, r] = in[r, c] for an R × Cc matrix in (per example when pe): the rows of out are
+  // written one after the other. (Reading in's rows instead, or blocks of 8 rows, measured no
+  // better on the convnet's transposes.)
+  void transposeKernel(loops::Function &f, int out, int in, int64_t R, int64_t Cc, bool pe, std::string comment) {
+    Kernel k;
+    Coords c;
+    if (pe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
+    Affine col = addLoop(k, Cc, false), row = addLoop(k, R, false);
+    k.body = load(k, in, Coords{{row, col}, c.batchVar}, Shape{R, Cc}, pe);
+    k.out = out;
+    k.outIndex = indexOf(k, out, Coords{{col, row}, c.batchVar}, Shape{Cc, R});
+    k.comment = std::move(comment);
     f.kernels.push_back(std::move(k));
   }
 
@@ -857,6 +996,7 @@ private:
     k.out = buf;
     k.outIndex = indexOf(k, buf, c, n.shape);
     f.kernels.push_back(std::move(k));
+    if (n.op == Op::MaxPool2d) poolMaxima_[{n.a(), w, s, pe}] = buf;
   }
 
   // AvgPool2dGrad, MaxPool2dGrad: each output-gradient element is spread over its window: the
@@ -871,11 +1011,13 @@ private:
     const Shape &g = G.shape(gid);
     int first = -1;
     if (n.op == Op::MaxPool2dGrad) {
-      // The maximum of each window, then the first position in the window that holds it.
+      // The maximum of each window (the forward pool's output when this function has it), then
+      // the first position in the window that holds it.
       const int64_t w = n.attrs[0], s = n.attrs[1];
-      const int mx = scratch(id, "max", g.numel(), pe);
+      auto known = poolMaxima_.find({n.a(), w, s, pe});
+      const int mx = known != poolMaxima_.end() ? known->second : scratch(id, "max", g.numel(), pe);
       first = scratch(id, "first", g.numel(), pe);
-      for (int pass = 0; pass < 2; ++pass) {
+      for (int pass = known != poolMaxima_.end() ? 1 : 0; pass < 2; ++pass) {
         Kernel k;
         k.mode = Kernel::Reduce;
         Coords c = loopsOver(k, g, pe);
@@ -896,14 +1038,19 @@ private:
         f.kernels.push_back(std::move(k));
       }
     }
-    zeroKernel(f, buf, n.shape, pe, comment + "   (zeroed, then accumulated window by window)");
+    const int64_t w = n.attrs[0], s = n.attrs[1];
+    // Windows that tile the image (stride = window, sizes divisible) cover each pixel once: the
+    // gradient is written window by window, no zeroing and no adding.
+    const bool tiles = s == w && n.shape[1] % w == 0 && n.shape[2] % w == 0;
+    if (!tiles) zeroKernel(f, buf, n.shape, pe, comment + "   (zeroed, then accumulated window by window)");
     Kernel k;
-    k.mode = Kernel::Accumulate;
-    k.comment = comment;
+    k.mode = tiles ? Kernel::Assign : Kernel::Accumulate;
+    k.comment = comment + (tiles ? "   (the windows tile the image: each pixel written once)" : "");
     Coords c = loopsOver(k, g, pe);
     int gl = expr(k, gid, c);
-    const int64_t w = n.attrs[0], s = n.attrs[1];
     Affine i = addLoop(k, w, false), j = addLoop(k, w, false);
+    // Loops c, oh, i, ow, j: the pixels in memory order.
+    if (tiles) std::rotate(k.loops.end() - 3, k.loops.end() - 2, k.loops.end() - 1);
     Coords out{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar};
     if (n.op == Op::AvgPool2dGrad)
       k.body = binary(k, Op::Div, gl, constant(k, static_cast<double>(w * w)));
@@ -951,6 +1098,24 @@ private:
     std::string what = "d" + P.loss->name + "/d" + decl.name;
     if (!perExample_[static_cast<size_t>(g)]) {
       assignKernel(f, g, buf, false, what);
+      return;
+    }
+    if (auto it = batchSummed_.find(g); it != batchSummed_.end()) {
+      // A convolution's kernel: convKernels summed dK[f, q] (or dKᵀ[q, f]) over the batch; dK is
+      // that / n.
+      const Shape &s = decl.shape;
+      Kernel k;
+      Coords c = loopsOver(k, s, false);
+      LExpr ld;
+      ld.kind = LExpr::Load;
+      ld.buffer = it->second.first;
+      const Affine q = c.dims[1].scaled(s[2] * s[3]).plus(c.dims[2].scaled(s[3])).plus(c.dims[3]);
+      ld.index = it->second.second ? c.dims[0].scaled(s[1] * s[2] * s[3]).plus(q) : q.scaled(s[0]).plus(c.dims[0]);
+      k.body = dividedByN(k, k.add(ld));
+      k.out = buf;
+      k.outIndex = indexOf(k, buf, c, s);
+      k.comment = what + " = (Σ over the batch of " + describe(g) + ") / n";
+      f.kernels.push_back(std::move(k));
       return;
     }
     zeroKernel(f, buf, decl.shape, false, what + " = 0");
@@ -1361,6 +1526,16 @@ private:
   std::unordered_map<NodeId, uint32_t> valueLine_;
   std::vector<int> perExampleBuffers_;
   int pendingScale_ = -1;
+  // The im2col copies made in the function being lowered: (image, stride, padding, kh, kw, Ho,
+  // Wo, pe) -> buffer, so that a convolution's kernel gradient reads its forward's copy.
+  std::map<std::vector<int64_t>, std::pair<int, bool>> columns_; // -> (buffer, x̂ᵀ)
+  // Kernel gradients that are a param's gradient and nothing else's operand: lowered as the sum
+  // over the batch of dKᵀ into batchSummed_'s buffer.
+  std::unordered_set<NodeId> batchSummable_;
+  std::unordered_map<NodeId, std::pair<int, bool>> batchSummed_; // -> (buffer, dK rather than dKᵀ)
+  // The max pools of the function being lowered: (image, window, stride, pe) -> their output,
+  // the maxima that the pool's gradient needs.
+  std::map<std::tuple<NodeId, int64_t, int64_t, bool>, int> poolMaxima_;
 };
 
 } // namespace

@@ -15,7 +15,10 @@
 #    -Wpedantic alone, with each compiler.
 # 2. `--main`: the emitted program's initial params equal initParams bit for bit (--dump-init,
 #    several seeds, each compiler); it trains digits (class-index CSV) and xor (plain CSV), its
-#    --save file is read by `nabla predict`, and CSV errors are FILE:LINE messages.
+#    --save file is read by `nabla predict`, and CSV errors are FILE:LINE messages; it trains
+#    fashion_cnn on raw IDX files (--labels): its rank-4 params start as initParams, its final
+#    loss equals `nabla eval` of the params it saved, and IDX errors are FILE: error: at byte N
+#    messages.
 # 3. The command line: NAME derivation, --params (kTrainedParams), errors (a bad directory, bad
 #    params, --main without a loss) are messages with exit status 1.
 # At most two compilations run at a time.
@@ -152,6 +155,7 @@ mkdir -p "$TMP/main"
 "$NABLA" emit-cpp "$HERE/programs/init_kinds.nn" -o "$TMP/main" --main >/dev/null || fail "emit-cpp --main init_kinds.nn"
 "$NABLA" emit-cpp "$ROOT/samples/digits.nn" -o "$TMP/main" --main >/dev/null || fail "emit-cpp --main digits.nn"
 "$NABLA" emit-cpp "$ROOT/samples/xor.nn" -o "$TMP/main" --main --dtype f64 >/dev/null || fail "emit-cpp --main xor.nn"
+"$NABLA" emit-cpp "$ROOT/samples/fashion_cnn.nn" -o "$TMP/main" --main >/dev/null || fail "emit-cpp --main fashion_cnn.nn"
 
 # --- compile everything --------------------------------------------------------------------------
 # COMPILER:DTYPE:EXTRA-FLAG:TAG. The matrix products' tiles have three forms (see EmitCpp.cpp's
@@ -172,6 +176,7 @@ for cxx in "${COMPILERS[@]}"; do
 done
 compile "main-digits" "$CXX" "${FLAGS[@]}" "$TMP/main/digits.cpp" "$TMP/main/digits_main.cpp" -o "$TMP/main/digits"
 compile "main-xor" "$CXX" "${FLAGS[@]}" "$TMP/main/nn_xor.cpp" "$TMP/main/nn_xor_main.cpp" -o "$TMP/main/xor"
+compile "main-cnn" "$CXX" "${FLAGS[@]}" -march=native "$TMP/main/fashion_cnn.cpp" "$TMP/main/fashion_cnn_main.cpp" -o "$TMP/main/cnn"
 # The samples' files alone, -Wpedantic: each header by itself, each source by itself.
 for cxx in "${COMPILERS[@]}"; do
   for f in "${SAMPLES[@]}"; do
@@ -253,6 +258,54 @@ if ok main-xor; then
   done
   "$TMP/main/xor" "$ROOT/samples/data/xor.csv" --batch 0 >/dev/null 2>&1
   [[ $? -eq 1 ]] || fail "xor_main --batch 0 must be an error"
+fi
+# The convnet's main on IDX files (raw: the emitted main links no zlib): 40 images of 28 x 28 and
+# their labels, written here (no data set needed). It trains 2 epochs and prints the mean loss at
+# its final params; `nabla eval` of the params it saved gives that loss too (f32: 1e-4 relative).
+# IDX errors are FILE: error: at byte N messages with exit status 1.
+if ok main-cnn; then
+  (cd "$TMP/main" && python3 - <<'PY'
+import struct
+n = 40
+pix = bytes(((i * 7919 + p * (i % 5 + 1) * 31) % 256) if (p // 28 + i) % 3 else 0 for i in range(n) for p in range(784))
+open("slice.idx3", "wb").write(struct.pack(">IIII", 0x803, n, 28, 28) + pix)
+open("slice.idx1", "wb").write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n)))
+open("bad_label.idx1", "wb").write(struct.pack(">II", 0x801, n) + bytes(i % 10 for i in range(n - 1)) + bytes([10]))
+open("few.idx1", "wb").write(struct.pack(">II", 0x801, n - 1) + bytes(i % 10 for i in range(n - 1)))
+open("cut.idx3", "wb").write(struct.pack(">IIII", 0x803, n, 28, 28) + pix[:784 * 3 + 5])
+PY
+  ) || fail "writing the IDX slice"
+  gzip -k "$TMP/main/slice.idx3"
+  # Rank-4 params (the conv kernels): every element drawn as initParams draws it.
+  "$COMPARE" init "$ROOT/samples/fashion_cnn.nn" 0 >"$TMP/main/expected-cnn"
+  "$TMP/main/cnn" --dump-init --seed 0 >"$TMP/main/actual-cnn"
+  cmp -s "$TMP/main/expected-cnn" "$TMP/main/actual-cnn" || fail "fashion_cnn_main --dump-init differs from initParams"
+  if "$TMP/main/cnn" "$TMP/main/slice.idx3" --labels "$TMP/main/slice.idx1" --epochs 2 --batch 8 --lr 0.01 \
+       --save "$TMP/main/cnn.json" >"$TMP/out" 2>"$TMP/err"; then
+    grep -q '^epoch 2/2  loss ' "$TMP/out" || fail "fashion_cnn_main printed no loss for epoch 2"
+    got=$(awk '/^loss /{print $2}' "$TMP/out")
+    want=$("$NABLA" eval "$ROOT/samples/fashion_cnn.nn" --data "$TMP/main/slice.idx3" --labels "$TMP/main/slice.idx1" \
+             --params "$TMP/main/cnn.json" 2>&1 | awk '/^loss E = /{print $4}')
+    if ! awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= 1e-4 * (1 + (b < 0 ? -b : b))) }'; then
+      fail "fashion_cnn_main on IDX: its loss at the final params is $got, nabla eval of its saved params gives $want"
+      sed 's/^/  | /' "$TMP/out"
+    fi
+  else
+    fail "fashion_cnn_main on an IDX slice exited with an error"
+    sed 's/^/  | /' "$TMP/err" | head -n 10
+  fi
+  for c in "slice.idx3.gz:slice.idx1:: error: the file is gzip-compressed" \
+           "slice.idx1:slice.idx1:: error: at byte 0: wrong magic number 00 00 08 01; expected 00 00 08 03" \
+           "slice.idx3:bad_label.idx1:: error: at byte 47: label 10 of image 39 is not a class index 0..9" \
+           "slice.idx3:few.idx1:: error: at byte 4: 39 labels for the 40 images" \
+           "cut.idx3:slice.idx1:: error: at byte 2373: the file ends in image 4 of 40"; do
+    images=${c%%:*}; rest=${c#*:}; labels=${rest%%:*}; want=${rest#*:}
+    "$TMP/main/cnn" "$TMP/main/$images" --labels "$TMP/main/$labels" --epochs 1 >"$TMP/out" 2>"$TMP/err"
+    status=$?
+    if [[ $status -ne 1 ]] || ! grep -qF -- "$want" "$TMP/err"; then
+      fail "fashion_cnn_main on $images, $labels: status $status, expected 1 and \"$want\"; stderr: $(cat "$TMP/err")"
+    fi
+  done
 fi
 stage "--main checked"
 

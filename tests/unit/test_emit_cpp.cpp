@@ -136,9 +136,16 @@ TEST_CASE("emit-cpp: --main carries the params' initialization and the class-ind
   o.withMain = true;
   CppFiles f = emitCpp(c->program, c->loops, o);
   CHECK(contains(f.main, "#include \"net.hpp\""));
-  CHECK(contains(f.main, "{\"s\", 0, 0, 1, 1, kUniform, -1.0, 2.0},"));
-  CHECK(contains(f.main, "{\"h.W\", 1, 2, 5, 3, kGlorot, 0.0, 0.0},"));
-  CHECK(contains(f.main, "{\"h.b\", 16, 1, 1, 5, kConstant, 0.0, 0.0},"));
+  CHECK(contains(f.main, "{\"s\", 0, 0, 1, 1, kUniform, -1.0, 2.0, {0, 0, 0, 0}},"));
+  CHECK(contains(f.main, "{\"h.W\", 1, 2, 5, 3, kGlorot, 0.0, 0.0, {5, 3, 0, 0}},"));
+  CHECK(contains(f.main, "{\"h.b\", 16, 1, 1, 5, kConstant, 0.0, 0.0, {5, 0, 0, 0}},"));
+  // A conv kernel [2, 3, 2, 2]: 6 rows of 2 (all 24 elements drawn), the shape for the JSON, and
+  // Glorot's limit over (out + in)·kh·kw = 5·4 as a uniform draw.
+  auto conv = compile("input img[3, 4, 4]\ntarget y[2]\nc = conv(img, 2, 2, tanh)\np = dense(flatten(c), 2, softmax)\n"
+                      "output p\nloss E = cross_entropy(p, y)\n",
+                      "conv.nn");
+  CppFiles cf = emitCpp(conv->program, conv->loops, o);
+  CHECK(contains(cf.main, "{\"c.K\", 0, 4, 12, 2, kUniform, -0.5477225575051661, 0.5477225575051661, {2, 3, 2, 2}},"));
   CHECK(contains(f.main, "readCsv(data, net::kInputs, net::kTargets, 4, d)"));
   CHECK_FALSE(contains(f.main, "@"));
 

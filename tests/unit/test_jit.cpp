@@ -1512,6 +1512,47 @@ TEST_CASE("jit: large arguments to the stable functions stay finite and agree", 
   }
 }
 
+TEST_CASE("jit: a convnet's lowering (padded im2col, transposed and batch-summed products, tiled pool gradients) agrees with the interpreter", "[jit][jit-ops]") {
+  // The lowering's conv paths: conv1 (3 filters: the product K x̂) and conv2 (32 filters, more
+  // positions than filters: yᵀ = x̂ᵀ Kᵀ) with padding (the padded image copy and the padded col2im),
+  // the kernel gradients as products summed over the batch (each K's gradient is the correlation
+  // itself), max pools that tile the image (gradient written once, maxima from the forward pool)
+  // and one that does not (stride 1), an average pool.
+  const std::string src = "input img[2, 8, 6]\n"
+                          "target t[4]\n"
+                          "param K2[32, 3, 3, 2]\n"
+                          "param b2[32]\n"
+                          "c1 = conv(img, 3, 3, relu, padding=1)\n"
+                          "p1 = maxpool2d(c1, 2)\n"
+                          "c2 = tanh(conv2d(p1, K2, b2, padding=2))\n"
+                          "p2 = maxpool2d(c2, 2, stride=1)\n"
+                          "a2 = avgpool2d(p2, 2)\n"
+                          "y  = dense(flatten(a2), 4, softmax)\n"
+                          "output y\n"
+                          "loss E = cross_entropy(y, t)\n";
+  INFO("the program:\n" << src);
+  for (DType dt : {DType::F64, DType::F32}) {
+    INFO(dtypeName(dt));
+    Model jit = compileOrFail(src, "convnet.nn", dt, Engine::Jit);
+    Model interp = compileOrFail(src, "convnet.nn", dt, Engine::Interp);
+    for (int64_t n : {1, 5}) {
+      INFO("batch " << n);
+      Rng rng(7 + static_cast<uint64_t>(n));
+      std::vector<double> params = jit.initParams(3), inputs, targets;
+      for (int64_t i = 0; i < n * jit.inputCount(); ++i) inputs.push_back(rng.uniform(-1, 1));
+      for (int64_t e = 0; e < n; ++e)
+        for (int64_t j = 0; j < 4; ++j) targets.push_back(j == e % 4 ? 1 : 0);
+      std::vector<double> ga, gb;
+      double la = jit.lossAndGradient(params, inputs.data(), targets.data(), n, ga);
+      double lb = interp.lossAndGradient(params, inputs.data(), targets.data(), n, gb);
+      const double tol = dt == DType::F64 ? 1e-12 : 1e-4;
+      CHECK(compareArrays(&la, &lb, 1, tol, "loss") == "");
+      CHECK(compareArrays(ga, gb, tol, "gradient") == "");
+      CHECK(compareArrays(jit.forward(params, inputs.data(), n), interp.forward(params, inputs.data(), n), tol, "outputs") == "");
+    }
+  }
+}
+
 TEST_CASE("jit: a batch of no examples gives what the interpreter gives", "[jit]") {
   const std::string src = readText(std::filesystem::path(NABLA_SOURCE_DIR) / "samples/hinton.nn");
   for (DType dt : {DType::F64, DType::F32}) {
@@ -1985,6 +2026,18 @@ std::vector<BuiltCase> builtCases() {
            NodeId gy = g.unary(Op::Sin, y);
            o.push_back(g.make(Op::Conv2dInputGrad, {gy, w[0]}, 0, 0, Shape{2, 7, 6}, {st, pd}));
            o.push_back(g.make(Op::Conv2dKernelGrad, {x[0], gy}, 0, 0, Shape{3, 2, 3, 2}, {st, pd}));
+         }
+         return o;
+       }},
+      // 32 filters and more positions than filters: the forward product is lowered transposed
+      // (yᵀ = x̂ᵀ Kᵀ, then y = (yᵀ)ᵀ); its gradient reads the forward's windows again.
+      {"conv2d with 32 filters: the transposed product", {Shape{2, 9, 8}}, {Shape{32, 2, 3, 2}},
+       [](Graph &g, Xs x, Xs w) {
+         std::vector<NodeId> o;
+         for (auto [st, pd] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {1, 0}, {2, 2}}) {
+           NodeId y = g.make(Op::Conv2d, {x[0], w[0]}, 0, 0, {}, {st, pd});
+           o.push_back(y);
+           o.push_back(g.make(Op::Conv2dKernelGrad, {x[0], g.unary(Op::Sin, y)}, 0, 0, Shape{32, 2, 3, 2}, {st, pd}));
          }
          return o;
        }},
