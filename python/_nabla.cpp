@@ -396,8 +396,14 @@ py::object forward(const ModelPtr &mp, py::handle params, py::handle inputs, boo
           std::vector<double> out = m.forward(toDouble(P.data, np), toDouble(X.data, n * ni).data(), n);
           std::copy(out.begin(), out.end(), y);
         } else if (n > 0) {
-          auto r = m.tryForwardRaw<T>(P.data, X.data, n, y, threadWorkspace<T>(m.workspaceSize(n)));
-          if (!r) error = r.error().message;
+          // In chunks whose work space stays under 256 MiB (a convnet's test set in one piece is
+          // gigabytes), as Model::forward.
+          const int64_t chunk = m.chunkRows(n);
+          T *W = threadWorkspace<T>(m.workspaceSize(std::min(n, chunk)));
+          for (int64_t b = 0; b < n && error.empty(); b += chunk) {
+            auto r = m.tryForwardRaw<T>(P.data, X.data ? X.data + b * ni : nullptr, std::min(chunk, n - b), y + b * no, W);
+            if (!r) error = r.error().message;
+          }
         }
       } catch (const std::exception &ex) {
         error = ex.what();
