@@ -1,5 +1,5 @@
 // Graphviz: lays out dot text by running Graphviz's `dot` (Debian package graphviz) from PATH as a
-// subprocess. nabla writes the graph (compiler/GraphDot.h); placing nodes and routing edges is
+// subprocess. nabla writes the graph (compiler/explain/GraphDot.h); placing nodes and routing edges is
 // Graphviz's job, not ours.
 #pragma once
 #include "Expected.h"

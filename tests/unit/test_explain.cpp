@@ -1,4 +1,4 @@
-// Tests of `nabla explain` (compiler/Explain.*), in f64:
+// Tests of `nabla explain` (compiler/explain/Explain.*), in f64:
 //   - the lecture network's worked example against the backprop formulas derived by hand
 //     (dE/dy_j = y_j - t, dE/dz_j = y_j (1 - y_j) dE/dy_j, dE/dy_i = W_jᵀ dE/dz_j, ...), the
 //     per-element form's products one by one;

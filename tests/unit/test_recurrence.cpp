@@ -1,4 +1,4 @@
-// Tests of the unrolled recurrences (compiler/Recurrence.h) on hand-built graphs, in f64:
+// Tests of the unrolled recurrences (compiler/graph/Recurrence.h) on hand-built graphs, in f64:
 //   - the forward states of rnn (tanh, relu), gru and lstm against a plain C++ transcription of
 //     PyTorch's cell equations;
 //   - the gradient of every param (and of the sequence, when it is computed from a param), raw and
