@@ -299,3 +299,17 @@ def test_gil_released(samples):
     th.join()
     gaps = np.diff(stamps) if len(stamps) > 1 else np.array([call])
     assert len(stamps) >= 3 and gaps.max() < max(call / 2, 0.01), (call, gaps.max(), len(stamps))
+
+
+def test_forward_of_a_large_batch_runs_in_chunks():
+    # 2^20 elements an example (about 24 MB of work space in f64): forward goes through 40 rows in
+    # chunks of at most 256 MiB of work space, and gives what it gives one row at a time.
+    src = ("input x[1024]\nparam w[1024]\nh = reshape(x * w, [1024, 1]) * reshape(x, [1, 1024])\n"
+           "y = mean(tanh(h))\noutput y\n")
+    m = nabla.compile_string(src, dtype="f64")
+    p = m.init_params(seed=1)
+    X = np.random.default_rng(0).standard_normal((40, 1024))
+    whole = m.forward(p, {"x": X})["y"].ravel()
+    rows = np.array([m.forward(p, {"x": X[i:i + 1]})["y"].ravel()[0] for i in range(40)])
+    assert whole.shape == (40,)
+    assert np.max(np.abs(whole - rows)) <= 1e-12 * np.max(np.abs(rows))
