@@ -417,8 +417,10 @@ py::object forward(const ModelPtr &mp, py::handle params, py::handle inputs, boo
   });
 }
 
+// A statistic that was not computed (NaN) as None.
+py::object opt(double v) { return std::isnan(v) ? py::none() : py::object(py::float_(v)); }
+
 py::dict statsDict(const EpochStats &s) {
-  auto opt = [](double v) -> py::object { return std::isnan(v) ? py::none() : py::object(py::float_(v)); };
   py::dict d;
   d["epoch"] = s.epoch;
   d["train_loss"] = s.trainLoss;
@@ -554,7 +556,6 @@ py::tuple trainModel(const ModelPtr &mp, py::handle inputs, py::handle targets, 
     return paramDict<T>(m, flatFrom<T>(res.params));
   });
   py::dict summary;
-  auto opt = [](double v) -> py::object { return std::isnan(v) ? py::none() : py::object(py::float_(v)); };
   summary["train_rows"] = res.trainRows;
   summary["valid_rows"] = res.validRows;
   summary["train_loss"] = opt(res.trainLoss);

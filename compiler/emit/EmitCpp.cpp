@@ -911,15 +911,6 @@ private:
 
 std::string shapeText(const Shape &s) { return s.isScalar() ? "scalar" : s.str(); }
 
-std::string initText(const Decl &d) {
-  switch (d.init.kind) {
-  case Init::Constant: return "= " + formatNumber(d.init.a);
-  case Init::Normal: return fmt::format("~ normal({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));
-  case Init::Uniform: return fmt::format("~ uniform({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));
-  case Init::Glorot: return "~ glorot";
-  }
-  return "";
-}
 
 class Emitter {
 public:
@@ -976,7 +967,7 @@ private:
     std::vector<Row> rows;
     for (const Decl &d : ds)
       rows.push_back({std::to_string(d.offset), d.name, shapeText(d.shape),
-                      fmt::format("{}{}line {}", params ? initText(d) : "", params ? ", " : "", d.loc.line)});
+                      fmt::format("{}{}line {}", params ? describeInit(d) : "", params ? ", " : "", d.loc.line)});
     return rows;
   }
 

@@ -14,7 +14,7 @@ std::string formatNumber(double v) {
   return fmt::format("{}", v); // fmt prints the shortest round-trip form
 }
 
-static std::string describeInit(const Decl &d) {
+std::string describeInit(const Decl &d) {
   switch (d.init.kind) {
   case Init::Constant: return "= " + formatNumber(d.init.a);
   case Init::Normal: return fmt::format("~ normal({}, {})", formatNumber(d.init.a), formatNumber(d.init.b));

@@ -14,6 +14,9 @@ std::string describeProgram(const Program &p);
 std::string dumpGraph(const Graph &g, const std::vector<std::pair<std::string, NodeId>> &roots,
                       const Program *names = nullptr);
 
+// A param's initializer as the source writes it: "= 0", "~ normal(0, 0.1)", "~ glorot".
+std::string describeInit(const Decl &d);
+
 // Shortest text that reads back as the same double ("0.5", "1e-07", "3").
 std::string formatNumber(double v);
 
