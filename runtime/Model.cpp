@@ -4,11 +4,15 @@
 
 #include "JitSession.h"
 #include "LowerToLoops.h"
+#include "ObjectCache.h"
 #include "Pipeline.h"
 #include "Random.h"
 #include "Sema.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <fmt/format.h>
 #include <type_traits>
@@ -24,6 +28,7 @@ struct Model::State {
   std::vector<NodeId> outputs;
   loops::Program loops;
   std::unique_ptr<JitSession> jit;
+  CompileTimes times;
 };
 
 Model::Model() : s_(std::make_unique<State>()) {}
@@ -46,15 +51,48 @@ static Error withErrorPrefix(Error e) {
   return e;
 }
 
+static double millisecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string formatCompileTimes(const CompileTimes &t) {
+  std::string s = fmt::format("nabla: compile time {:.1f} ms: front end {:.1f}, autodiff and simplify {:.1f}, "
+                              "lowering {:.1f}",
+                              t.total, t.frontend, t.derive, t.lower);
+  if (!t.jit.modules.empty()) {
+    s += fmt::format(", JIT modules {:.1f} ({} on threads side by side), linking {:.1f}\n", t.jit.modulesWall,
+                     t.jit.modules.size(), t.jit.link);
+    for (size_t k = 0; k < t.jit.modules.size(); ++k) {
+      const JitModuleTimes &m = t.jit.modules[k];
+      s += fmt::format("nabla:   module {}: LLVM IR {:.1f}, cache {:.1f} ({}), passes {:.1f}, code generation {:.1f}, "
+                       "object {} bytes\n",
+                       k, m.emit, m.cache, m.cached ? "hit" : "miss or off", m.optimize, m.codegen, m.objectBytes);
+    }
+  } else {
+    s += "\n";
+  }
+  return s;
+}
+
+static bool timesWanted() {
+  const char *v = std::getenv("NABLA_TIME");
+  return v && *v && std::string(v) != "0";
+}
+
 Expected<Model> Model::compileString(std::string source, std::string name, const CompileOptions &o) {
+  const auto start = std::chrono::steady_clock::now();
+  CompileTimes times;
+  auto t0 = start;
   std::string diags;
   std::optional<Program> p = compileSource(SourceFile{std::move(name), std::move(source)}, diags);
   if (!p) return Error{diags};
+  times.frontend = millisecondsSince(t0);
   Model m;
   m.s_->opts = o;
   m.s_->program = std::make_unique<Program>(std::move(*p));
   Program &prog = *m.s_->program;
   try {
+    t0 = std::chrono::steady_clock::now();
     if (prog.loss) {
       auto d = derive(prog);
       if (!d) return d.error();
@@ -63,16 +101,28 @@ Expected<Model> Model::compileString(std::string source, std::string name, const
     } else {
       m.s_->outputs = simplifiedOutputs(prog);
     }
+    times.derive = millisecondsSince(t0);
+    t0 = std::chrono::steady_clock::now();
     m.s_->loops = lowerToLoops(prog, m.s_->outputs, m.s_->derivation ? &*m.s_->derivation : nullptr);
+    times.lower = millisecondsSince(t0);
   } catch (const SizeLimitError &e) { // values too large to lay out: the program's error
     return Error{e.what()};
   } catch (const InternalError &e) {
     return Error{std::string("internal error (a bug in nabla, please report it): ") + e.what()};
   }
   if (o.engine == Engine::Jit) {
-    auto jit = JitSession::create(m.s_->loops, JitOptions{o.dtype == DType::F64, o.optLevel, o.jitModules});
+    JitOptions jo{o.dtype == DType::F64, o.optLevel, o.jitModules};
+    jo.cacheDir = o.cacheDir ? *o.cacheDir : ObjectCache::defaultDirectory();
+    jo.times = &times.jit;
+    auto jit = JitSession::create(m.s_->loops, jo);
     if (!jit) return withErrorPrefix(jit.error());
     m.s_->jit = std::move(*jit);
+  }
+  times.total = millisecondsSince(start);
+  m.s_->times = times;
+  if (timesWanted()) {
+    const std::string text = formatCompileTimes(times);
+    std::fwrite(text.data(), 1, text.size(), stderr);
   }
   return m;
 }
@@ -105,6 +155,7 @@ DType Model::dtype() const { return s_->opts.dtype; }
 Engine Model::engine() const { return s_->opts.engine; }
 const Program &Model::program() const { return *s_->program; }
 const loops::Program &Model::loops() const { return s_->loops; }
+const CompileTimes &Model::compileTimes() const { return s_->times; }
 std::vector<double> Model::initParams(uint64_t seed) const { return nabla::initParams(*s_->program, seed); }
 
 int64_t Model::workspaceSize(int64_t n) const {

@@ -6,10 +6,12 @@
 #include "DataIO.h"
 #include "Evaluate.h"
 #include "Expected.h"
+#include "JitSession.h"
 #include "LoopIR.h"
 #include "Program.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,15 +26,27 @@ struct CompileOptions {
   // JIT: how many modules the code is cut into, compiled on threads side by side; 0 chooses by
   // the program's size and the machine's cores (tests set it to check that cutting changes nothing).
   int jitModules = 0;
+  // JIT: the on-disk cache of compiled objects (runtime/llvm/ObjectCache.h), which makes every
+  // compile of a program after the first skip LLVM's passes and code generation. Unset: the
+  // environment's (NABLA_CACHE=0 turns it off; else $XDG_CACHE_HOME/nabla or ~/.cache/nabla);
+  // an empty string: no cache.
+  std::optional<std::string> cacheDir;
 };
+
+// Where a compile's time went (milliseconds of wall time): front end (parse, sema), autodiff and
+// simplifier, lowering to Loop IR, then the JIT's modules and linking (JitSession.h). Printed to
+// standard error after each compile when NABLA_TIME is set (and not 0).
+struct CompileTimes {
+  double frontend = 0, derive = 0, lower = 0, total = 0;
+  JitTimes jit;
+};
+std::string formatCompileTimes(const CompileTimes &t);
 
 struct TensorInfo {
   std::string name;
   Shape shape;
   int64_t offset = 0; // first scalar in the flat array of its kind
 };
-
-class JitSession;
 
 class Model {
 public:
@@ -50,6 +64,7 @@ public:
   Engine engine() const;
   const Program &program() const;
   const loops::Program &loops() const;
+  const CompileTimes &compileTimes() const;
 
   // Deterministic initialization (the project's own generator): the same on every machine.
   std::vector<double> initParams(uint64_t seed) const;

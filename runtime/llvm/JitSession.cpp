@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "EmitLLVM.h"
+#include "ObjectCache.h"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
 #include <llvm/ExecutionEngine/Orc/CompileUtils.h>
@@ -32,10 +33,12 @@
 #include <llvm/Support/DynamicLibrary.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
+#include <llvm/Config/llvm-config.h>
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/TargetParser/Host.h>
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -109,10 +112,10 @@ const VecDesc kLibmvecAvx512[] = {
     {"llvm.log.f64", "_ZGVeN8v_log", ElementCount::getFixed(8), false, "_ZGV_LLVM_N8v"},
 };
 
-// Emits, verifies and optimizes the module for `tm`.
-nabla::Expected<std::unique_ptr<Module>> buildModule(const loops::Program &p, const JitOptions &o,
-                                                     LLVMContext &ctx, TargetMachine &tm,
-                                                     int module = 0, int modules = 1) {
+// Emits and verifies module `module` of `modules` for `tm`.
+nabla::Expected<std::unique_ptr<Module>> emitModule(const loops::Program &p, const JitOptions &o,
+                                                    LLVMContext &ctx, TargetMachine &tm,
+                                                    int module = 0, int modules = 1) {
   LLVMEmitOptions eo;
   eo.f64 = o.f64;
   eo.targetCpu = tm.getTargetCPU().str();
@@ -130,66 +133,88 @@ nabla::Expected<std::unique_ptr<Module>> buildModule(const loops::Program &p, co
   raw_string_ostream os(problems);
   if (verifyModule(*m, &os))
     return nabla::Error{"internal error: the LLVM verifier rejected the generated module:\n" + problems};
-  if (o.optLevel > 0) {
-    LoopAnalysisManager lam;
-    FunctionAnalysisManager fam;
-    CGSCCAnalysisManager cgam;
-    ModuleAnalysisManager mam;
-    PassBuilder pb(&tm);
-    TargetLibraryInfoImpl tlii(tm.getTargetTriple());
+  return m;
+}
+
+// The pass pipeline of a level for `tm`, with its analyses; printable (the object cache's key
+// holds the printed pipeline, so a changed pipeline never reuses objects of the old one).
+class Optimizer {
+public:
+  Optimizer(const JitOptions &o, TargetMachine &tm) : pb_(&tm, PipelineTuningOptions(), std::nullopt, &pic_),
+                                                      tlii_(tm.getTargetTriple()) {
+    if (o.optLevel <= 0) return;
+    const bool wideVectors = tm.getTargetFeatureString().contains("+avx512f");
     if (haveLibmvec) {
-      tlii.addVectorizableFunctionsFromVecLib(TargetLibraryInfoImpl::LIBMVEC_X86, tm.getTargetTriple());
+      tlii_.addVectorizableFunctionsFromVecLib(TargetLibraryInfoImpl::LIBMVEC_X86, tm.getTargetTriple());
       // LLVM 19's libmvec table stops at AVX2 (8 floats); libmvec has the AVX-512 versions too.
-      if (eo.wideVectors) tlii.addVectorizableFunctions(kLibmvecAvx512);
+      if (wideVectors) tlii_.addVectorizableFunctions(kLibmvecAvx512);
     }
-    fam.registerPass([&] { return TargetLibraryAnalysis(tlii); });
-    pb.registerModuleAnalyses(mam);
-    pb.registerCGSCCAnalyses(cgam);
-    pb.registerFunctionAnalyses(fam);
-    pb.registerLoopAnalyses(lam);
-    pb.crossRegisterProxies(lam, fam, cgam, mam);
-    ModulePassManager mpm;
-    {
-      // The lean pipeline: what this straight-line loop code needs (registers for the
-      // accumulators, loop-invariant code out of loops, vectorized inner loops) and nothing
-      // that only costs compile time (no inliner: there are no calls; at -O1 and -O2 no
-      // unroller: the loops have long constant trip counts already). Each level runs the
-      // passes of the level below and more.
-      FunctionPassManager fpm;
-      fpm.addPass(PromotePass());
+    fam_.registerPass([&] { return TargetLibraryAnalysis(tlii_); });
+    pb_.registerModuleAnalyses(mam_);
+    pb_.registerCGSCCAnalyses(cgam_);
+    pb_.registerFunctionAnalyses(fam_);
+    pb_.registerLoopAnalyses(lam_);
+    pb_.crossRegisterProxies(lam_, fam_, cgam_, mam_);
+    // The lean pipeline: what this straight-line loop code needs (registers for the
+    // accumulators, loop-invariant code out of loops, vectorized inner loops) and nothing
+    // that only costs compile time (no inliner: there are no calls; at -O1 and -O2 no
+    // unroller: the loops have long constant trip counts already). Each level runs the
+    // passes of the level below and more.
+    FunctionPassManager fpm;
+    fpm.addPass(PromotePass());
+    fpm.addPass(EarlyCSEPass());
+    fpm.addPass(InstCombinePass());
+    fpm.addPass(SimplifyCFGPass());
+    fpm.addPass(LoopSimplifyPass());
+    fpm.addPass(LCSSAPass());
+    fpm.addPass(createFunctionToLoopPassAdaptor(LICMPass(LICMOptions()), /*UseMemorySSA=*/true));
+    if (o.optLevel >= 2) {
+      // The vector variants of libm calls (libmvec's exp) are attached to the calls first, as
+      // the default pipelines do: without them the vectorizer widened exp to llvm.exp.v16f32,
+      // which code generation splits into 16 scalar expf calls (tanh layers ran 1.6x slower).
+      fpm.addPass(InjectTLIMappings());
+      fpm.addPass(LoopVectorizePass());
       fpm.addPass(EarlyCSEPass());
       fpm.addPass(InstCombinePass());
       fpm.addPass(SimplifyCFGPass());
-      fpm.addPass(LoopSimplifyPass());
-      fpm.addPass(LCSSAPass());
-      fpm.addPass(createFunctionToLoopPassAdaptor(LICMPass(LICMOptions()), /*UseMemorySSA=*/true));
-      if (o.optLevel >= 2) {
-        // The vector variants of libm calls (libmvec's exp) are attached to the calls first, as
-        // the default pipelines do: without them the vectorizer widened exp to llvm.exp.v16f32,
-        // which code generation splits into 16 scalar expf calls (tanh layers ran 1.6x slower).
-        fpm.addPass(InjectTLIMappings());
-        fpm.addPass(LoopVectorizePass());
-        fpm.addPass(EarlyCSEPass());
-        fpm.addPass(InstCombinePass());
-        fpm.addPass(SimplifyCFGPass());
-      }
-      if (o.optLevel >= 3) {
-        // -O3: -O2, then loops of a small constant trip count unrolled fully. Not
-        // LLVM's default -O3 pipeline: that one unrolled, re-vectorized and interleaved the
-        // register-tiled products again and ran 6-19% slower than -O2 (wide 37.0 ms against
-        // 32.6, deep 57.0 µs against 51.5), for 4-5x the compile time. The tiled loops are marked
-        // against any transformation (EmitLLVM's keepAsWritten). No partial or run-time unrolling
-        // and no SLP vectorizer: they summed the batch's losses in another order (a cancelling
-        // f32 loss moved by 3e-5 relative) for no measured gain.
-        fpm.addPass(LoopUnrollPass(LoopUnrollOptions(3).setPartial(false).setRuntime(false)));
-        fpm.addPass(InstCombinePass());
-      }
-      mpm.addPass(createModuleToFunctionPassAdaptor(std::move(fpm)));
     }
-    mpm.run(*m, mam);
+    if (o.optLevel >= 3) {
+      // -O3: -O2, then loops of a small constant trip count unrolled fully. Not
+      // LLVM's default -O3 pipeline: that one unrolled, re-vectorized and interleaved the
+      // register-tiled products again and ran 6-19% slower than -O2 (wide 37.0 ms against
+      // 32.6, deep 57.0 µs against 51.5), for 4-5x the compile time. The tiled loops are marked
+      // against any transformation (EmitLLVM's keepAsWritten). No partial or run-time unrolling
+      // and no SLP vectorizer: they summed the batch's losses in another order (a cancelling
+      // f32 loss moved by 3e-5 relative) for no measured gain.
+      fpm.addPass(LoopUnrollPass(LoopUnrollOptions(3).setPartial(false).setRuntime(false)));
+      fpm.addPass(InstCombinePass());
+    }
+    mpm_.addPass(createModuleToFunctionPassAdaptor(std::move(fpm)));
   }
-  return m;
-}
+  Optimizer(const Optimizer &) = delete;
+  Optimizer &operator=(const Optimizer &) = delete;
+
+  void run(Module &m) { mpm_.run(m, mam_); }
+  std::string describe() {
+    std::string s;
+    raw_string_ostream os(s);
+    mpm_.printPipeline(os, [this](StringRef className) {
+      StringRef name = pic_.getPassNameForClassName(className);
+      return name.empty() ? className : name;
+    });
+    return os.str();
+  }
+
+private:
+  PassInstrumentationCallbacks pic_;
+  LoopAnalysisManager lam_;
+  FunctionAnalysisManager fam_;
+  CGSCCAnalysisManager cgam_;
+  ModuleAnalysisManager mam_;
+  PassBuilder pb_;
+  TargetLibraryInfoImpl tlii_;
+  ModulePassManager mpm_;
+};
 
 nabla::Expected<std::unique_ptr<TargetMachine>> hostMachine(const JitOptions &o) {
   auto jtmb = orc::JITTargetMachineBuilder::detectHost();
@@ -211,18 +236,65 @@ JitSession::~JitSession() = default;
 
 namespace {
 
+// What the object cache's key holds besides the module's IR and the printed pipeline: the parts
+// of the compile that neither shows. Change the revision whenever code outside the IR and the
+// pipeline's text changes the object (the libmvec table above, code generation options, the
+// way objects are linked), so that no object of the old build is reused.
+constexpr const char *kCacheRevision = "nabla-jit-1";
+
+double millisecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // Module `module` of `modules` (EmitLLVM.h) as an object file: emitted, optimized and compiled
-// with a target machine and context of its own, so that modules compile on threads side by side.
+// with a target machine and context of its own, so that modules compile on threads side by side;
+// with a cache, looked up first and stored after compiling.
 nabla::Expected<std::unique_ptr<MemoryBuffer>> compileModule(const loops::Program &p, const JitOptions &o,
-                                                              int module, int modules) {
+                                                              int module, int modules, JitModuleTimes &times) {
+  auto t0 = std::chrono::steady_clock::now();
   auto tm = hostMachine(o);
   if (!tm) return tm.error();
   LLVMContext ctx;
-  auto m = buildModule(p, o, ctx, **tm, module, modules);
+  auto m = emitModule(p, o, ctx, **tm, module, modules);
   if (!m) return m.error();
+  Optimizer optimizer(o, **tm);
+  times.emit = millisecondsSince(t0);
+
+  t0 = std::chrono::steady_clock::now();
+  const ObjectCache cache(o.cacheDir);
+  std::optional<CacheKey> key;
+  const std::string name = "nabla" + std::to_string(module) + ".o";
+  if (cache.enabled()) {
+    // The key: everything the object depends on. The IR before optimization says what the
+    // program is (shapes, kernels, the entry points, the CPU and features as attributes).
+    std::string ir;
+    raw_string_ostream os(ir);
+    (*m)->print(os, nullptr);
+    CacheKeyBuilder k;
+    k.add(kCacheRevision).add(LLVM_VERSION_STRING).add((*tm)->getTargetTriple().str());
+    k.add((*tm)->getTargetCPU()).add((*tm)->getTargetFeatureString());
+    k.add(o.optLevel).add(static_cast<int64_t>((*tm)->getOptLevel())).add(o.f64 ? 1 : 0).add(haveLibmvec ? 1 : 0);
+    k.add(optimizer.describe()).add(os.str());
+    key = k.finish();
+    if (std::optional<std::string> object = cache.load(*key)) {
+      times.cache = millisecondsSince(t0);
+      times.cached = true;
+      times.objectBytes = object->size();
+      return MemoryBuffer::getMemBufferCopy(*object, name);
+    }
+  }
+  times.cache = millisecondsSince(t0);
+
+  t0 = std::chrono::steady_clock::now();
+  optimizer.run(**m);
+  times.optimize = millisecondsSince(t0);
+  t0 = std::chrono::steady_clock::now();
   orc::SimpleCompiler compile(**tm);
   auto object = compile(**m);
   if (!object) return nabla::Error{"cannot compile the module: " + message(object.takeError())};
+  times.objectBytes = (*object)->getBufferSize();
+  if (key) cache.store(*key, std::string_view((*object)->getBufferStart(), (*object)->getBufferSize()));
+  times.codegen = millisecondsSince(t0);
   return std::move(*object);
 }
 
@@ -236,6 +308,8 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
   const int cores = static_cast<int>(std::max(1u, std::min(std::thread::hardware_concurrency(), 8u)));
   const int modules = o.modules > 0 ? o.modules : llvmModuleCount(p, cores);
   std::vector<std::optional<nabla::Expected<std::unique_ptr<MemoryBuffer>>>> objects(static_cast<size_t>(modules));
+  std::vector<JitModuleTimes> times(static_cast<size_t>(modules));
+  auto t0 = std::chrono::steady_clock::now();
   {
     std::vector<std::thread> workers;
     // Every module, module 0 on this thread too, under one guard: an exception must neither leave a
@@ -243,7 +317,7 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
     auto compileInto = [&](int k) {
       auto &slot = objects[static_cast<size_t>(k)];
       try {
-        slot.emplace(compileModule(p, o, k, modules));
+        slot.emplace(compileModule(p, o, k, modules, times[static_cast<size_t>(k)]));
       } catch (const std::bad_alloc &) {
         slot.emplace(nabla::Error{"nabla: error: out of memory while compiling"});
       } catch (const std::exception &e) {
@@ -260,6 +334,11 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
     compileInto(0);
     for (std::thread &t : workers) t.join();
   }
+  if (o.times) {
+    o.times->modules = times;
+    o.times->modulesWall = millisecondsSince(t0);
+  }
+  t0 = std::chrono::steady_clock::now();
 
   auto jtmb = orc::JITTargetMachineBuilder::detectHost();
   if (!jtmb) return nabla::Error{"cannot target this machine: " + message(jtmb.takeError())};
@@ -284,6 +363,7 @@ nabla::Expected<std::unique_ptr<JitSession>> JitSession::create(const loops::Pro
     *slot = sym->toPtr<void *>();
   }
   s->impl_->jit = std::move(*jit);
+  if (o.times) o.times->link = millisecondsSince(t0);
   return s;
 }
 
@@ -293,8 +373,9 @@ nabla::Expected<std::string> optimizedIR(const loops::Program &p, const JitOptio
   auto tm = hostMachine(o);
   if (!tm) return tm.error();
   LLVMContext ctx;
-  auto m = buildModule(p, o, ctx, **tm);
+  auto m = emitModule(p, o, ctx, **tm);
   if (!m) return m.error();
+  Optimizer(o, **tm).run(**m);
   std::string s;
   raw_string_ostream os(s);
   (*m)->print(os, nullptr);

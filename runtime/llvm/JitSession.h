@@ -7,13 +7,30 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace nabla {
+
+// Where a compile's time went, milliseconds of wall time (JitOptions::times). Per module (each on
+// its own thread): LLVM IR emitted and verified, the object cache's key and look-up (printing
+// the IR and its digest; reading the file), the pass pipeline, code generation (and the store).
+struct JitModuleTimes {
+  double emit = 0, cache = 0, optimize = 0, codegen = 0;
+  bool cached = false; // the object came from the cache: no passes, no code generation
+  size_t objectBytes = 0;
+};
+struct JitTimes {
+  std::vector<JitModuleTimes> modules;
+  double modulesWall = 0; // every module, from the first thread's start to the last one's end
+  double link = 0;        // the JIT created, the objects linked, the entry points looked up
+};
 
 struct JitOptions {
   bool f64 = false;
   int optLevel = 2; // 0..3: the LLVM pass pipeline and code generation level
   int modules = 0;  // the modules compiled in parallel (EmitLLVM.h); 0: by size, one a core at most
+  std::string cacheDir;       // the object cache's folder (ObjectCache.h); empty: no cache
+  JitTimes *times = nullptr;  // filled in when not null
 };
 
 class JitSession {

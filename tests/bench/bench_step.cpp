@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <filesystem>
 #include <random>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -161,16 +162,40 @@ void BM_Nabla(benchmark::State &state, const char *name) {
   for (auto _ : state) benchmark::DoNotOptimize(s.step());
 }
 
-// Source to callable code, wall time: /OPT/MODULES, MODULES 1 for one module compiled on the
-// calling thread, 0 for the default (cut into modules compiled on a thread a core).
+// Source to callable code, wall time: /OPT/MODULES/CACHE, MODULES 1 for one module compiled on
+// the calling thread, 0 for the default (cut into modules compiled on a thread a core); CACHE 0
+// for a cold compile (no object cache), 1 for a warm one (the objects in a cache folder of its
+// own, filled by one compile before timing). The stage breakdown of the last compile is reported
+// as counters (ms).
 void BM_CompileMnist(benchmark::State &state) {
   CompileOptions o;
   o.optLevel = static_cast<int>(state.range(0));
   o.jitModules = static_cast<int>(state.range(1));
+  const bool warm = state.range(2) != 0;
+  char dir[] = "/tmp/nabla-bench-cache-XXXXXX";
+  o.cacheDir = std::string();
+  if (warm) {
+    if (!mkdtemp(dir)) throw std::runtime_error("mkdtemp");
+    o.cacheDir = dir;
+  }
+  const std::string path = std::string(NABLA_BENCH_DIR) + "/mnist.nn";
+  if (warm) (void)Model::compileFile(path, o);
+  CompileTimes last;
   for (auto _ : state) {
-    auto m = Model::compileFile(std::string(NABLA_BENCH_DIR) + "/mnist.nn", o);
+    auto m = Model::compileFile(path, o);
+    if (!m) throw std::runtime_error(m.error().message);
+    last = m->compileTimes();
     benchmark::DoNotOptimize(m);
   }
+  double emit = 0, cache = 0, passes = 0, codegen = 0;
+  for (const JitModuleTimes &t : last.jit.modules) {
+    emit = std::max(emit, t.emit), cache = std::max(cache, t.cache);
+    passes = std::max(passes, t.optimize), codegen = std::max(codegen, t.codegen);
+  }
+  state.counters["front"] = last.frontend, state.counters["derive"] = last.derive, state.counters["lower"] = last.lower;
+  state.counters["llvmIR"] = emit, state.counters["key"] = cache, state.counters["passes"] = passes;
+  state.counters["codegen"] = codegen, state.counters["link"] = last.jit.link;
+  if (warm) std::filesystem::remove_all(dir);
 }
 
 void BM_NablaThreads(benchmark::State &state, const char *name) {
@@ -219,7 +244,7 @@ STEP_CASE(hinton)
 STEP_CASE(mnist)
 STEP_CASE(wide)
 STEP_CASE(deep)
-BENCHMARK(BM_CompileMnist)->ArgsProduct({{0, 1, 2, 3}, {1, 0}})->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_CompileMnist)->ArgsProduct({{0, 1, 2, 3}, {1, 0}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_NablaThreads, wide, "wide")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -1,0 +1,159 @@
+// The object cache's files: a header (magic, key, content size, content digest) and the object.
+#include "ObjectCache.h"
+
+#include <llvm/Support/BLAKE3.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace nabla {
+
+struct CacheKeyBuilder::Impl {
+  llvm::BLAKE3 hasher;
+};
+
+CacheKeyBuilder::CacheKeyBuilder() : impl_(new Impl) {}
+CacheKeyBuilder::~CacheKeyBuilder() { delete impl_; }
+
+CacheKeyBuilder &CacheKeyBuilder::add(std::string_view part) {
+  add(static_cast<int64_t>(part.size()));
+  impl_->hasher.update(llvm::StringRef(part.data(), part.size()));
+  return *this;
+}
+
+CacheKeyBuilder &CacheKeyBuilder::add(int64_t value) {
+  uint8_t bytes[8];
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(static_cast<uint64_t>(value) >> (8 * i));
+  impl_->hasher.update(llvm::ArrayRef<uint8_t>(bytes, 8));
+  return *this;
+}
+
+CacheKey CacheKeyBuilder::finish() { return impl_->hasher.final(); }
+
+namespace {
+
+// The file layout, all of it checked on reading. The version changes with the layout.
+constexpr char kMagic[8] = {'n', 'a', 'b', 'l', 'a', 'o', 'b', '1'};
+constexpr size_t kHeaderBytes = 8 + 32 + 8 + 32; // magic, key, content size, content digest
+// Larger than any object nabla compiles (wide's is well under a megabyte): a larger file is not ours.
+constexpr uint64_t kMaxObjectBytes = uint64_t{1} << 30;
+
+bool disabledByEnvironment() {
+  const char *v = std::getenv("NABLA_CACHE");
+  if (!v) return false;
+  std::string s(v);
+  return s == "0" || s == "off" || s == "OFF" || s == "no" || s == "false";
+}
+
+void putU64(std::string &out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+}
+
+uint64_t getU64(const char *p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return v;
+}
+
+// mkdir -p with mode 0700 (compiled code of one user is nobody else's business).
+bool makeDirectories(const std::string &dir) {
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) return S_ISDIR(st.st_mode);
+  const size_t slash = dir.find_last_of('/');
+  if (slash != std::string::npos && slash > 0 && !makeDirectories(dir.substr(0, slash))) return false;
+  return ::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST;
+}
+
+bool writeAll(int fd, const char *p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+} // namespace
+
+std::string ObjectCache::defaultDirectory() {
+  if (disabledByEnvironment()) return {};
+  // XDG base directories: a relative XDG_CACHE_HOME is invalid and ignored.
+  if (const char *x = std::getenv("XDG_CACHE_HOME"); x && x[0] == '/') return std::string(x) + "/nabla";
+  if (const char *h = std::getenv("HOME"); h && h[0] == '/') return std::string(h) + "/.cache/nabla";
+  return {};
+}
+
+std::string ObjectCache::path(const CacheKey &key) const {
+  static const char kHex[] = "0123456789abcdef";
+  std::string name;
+  for (uint8_t b : key) {
+    name.push_back(kHex[b >> 4]);
+    name.push_back(kHex[b & 15]);
+  }
+  return dir_ + "/" + name + ".o";
+}
+
+std::optional<std::string> ObjectCache::load(const CacheKey &key) const {
+  if (!enabled()) return std::nullopt;
+  const int fd = ::open(path(key).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string data;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= static_cast<off_t>(kHeaderBytes) &&
+            static_cast<uint64_t>(st.st_size) <= kMaxObjectBytes + kHeaderBytes;
+  if (ok) {
+    data.resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < data.size()) {
+      ssize_t r = ::read(fd, data.data() + got, data.size() - got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    ok = got == data.size();
+  }
+  ::close(fd);
+  if (!ok) return std::nullopt;
+  // Magic, key, size, then the content's digest: a file of another version or key, a truncated
+  // or extended one, or one with a changed byte anywhere, is a miss.
+  if (std::memcmp(data.data(), kMagic, 8) != 0) return std::nullopt;
+  if (std::memcmp(data.data() + 8, key.data(), 32) != 0) return std::nullopt;
+  const uint64_t size = getU64(data.data() + 40);
+  if (size != data.size() - kHeaderBytes) return std::nullopt;
+  const auto digest = llvm::BLAKE3::hash(
+      llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(data.data()) + kHeaderBytes, size));
+  if (std::memcmp(data.data() + 48, digest.data(), 32) != 0) return std::nullopt;
+  data.erase(0, kHeaderBytes);
+  return data;
+}
+
+bool ObjectCache::store(const CacheKey &key, std::string_view object) const {
+  if (!enabled() || object.size() > kMaxObjectBytes || !makeDirectories(dir_)) return false;
+  std::string header(kMagic, 8);
+  header.append(reinterpret_cast<const char *>(key.data()), 32);
+  putU64(header, object.size());
+  const auto digest = llvm::BLAKE3::hash(
+      llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(object.data()), object.size()));
+  header.append(reinterpret_cast<const char *>(digest.data()), 32);
+  // A temporary name of our own in the same folder, then an atomic rename: readers (other nabla
+  // processes compiling the same program) see the old file, the new one or none, never half.
+  const std::string target = path(key);
+  std::string tmp = target + ".tmp.XXXXXX";
+  const int fd = ::mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = writeAll(fd, header.data(), header.size()) && writeAll(fd, object.data(), object.size());
+  ok = ::close(fd) == 0 && ok;
+  ok = ok && ::rename(tmp.c_str(), target.c_str()) == 0;
+  if (!ok) ::unlink(tmp.c_str());
+  return ok;
+}
+
+} // namespace nabla
