@@ -142,7 +142,8 @@ class Optimizer {
 public:
   Optimizer(const JitOptions &o, TargetMachine &tm) : pb_(&tm, PipelineTuningOptions(), std::nullopt, &pic_),
                                                       tlii_(tm.getTargetTriple()) {
-    if (o.optLevel <= 0) return;
+    if (o.optLevel <= 0) return; // -O0: no passes (and no analyses to run them with)
+    active_ = true;
     const bool wideVectors = tm.getTargetFeatureString().contains("+avx512f");
     if (haveLibmvec) {
       tlii_.addVectorizableFunctionsFromVecLib(TargetLibraryInfoImpl::LIBMVEC_X86, tm.getTargetTriple());
@@ -194,7 +195,9 @@ public:
   Optimizer(const Optimizer &) = delete;
   Optimizer &operator=(const Optimizer &) = delete;
 
-  void run(Module &m) { mpm_.run(m, mam_); }
+  void run(Module &m) {
+    if (active_) mpm_.run(m, mam_);
+  }
   std::string describe() {
     std::string s;
     raw_string_ostream os(s);
@@ -214,6 +217,7 @@ private:
   PassBuilder pb_;
   TargetLibraryInfoImpl tlii_;
   ModulePassManager mpm_;
+  bool active_ = false;
 };
 
 nabla::Expected<std::unique_ptr<TargetMachine>> hostMachine(const JitOptions &o) {

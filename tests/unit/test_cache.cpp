@@ -131,6 +131,21 @@ TEST_CASE("object cache: a warm compile gives the cold compile's bits", "[cache]
   for (auto &f : files) CHECK(f.extension() == ".o");
 }
 
+TEST_CASE("object cache: every level, cold and warm, gives the uncached bits", "[cache]") {
+  TempDir dir;
+  for (int level : {0, 1, 3}) {
+    INFO("-O" << level);
+    const std::vector<double> reference = results(compileMnist(std::string(), DType::F32, level));
+    Model cold = compileMnist(dir.path.string(), DType::F32, level);
+    CHECK(cachedModules(cold) == 0);
+    Model warm = compileMnist(dir.path.string(), DType::F32, level);
+    CHECK(cachedModules(warm) == 2);
+    requireBitIdentical(results(cold), reference);
+    requireBitIdentical(results(warm), reference);
+  }
+  CHECK(dir.objects().size() == 6);
+}
+
 TEST_CASE("object cache: another level or program is another key", "[cache]") {
   TempDir dir;
   compileMnist(dir.path.string(), DType::F32, 2);
