@@ -56,7 +56,7 @@ static double millisecondsSince(std::chrono::steady_clock::time_point t0) {
 }
 
 std::string formatCompileTimes(const CompileTimes &t) {
-  std::string s = fmt::format("nabla: compile time {:.1f} ms: front end {:.1f}, autodiff and simplify {:.1f}, "
+  std::string s = fmt::format("nabla: compile time {:.1f} ms (wall): front end {:.1f}, autodiff and simplify {:.1f}, "
                               "lowering {:.1f}",
                               t.total, t.frontend, t.derive, t.lower);
   if (!t.jit.modules.empty()) {
@@ -64,9 +64,10 @@ std::string formatCompileTimes(const CompileTimes &t) {
                      t.jit.modules.size(), t.jit.link);
     for (size_t k = 0; k < t.jit.modules.size(); ++k) {
       const JitModuleTimes &m = t.jit.modules[k];
-      s += fmt::format("nabla:   module {}: LLVM IR {:.1f}, cache {:.1f} ({}), passes {:.1f}, code generation {:.1f}, "
-                       "object {} bytes\n",
-                       k, m.emit, m.cache, m.cached ? "hit" : "miss or off", m.optimize, m.codegen, m.objectBytes);
+      s += fmt::format("nabla:   module {}: {:.1f} ms; CPU: LLVM IR {:.1f}, cache {:.1f} ({}), passes {:.1f}, "
+                       "code generation {:.1f}; object {} bytes\n",
+                       k, m.wall, m.emit, m.cache, m.cached ? "hit" : "miss or off", m.optimize, m.codegen,
+                       m.objectBytes);
     }
   } else {
     s += "\n";

@@ -34,8 +34,8 @@ struct CompileOptions {
 };
 
 // Where a compile's time went (milliseconds of wall time): front end (parse, sema), autodiff and
-// simplifier, lowering to Loop IR, then the JIT's modules and linking (JitSession.h). Printed to
-// standard error after each compile when NABLA_TIME is set (and not 0).
+// simplifier, lowering to Loop IR, then the JIT's modules (each stage's CPU time) and linking
+// (JitSession.h). Printed to standard error after each compile when NABLA_TIME is set (and not 0).
 struct CompileTimes {
   double frontend = 0, derive = 0, lower = 0, total = 0;
   JitTimes jit;

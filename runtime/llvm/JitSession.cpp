@@ -39,6 +39,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <system_error>
@@ -250,21 +251,41 @@ double millisecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+double threadCpuMilliseconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) * 1e-6;
+}
+
+// Sets `wall` to the wall time since construction, however the scope is left; lap() is the
+// calling thread's CPU time since the last lap.
+struct ModuleTimer {
+  double &wall;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  double cpu = threadCpuMilliseconds();
+  explicit ModuleTimer(double &w) : wall(w) {}
+  ~ModuleTimer() { wall = millisecondsSince(start); }
+  double lap() {
+    const double previous = cpu;
+    cpu = threadCpuMilliseconds();
+    return cpu - previous;
+  }
+};
+
 // Module `module` of `modules` (EmitLLVM.h) as an object file: emitted, optimized and compiled
 // with a target machine and context of its own, so that modules compile on threads side by side;
 // with a cache, looked up first and stored after compiling.
 nabla::Expected<std::unique_ptr<MemoryBuffer>> compileModule(const loops::Program &p, const JitOptions &o,
                                                               int module, int modules, JitModuleTimes &times) {
-  auto t0 = std::chrono::steady_clock::now();
+  ModuleTimer timer(times.wall);
   auto tm = hostMachine(o);
   if (!tm) return tm.error();
   LLVMContext ctx;
   auto m = emitModule(p, o, ctx, **tm, module, modules);
   if (!m) return m.error();
   Optimizer optimizer(o, **tm);
-  times.emit = millisecondsSince(t0);
+  times.emit = timer.lap();
 
-  t0 = std::chrono::steady_clock::now();
   const ObjectCache cache(o.cacheDir);
   std::optional<CacheKey> key;
   const std::string name = "nabla" + std::to_string(module) + ".o";
@@ -281,24 +302,22 @@ nabla::Expected<std::unique_ptr<MemoryBuffer>> compileModule(const loops::Progra
     k.add(optimizer.describe()).add(os.str());
     key = k.finish();
     if (std::optional<std::string> object = cache.load(*key)) {
-      times.cache = millisecondsSince(t0);
+      times.cache = timer.lap();
       times.cached = true;
       times.objectBytes = object->size();
       return MemoryBuffer::getMemBufferCopy(*object, name);
     }
   }
-  times.cache = millisecondsSince(t0);
+  times.cache = timer.lap();
 
-  t0 = std::chrono::steady_clock::now();
   optimizer.run(**m);
-  times.optimize = millisecondsSince(t0);
-  t0 = std::chrono::steady_clock::now();
+  times.optimize = timer.lap();
   orc::SimpleCompiler compile(**tm);
   auto object = compile(**m);
   if (!object) return nabla::Error{"cannot compile the module: " + message(object.takeError())};
   times.objectBytes = (*object)->getBufferSize();
   if (key) cache.store(*key, std::string_view((*object)->getBufferStart(), (*object)->getBufferSize()));
-  times.codegen = millisecondsSince(t0);
+  times.codegen = timer.lap();
   return std::move(*object);
 }
 

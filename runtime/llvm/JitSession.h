@@ -11,11 +11,13 @@
 
 namespace nabla {
 
-// Where a compile's time went, milliseconds of wall time (JitOptions::times). Per module (each on
-// its own thread): LLVM IR emitted and verified, the object cache's key and look-up (printing
-// the IR and its digest; reading the file), the pass pipeline, code generation (and the store).
+// Where a compile's time went, in milliseconds (JitOptions::times). Per module (each on a thread
+// of its own), the CPU time of each stage (not inflated, as wall time is, by other processes on a
+// busy machine): LLVM IR emitted and verified, the object cache's key and look-up (the IR printed
+// and digested, the file read), the pass pipeline, code generation (and storing the object).
 struct JitModuleTimes {
-  double emit = 0, cache = 0, optimize = 0, codegen = 0;
+  double emit = 0, cache = 0, optimize = 0, codegen = 0; // CPU time
+  double wall = 0;     // the module from start to end
   bool cached = false; // the object came from the cache: no passes, no code generation
   size_t objectBytes = 0;
 };

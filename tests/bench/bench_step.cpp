@@ -166,7 +166,7 @@ void BM_Nabla(benchmark::State &state, const char *name) {
 // the calling thread, 0 for the default (cut into modules compiled on a thread a core); CACHE 0
 // for a cold compile (no object cache), 1 for a warm one (the objects in a cache folder of its
 // own, filled by one compile before timing). The stage breakdown of the last compile is reported
-// as counters (ms).
+// as counters (ms; the JIT's stages in CPU time, the largest of the modules').
 void BM_CompileMnist(benchmark::State &state) {
   CompileOptions o;
   o.optLevel = static_cast<int>(state.range(0));
