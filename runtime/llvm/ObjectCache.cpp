@@ -3,9 +3,13 @@
 
 #include <llvm/Support/BLAKE3.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <vector>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -68,6 +72,14 @@ bool makeDirectories(const std::string &dir) {
   return ::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST;
 }
 
+// The objects are code that nabla runs: a folder or file that someone else could have written is
+// not used (as ssh treats its keys). The folder must be this user's and writable by nobody else.
+bool folderIsPrivate(const std::string &dir) {
+  struct stat st;
+  return ::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == ::geteuid() &&
+         (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
 bool writeAll(int fd, const char *p, size_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
@@ -102,12 +114,13 @@ std::string ObjectCache::path(const CacheKey &key) const {
 }
 
 std::optional<std::string> ObjectCache::load(const CacheKey &key) const {
-  if (!enabled()) return std::nullopt;
-  const int fd = ::open(path(key).c_str(), O_RDONLY | O_CLOEXEC);
+  if (!enabled() || !folderIsPrivate(dir_)) return std::nullopt;
+  const int fd = ::open(path(key).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return std::nullopt;
   std::string data;
   struct stat st;
-  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= static_cast<off_t>(kHeaderBytes) &&
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() &&
+            st.st_size >= static_cast<off_t>(kHeaderBytes) &&
             static_cast<uint64_t>(st.st_size) <= kMaxObjectBytes + kHeaderBytes;
   if (ok) {
     data.resize(static_cast<size_t>(st.st_size));
@@ -120,6 +133,8 @@ std::optional<std::string> ObjectCache::load(const CacheKey &key) const {
     }
     ok = got == data.size();
   }
+  // Marks the file used (its modification time is the last use, for trim()); a failure is harmless.
+  if (ok) ::futimens(fd, nullptr);
   ::close(fd);
   if (!ok) return std::nullopt;
   // Magic, key, size, then the content's digest: a file of another version or key, a truncated
@@ -136,7 +151,7 @@ std::optional<std::string> ObjectCache::load(const CacheKey &key) const {
 }
 
 bool ObjectCache::store(const CacheKey &key, std::string_view object) const {
-  if (!enabled() || object.size() > kMaxObjectBytes || !makeDirectories(dir_)) return false;
+  if (!enabled() || object.size() > kMaxObjectBytes || !makeDirectories(dir_) || !folderIsPrivate(dir_)) return false;
   std::string header(kMagic, 8);
   header.append(reinterpret_cast<const char *>(key.data()), 32);
   putU64(header, object.size());
@@ -153,7 +168,44 @@ bool ObjectCache::store(const CacheKey &key, std::string_view object) const {
   ok = ::close(fd) == 0 && ok;
   ok = ok && ::rename(tmp.c_str(), target.c_str()) == 0;
   if (!ok) ::unlink(tmp.c_str());
+  if (ok) trim();
   return ok;
+}
+
+void ObjectCache::trim() const {
+  // Only after a store, which followed a compile of ~100 ms: a scan of the folder costs little
+  // beside it. Objects are "<64 hex digits>.o"; a temporary file more than an hour old is a
+  // writer's that died and goes too. Nothing else in the folder is touched.
+  struct Entry {
+    std::string path;
+    timespec used;
+    uint64_t bytes;
+  };
+  std::vector<Entry> objects;
+  uint64_t total = 0;
+  std::error_code ec;
+  const auto now = std::chrono::system_clock::now();
+  for (auto it = std::filesystem::directory_iterator(dir_, ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (name.size() == 64 + 2 && name.compare(64, 2, ".o") == 0) {
+      objects.push_back({it->path().string(), st.st_mtim, static_cast<uint64_t>(st.st_size)});
+      total += static_cast<uint64_t>(st.st_size);
+    } else if (name.size() == 64 + 2 + 11 && name.compare(64, 7, ".o.tmp.") == 0 &&
+               now - std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec) > std::chrono::hours(1)) {
+      ::unlink(it->path().c_str());
+    }
+  }
+  if (total <= maxBytes_) return;
+  std::sort(objects.begin(), objects.end(), [](const Entry &a, const Entry &b) {
+    return a.used.tv_sec != b.used.tv_sec ? a.used.tv_sec < b.used.tv_sec : a.used.tv_nsec < b.used.tv_nsec;
+  });
+  for (const Entry &e : objects) {
+    if (total <= maxBytes_ / 4 * 3) break;
+    if (::unlink(e.path.c_str()) == 0) total -= e.bytes;
+  }
 }
 
 } // namespace nabla

@@ -7,7 +7,9 @@
 // whole file or none; every file holds its key, its size and a digest of its content, and a file
 // that does not match (truncated, corrupted, another version's, someone else's) is a miss, the
 // object is compiled again and replaces it. A folder that cannot be created or written means no
-// cache, silently. Plain C++ at the interface; the digests are LLVM's BLAKE3.
+// cache, silently; so does one that another user owns or that group or others may write (the
+// objects are code that nabla runs), and a file that another user owns is a miss. Plain C++ at
+// the interface; the digests are LLVM's BLAKE3.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -42,20 +44,27 @@ public:
   // else none. An empty string means no cache.
   static std::string defaultDirectory();
 
-  explicit ObjectCache(std::string directory) : dir_(std::move(directory)) {}
+  // At most this many bytes of objects in the folder: storing one past it removes the files used
+  // least recently (a hit marks its file used) until three quarters of it are left.
+  static constexpr uint64_t kDefaultMaxBytes = uint64_t{256} << 20;
+
+  explicit ObjectCache(std::string directory, uint64_t maxBytes = kDefaultMaxBytes)
+      : dir_(std::move(directory)), maxBytes_(maxBytes) {}
   bool enabled() const { return !dir_.empty(); }
   const std::string &directory() const { return dir_; }
 
   // The object stored under `key`, or nothing (no such file, or one that fails any check).
   std::optional<std::string> load(const CacheKey &key) const;
-  // Stores `object` under `key` (creating the folder); false when it could not, which callers
-  // ignore: the cache is an optimization, never a reason to fail.
+  // Stores `object` under `key` (creating the folder, then trimming it to the size limit); false
+  // when it could not, which callers ignore: the cache is an optimization, never a reason to fail.
   bool store(const CacheKey &key, std::string_view object) const;
   // The file that holds `key`'s object (for tests).
   std::string path(const CacheKey &key) const;
 
 private:
+  void trim() const;
   std::string dir_;
+  uint64_t maxBytes_;
 };
 
 } // namespace nabla

@@ -9,6 +9,7 @@
 #include "ObjectCache.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 using namespace nabla;
@@ -234,6 +236,27 @@ TEST_CASE("object cache: a folder that cannot be used means no cache", "[cache]"
   CHECK(cachedModules(m) == 0);
   requireBitIdentical(results(m), reference);
   CHECK(cachedModules(compileMnist((file / "nabla").string())) == 0);
+  // A folder that group or others may write, or another user's: not used (its objects could be
+  // anyone's code); a file of another user is a miss.
+  const fs::path shared = dir.path / "shared";
+  compileMnist(shared.string());
+  REQUIRE(cachedModules(compileMnist(shared.string())) == 2);
+  fs::permissions(shared, fs::perms::group_write, fs::perm_options::add);
+  CHECK(cachedModules(compileMnist(shared.string())) == 0);
+  fs::permissions(shared, fs::perms::group_write, fs::perm_options::remove);
+  CHECK(cachedModules(compileMnist(shared.string())) == 2);
+  if (geteuid() == 0) { // only root may give a file away
+    const std::vector<fs::path> files = [&] {
+      std::vector<fs::path> r;
+      for (auto &e : fs::directory_iterator(shared)) r.push_back(e.path());
+      return r;
+    }();
+    REQUIRE(files.size() == 2);
+    REQUIRE(chown(files[0].c_str(), 1, 1) == 0);
+    CHECK(cachedModules(compileMnist(shared.string())) == 1);
+    REQUIRE(chown(shared.c_str(), 1, 1) == 0);
+    CHECK(cachedModules(compileMnist(shared.string())) == 0);
+  }
   // A folder that does not exist yet is created, parents and all.
   const fs::path deep = dir.path / "x" / "y" / "nabla";
   compileMnist(deep.string());
@@ -316,4 +339,37 @@ TEST_CASE("object cache: compiles on several threads share one folder", "[cache]
   for (auto &t : threads) t.join();
   for (auto &r : got) requireBitIdentical(r, reference);
   CHECK(dir.objects().size() == 2);
+}
+
+TEST_CASE("object cache: past its size limit, the least recently used files go", "[cache]") {
+  TempDir dir;
+  // Objects of 300 bytes, 380 with the header: a limit of 1,100 bytes holds two, and trimming
+  // to three quarters of it (825) leaves two.
+  ObjectCache cache(dir.path.string(), 1100);
+  const std::string object(300, 'x');
+  auto key = [](int i) { return CacheKeyBuilder().add(i).finish(); };
+  auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }; // file times' granularity
+  REQUIRE(cache.store(key(1), object));
+  pause();
+  REQUIRE(cache.store(key(2), object));
+  pause();
+  REQUIRE(cache.load(key(1))); // 1 used after 2
+  pause();
+  REQUIRE(cache.store(key(3), object)); // over the limit: 2, the least recently used, goes
+  CHECK(cache.load(key(1)));
+  CHECK(!cache.load(key(2)));
+  CHECK(cache.load(key(3)));
+  // A writer's temporary file more than an hour old goes too; a fresh one and other files stay.
+  const fs::path stale = cache.path(key(4)) + ".tmp.AAAAAA", fresh = cache.path(key(5)) + ".tmp.BBBBBB",
+                 other = dir.path / "notes.txt";
+  for (const fs::path &p : {stale, fresh, other}) std::ofstream(p) << "partial";
+  fs::last_write_time(stale, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  pause();
+  REQUIRE(cache.store(key(6), object));
+  CHECK(!fs::exists(stale));
+  CHECK(fs::exists(fresh));
+  CHECK(fs::exists(other));
+  size_t objects = 0;
+  for (auto &e : fs::directory_iterator(dir.path)) objects += e.path().extension() == ".o";
+  CHECK(objects == 2);
 }
