@@ -13,7 +13,7 @@ namespace nabla {
 
 // Where a compile's time went, in milliseconds (JitOptions::times). Per module (each on a thread
 // of its own), the CPU time of each stage (not inflated, as wall time is, by other processes on a
-// busy machine): LLVM IR emitted and verified, the object cache's key and look-up (the IR printed
+// busy machine): LLVM IR emitted and verified, the object cache's key and look-up (the IR written
 // and digested, the file read), the pass pipeline, code generation (and storing the object).
 struct JitModuleTimes {
   double emit = 0, cache = 0, optimize = 0, codegen = 0; // CPU time
