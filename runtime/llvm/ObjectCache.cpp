@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <vector>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -158,6 +159,12 @@ bool ObjectCache::store(const CacheKey &key, std::string_view object) const {
   const auto digest = llvm::BLAKE3::hash(
       llvm::ArrayRef<uint8_t>(reinterpret_cast<const uint8_t *>(object.data()), object.size()));
   header.append(reinterpret_cast<const char *>(digest.data()), 32);
+  // A file larger than the process may write (ulimit -f) would end it with SIGXFSZ halfway:
+  // such an object is not stored (the signal's disposition is the whole process's, not ours).
+  struct rlimit limit;
+  if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+      header.size() + object.size() > limit.rlim_cur)
+    return false;
   // A temporary name of our own in the same folder, then an atomic rename: readers (other nabla
   // processes compiling the same program) see the old file, the new one or none, never half.
   const std::string target = path(key);

@@ -7,7 +7,8 @@
 # save the same params byte for byte, and the same as a run without a cache (NABLA_CACHE=0, which
 # writes nothing). Damaged cache files (truncated, a flipped byte, garbage, empty) are recompiled
 # and replaced, with the same params. A cache folder that cannot be created (XDG_CACHE_HOME a
-# regular file) or that is read-only is no cache, silently. Every run uses a folder of its own.
+# regular file) or that is read-only is no cache, silently, and so is a file size limit below an
+# object's size. Every run uses a folder of its own.
 set -u
 export LC_ALL=C
 
@@ -95,6 +96,23 @@ fi
 mkdir -p "$TMP/ro/nabla" && chmod 0500 "$TMP/ro/nabla"
 run readonly XDG_CACHE_HOME="$TMP/ro"
 same readonly
+
+# A file size limit below an object's size (ulimit -f, in KiB): writing the object would end the
+# process with SIGXFSZ; it is not stored, the run succeeds with the same loss and accuracy (no
+# --save: the params file is larger than the limit too).
+rm -rf "$TMP/small"
+if (ulimit -f 4; exec env XDG_CACHE_HOME="$TMP/small" "$NABLA" "${TRAIN[@]}" >"$TMP/small.out" 2>"$TMP/small.err"); then
+  if [[ -n $(grep '^training loss' "$TMP/small.out") ]] &&
+     [[ $(grep '^training loss' "$TMP/small.out") == $(grep '^training loss' "$TMP/nocache.out") ]]; then
+    pass "ulimit -f 4: the same training loss and accuracy"
+  else
+    fail "ulimit -f 4: '$(grep '^training loss' "$TMP/small.out")' against '$(grep '^training loss' "$TMP/nocache.out")'"
+  fi
+  [[ -z $(find "$TMP/small" -name '*.o' -size +4k 2>/dev/null) ]] && pass "ulimit -f: no object past the limit" ||
+    fail "ulimit -f: an object past the limit was stored"
+else
+  fail "ulimit -f 4: exit status $? ($(head -c 300 "$TMP/small.err"))"
+fi
 
 if [[ $failures -gt 0 ]]; then
   echo "$failures failure(s)" >&2
