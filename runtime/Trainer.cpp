@@ -265,6 +265,9 @@ public:
         const int64_t n = std::min(batch, nTrain_ - done);
         gather(done, n);
         const double loss = lossAndGradient(bx_.data(), by_.data(), n);
+        if (o_.schedule != LrSchedule::Constant)
+          opt_.setLearningRate(scheduledLearningRate(o_.schedule, o_.optimizer.lr,
+                                                     (epoch - 1) * batches + b, o_.epochs * batches));
         // The gradient's check is part of the update's pass; a non-finite one ends the run
         // (the params it touched are not returned).
         if (!std::isfinite(loss) || !opt_.step(P_.data(), G_.data()))
@@ -295,6 +298,7 @@ public:
       EpochStats s;
       s.epoch = epoch, s.epochs = o_.epochs;
       s.trainLoss = lossSum / static_cast<double>(nTrain_);
+      s.lr = opt_.config().lr;
       if (nValid_ > 0) {
         s.validLoss = evalLoss(Xva_.data(), Yva_.data(), nValid_);
         if (acc_.kind != AccuracyKind::None) s.validAccuracy = evalAccuracy(acc_, Xva_.data(), Yva_.data(), nValid_);

@@ -90,12 +90,14 @@ struct EpochStats {
   double elapsed = 0;                 // since training started
   double examplesPerSecond = 0;       // training steps only
   double secondsLeft = 0;
+  double lr = 0;                      // the learning rate of the epoch's last step
 };
 
 struct TrainOptions {
   int epochs = 10;
   int64_t batch = 32;
   OptimizerConfig optimizer; // kind and lr (see defaultLearningRate)
+  LrSchedule schedule = LrSchedule::Constant; // over all epochs' steps (scheduledLearningRate)
   uint64_t seed = 0;
   int threads = 1;
   double validFraction = 0; // in [0, 1)

@@ -183,6 +183,58 @@ TEST_CASE("trainer: one full-batch sgd epoch is init - lr * gradient", "[train]"
   CHECK(std::isnan(r->history[0].validLoss));
 }
 
+TEST_CASE("learning-rate schedules: the documented formulas, applied before each step", "[train][optimizer]") {
+  CHECK(parseLrSchedule("cosine") == LrSchedule::Cosine);
+  CHECK(parseLrSchedule("linear") == LrSchedule::Linear);
+  CHECK(parseLrSchedule("constant") == LrSchedule::Constant);
+  CHECK(!parseLrSchedule("Cosine"));
+  CHECK(!parseLrSchedule(""));
+  CHECK(std::string(lrScheduleName(LrSchedule::Cosine)) == "cosine");
+  // cosine: lr (1 + cos(pi t / T)) / 2; linear: lr (1 - t / T)
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 0, 4) == Approx(0.1).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 1, 4) == Approx(0.1 * (1 + std::sqrt(0.5)) / 2).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 2, 4) == Approx(0.05).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 3, 4) == Approx(0.1 * (1 - std::sqrt(0.5)) / 2).epsilon(1e-14));
+  CHECK(scheduledLearningRate(LrSchedule::Linear, 0.1, 3, 4) == Approx(0.025).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Constant, 0.1, 3, 4) == 0.1);
+
+  // Three full-batch sgd epochs of hinton (one step each, T = 3): each step is the previous
+  // params minus the scheduled rate times their gradient, computed here step by step.
+  Model m = compileSample("hinton.nn", DType::F64);
+  Dataset d = loadSampleData(m, "hinton.csv");
+  for (LrSchedule s : {LrSchedule::Cosine, LrSchedule::Linear}) {
+    INFO(lrScheduleName(s));
+    std::vector<double> p = m.initParams(5), grads;
+    const std::vector<double> init = p;
+    const double lr = 0.5;
+    const double rates[2][3] = {{lr, lr * 0.75, lr * 0.25}, {lr, lr * 2 / 3, lr / 3}};
+    const double *rate = rates[s == LrSchedule::Cosine ? 0 : 1];
+    for (int t = 0; t < 3; ++t) {
+      m.lossAndGradient(p, d.inputs.data(), d.targets.data(), d.rows, grads);
+      for (size_t i = 0; i < p.size(); ++i) p[i] -= rate[t] * grads[i];
+    }
+    TrainOptions o;
+    o.epochs = 3;
+    o.batch = 100;
+    o.optimizer = {OptimizerKind::Sgd, lr};
+    o.schedule = s;
+    auto r = train(m, d, init, o);
+    REQUIRE(r);
+    REQUIRE(r->history.size() == 3);
+    for (int t = 0; t < 3; ++t) CHECK(r->history[static_cast<size_t>(t)].lr == Approx(rate[t]).epsilon(1e-15));
+    for (size_t i = 0; i < p.size(); ++i) CHECK(r->params[i] == Approx(p[i]).epsilon(1e-13));
+    o.schedule = LrSchedule::Constant; // and the constant rate moves the params elsewhere
+    auto c = train(m, d, init, o);
+    REQUIRE(c);
+    CHECK(c->history[2].lr == lr);
+    CHECK(!sameBits(c->params, r->params));
+  }
+  EpochStats e;
+  e.epoch = 2, e.epochs = 3, e.trainLoss = 0.5, e.lr = 0.000512, e.examplesPerSecond = 100;
+  CHECK(formatEpochLine(e, true).find("  lr 0.000512  ") != std::string::npos);
+  CHECK(formatEpochLine(e).find("lr") == std::string::npos);
+}
+
 TEST_CASE("trainer: a fixed seed and thread count reproduce the params bit for bit", "[train]") {
   for (DType dt : {DType::F32, DType::F64}) {
     Model m = compileSample("digits.nn", dt);
