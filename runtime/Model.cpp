@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <exception>
 #include <fmt/format.h>
+#include <mutex>
+#include <optional>
 #include <type_traits>
 #include <system_error>
 #include <thread>
@@ -24,6 +26,11 @@ struct Model::State {
   std::vector<NodeId> outputs;
   loops::Program loops;
   std::unique_ptr<JitSession> jit;
+  // The loss-only program (prepareLossOnly), built once on first use.
+  std::once_flag lossOnce;
+  loops::Program lossLoops;
+  std::unique_ptr<JitSession> lossJit;
+  std::optional<Error> lossError;
 };
 
 Model::Model() : s_(std::make_unique<State>()) {}
@@ -115,6 +122,56 @@ int64_t Model::chunkRows(int64_t cap) const {
   const int64_t bytes = std::max<int64_t>(1, s_->loops.workspacePerExample) *
                         static_cast<int64_t>(s_->opts.dtype == DType::F64 ? 8 : 4);
   return std::clamp<int64_t>((int64_t{256} << 20) / bytes, 1, std::max<int64_t>(cap, 1));
+}
+
+Expected<bool> Model::prepareLossOnly() const {
+  State &st = *s_;
+  std::call_once(st.lossOnce, [&] {
+    if (!st.jit || !st.derivation) {
+      st.lossError = Error{"nabla: error: the loss alone needs the JIT engine and a program with a loss"};
+      return;
+    }
+    try {
+      st.lossLoops = lowerToLoops(*st.program, {}, &*st.derivation, /*lossOnly=*/true);
+    } catch (const std::exception &e) { // the full program lowered, so this is nabla's bug
+      st.lossError = Error{std::string("nabla: internal error (a bug in nabla, please report it): ") + e.what()};
+      return;
+    }
+    auto jit = JitSession::create(st.lossLoops, JitOptions{st.opts.dtype == DType::F64, st.opts.optLevel, st.opts.jitModules});
+    if (!jit) st.lossError = withErrorPrefix(jit.error());
+    else st.lossJit = std::move(*jit);
+  });
+  if (st.lossError) return *st.lossError;
+  return true;
+}
+
+int64_t Model::lossWorkspaceSize(int64_t n) const {
+  if (!s_->lossJit) throw InternalError("lossWorkspaceSize before prepareLossOnly");
+  return s_->lossLoops.workspaceFixed + s_->lossLoops.workspacePerExample * n;
+}
+
+template <class T>
+T Model::lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *workspace) const {
+  using Fn = T (*)(const T *, const T *, const T *, int64_t, T *, T *);
+  if (!s_->lossJit || !s_->lossJit->gradient()) throw InternalError("lossRaw before prepareLossOnly");
+  if (std::is_same_v<T, double> != (s_->opts.dtype == DType::F64)) throw InternalError("lossRaw: T is not the model's dtype");
+  return reinterpret_cast<Fn>(s_->lossJit->gradient())(params, inputs, targets, n, nullptr, workspace);
+}
+template float Model::lossRaw<float>(const float *, const float *, const float *, int64_t, float *) const;
+template double Model::lossRaw<double>(const double *, const double *, const double *, int64_t, double *) const;
+
+double Model::gradientWorkPerExample() const {
+  double work = 0;
+  for (const loops::Kernel &k : s_->loops.gradient.kernels) {
+    double w = 1;
+    bool batch = false;
+    for (const loops::Loop &l : k.loops) {
+      if (l.batch) batch = true;
+      else w *= static_cast<double>(l.extent);
+    }
+    if (batch) work += w;
+  }
+  return work;
 }
 
 // Why a raw entry point cannot run, or an empty string: the engine, the loss, and T against the

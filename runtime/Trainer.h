@@ -120,6 +120,7 @@ struct TrainResult {
   double testLoss = kNoValue, testAccuracy = kNoValue;   // final params, TrainOptions::test
   double seconds = 0;               // training and per-epoch validation
   double examplesPerSecond = 0;     // training steps only, over the whole run
+  bool lossOnly = false;            // the losses were evaluated by Model::lossRaw, not the gradient
 };
 
 // Checks the options (with messages naming the option as on the command line) and trains from
