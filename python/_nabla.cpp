@@ -431,6 +431,7 @@ py::dict statsDict(const EpochStats &s) {
   d["seconds"] = s.seconds;
   d["elapsed"] = s.elapsed;
   d["examples_per_second"] = s.examplesPerSecond;
+  d["lr"] = s.lr;
   return d;
 }
 
@@ -458,7 +459,8 @@ Dataset toDataset(const Model &m, py::handle inputs, py::handle targets, const c
 }
 
 py::tuple trainModel(const ModelPtr &mp, py::handle inputs, py::handle targets, py::handle params, int epochs,
-                int64_t batch, const std::string &optimizer, std::optional<double> lr, uint64_t seed,
+                int64_t batch, const std::string &optimizer, std::optional<double> lr,
+                const std::string &schedule, uint64_t seed,
                 int threads, double validFraction, py::handle testInputs, py::handle testTargets,
                 bool verbose, py::object onEpoch) {
   const Model &m = *mp;
@@ -470,6 +472,9 @@ py::tuple trainModel(const ModelPtr &mp, py::handle inputs, py::handle targets, 
   o.batch = batch;
   o.optimizer.kind = *kind;
   o.optimizer.lr = lr ? *lr : defaultLearningRate(*kind);
+  auto sched = parseLrSchedule(schedule);
+  if (!sched) throw py::value_error("lr_schedule: expected 'constant', 'cosine' or 'linear', got '" + schedule + "'");
+  o.schedule = *sched;
   o.seed = seed;
   o.threads = threads;
   o.validFraction = validFraction;
@@ -508,7 +513,9 @@ py::tuple trainModel(const ModelPtr &mp, py::handle inputs, py::handle targets, 
     std::ostringstream s;
     s << "training on " << split.train.size() << " examples";
     if (!split.valid.empty()) s << " (" << split.valid.size() << " held out)";
-    s << ": " << optimizerName(*kind) << ", lr " << o.optimizer.lr << ", batch " << b << ", " << epochs
+    s << ": " << optimizerName(*kind) << ", lr " << o.optimizer.lr;
+    if (o.schedule != LrSchedule::Constant) s << " (" << lrScheduleName(o.schedule) << " decay)";
+    s << ", batch " << b << ", " << epochs
       << " epoch" << (epochs == 1 ? "" : "s") << ", seed " << seed << ", " << threads << " thread"
       << (threads == 1 ? "" : "s") << ", " << (m.engine() == Engine::Jit ? "jit" : "interp") << " "
       << (isF64(m) ? "f64" : "f32") << "\n";
@@ -531,7 +538,7 @@ py::tuple trainModel(const ModelPtr &mp, py::handle inputs, py::handle targets, 
     py::gil_scoped_acquire gil;
     try {
       if (verbose && (s.epoch == 1 || s.epoch == s.epochs || s.epoch % stride == 0))
-        writeStderr(std::string(tty ? "\r\033[K" : "") + formatEpochLine(s) + "\n");
+        writeStderr(std::string(tty ? "\r\033[K" : "") + formatEpochLine(s, o.schedule != LrSchedule::Constant) + "\n");
       if (!onEpoch.is_none()) onEpoch(statsDict(s));
     } catch (py::error_already_set &e) {
       pending.emplace(std::move(e));

@@ -15,6 +15,8 @@
 #include <cstdlib>
 #include <exception>
 #include <fmt/format.h>
+#include <mutex>
+#include <optional>
 #include <type_traits>
 #include <system_error>
 #include <thread>
@@ -29,6 +31,11 @@ struct Model::State {
   loops::Program loops;
   std::unique_ptr<JitSession> jit;
   CompileTimes times;
+  // The loss-only program (prepareLossOnly), built once on first use.
+  std::once_flag lossOnce;
+  loops::Program lossLoops;
+  std::unique_ptr<JitSession> lossJit;
+  std::optional<Error> lossError;
 };
 
 Model::Model() : s_(std::make_unique<State>()) {}
@@ -55,10 +62,10 @@ static double millisecondsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-std::string formatCompileTimes(const CompileTimes &t) {
-  std::string s = fmt::format("nabla: compile time {:.1f} ms (wall): front end {:.1f}, autodiff and simplify {:.1f}, "
+std::string formatCompileTimes(const CompileTimes &t, const char *what) {
+  std::string s = fmt::format("nabla: {} {:.1f} ms (wall): front end {:.1f}, autodiff and simplify {:.1f}, "
                               "lowering {:.1f}",
-                              t.total, t.frontend, t.derive, t.lower);
+                              what, t.total, t.frontend, t.derive, t.lower);
   if (!t.jit.modules.empty()) {
     s += fmt::format(", JIT modules {:.1f} ({} on threads side by side), linking {:.1f}\n", t.jit.modulesWall,
                      t.jit.modules.size(), t.jit.link);
@@ -167,6 +174,67 @@ int64_t Model::chunkRows(int64_t cap) const {
   const int64_t bytes = std::max<int64_t>(1, s_->loops.workspacePerExample) *
                         static_cast<int64_t>(s_->opts.dtype == DType::F64 ? 8 : 4);
   return std::clamp<int64_t>((int64_t{256} << 20) / bytes, 1, std::max<int64_t>(cap, 1));
+}
+
+Expected<bool> Model::prepareLossOnly() const {
+  State &st = *s_;
+  std::call_once(st.lossOnce, [&] {
+    if (!st.jit || !st.derivation) {
+      st.lossError = Error{"nabla: error: the loss alone needs the JIT engine and a program with a loss"};
+      return;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    CompileTimes times;
+    try {
+      st.lossLoops = lowerToLoops(*st.program, {}, &*st.derivation, /*lossOnly=*/true);
+    } catch (const std::exception &e) { // the full program lowered, so this is nabla's bug
+      st.lossError = Error{std::string("nabla: internal error (a bug in nabla, please report it): ") + e.what()};
+      return;
+    }
+    times.lower = millisecondsSince(start);
+    JitOptions jo{st.opts.dtype == DType::F64, st.opts.optLevel, st.opts.jitModules};
+    jo.cacheDir = st.opts.cacheDir ? *st.opts.cacheDir : ObjectCache::defaultDirectory();
+    jo.times = &times.jit;
+    auto jit = JitSession::create(st.lossLoops, jo);
+    if (!jit) st.lossError = withErrorPrefix(jit.error());
+    else st.lossJit = std::move(*jit);
+    times.total = millisecondsSince(start);
+    if (jit && timesWanted()) {
+      const std::string text = formatCompileTimes(times, "the loss alone: compile time");
+      std::fwrite(text.data(), 1, text.size(), stderr);
+    }
+  });
+  if (st.lossError) return *st.lossError;
+  return true;
+}
+
+int64_t Model::lossWorkspaceSize(int64_t n) const {
+  if (!s_->lossJit) throw InternalError("lossWorkspaceSize before prepareLossOnly");
+  return s_->lossLoops.workspaceFixed + s_->lossLoops.workspacePerExample * n;
+}
+
+template <class T>
+T Model::lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *workspace) const {
+  using Fn = T (*)(const T *, const T *, const T *, int64_t, T *, T *);
+  if (!s_->lossJit || !s_->lossJit->gradient()) throw InternalError("lossRaw before prepareLossOnly");
+  if (std::is_same_v<T, double> != (s_->opts.dtype == DType::F64)) throw InternalError("lossRaw: T is not the model's dtype");
+  return reinterpret_cast<Fn>(s_->lossJit->gradient())(params, inputs, targets, n, nullptr, workspace);
+}
+template float Model::lossRaw<float>(const float *, const float *, const float *, int64_t, float *) const;
+template double Model::lossRaw<double>(const double *, const double *, const double *, int64_t, double *) const;
+
+double Model::gradientWorkPerExample() const {
+  double work = 0;
+  for (const loops::Kernel &k : s_->loops.gradient.kernels) {
+    double w = 1;
+    bool batch = false;
+    for (const loops::Loop &l : k.loops) {
+      if (l.batch) batch = true;
+      else w *= static_cast<double>(l.extent);
+    }
+    if (batch) work += w;
+  }
+  return work;
 }
 
 // Why a raw entry point cannot run, or an empty string: the engine, the loss, and T against the

@@ -40,7 +40,7 @@ struct CompileTimes {
   double frontend = 0, derive = 0, lower = 0, total = 0;
   JitTimes jit;
 };
-std::string formatCompileTimes(const CompileTimes &t);
+std::string formatCompileTimes(const CompileTimes &t, const char *what = "compile time");
 
 struct TensorInfo {
   std::string name;
@@ -99,6 +99,20 @@ public:
   template <class T>
   Expected<T> tryLossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
                                     T *workspace) const;
+
+  // The mean loss alone, without the gradient: a second program (lowerToLoops' lossOnly) that runs
+  // the forward pass and the loss, about a third of a gradient step's work, for evaluations of
+  // held-out and test data. prepareLossOnly compiles it (JIT engine and a loss only; the first
+  // call compiles, later ones return its result at once, from any thread); then lossRaw runs it
+  // with `workspace` holding lossWorkspaceSize(n) reals. Its loss agrees with lossAndGradientRaw's
+  // to rounding (the kernels may fuse differently).
+  Expected<bool> prepareLossOnly() const;
+  int64_t lossWorkspaceSize(int64_t n) const;
+  template <class T> T lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *workspace) const;
+  // The work of a gradient step per example, in iterations of its kernels' loops (the batch loop
+  // counted once): what an evaluation through lossAndGradientRaw costs, to weigh against
+  // compiling the loss alone.
+  double gradientWorkPerExample() const;
 
 private:
   Model();

@@ -31,6 +31,32 @@ double defaultLearningRate(OptimizerKind k) {
   return 0.01;
 }
 
+std::optional<LrSchedule> parseLrSchedule(std::string_view name) {
+  if (name == "constant") return LrSchedule::Constant;
+  if (name == "cosine") return LrSchedule::Cosine;
+  if (name == "linear") return LrSchedule::Linear;
+  return std::nullopt;
+}
+
+const char *lrScheduleName(LrSchedule s) {
+  switch (s) {
+  case LrSchedule::Constant: return "constant";
+  case LrSchedule::Cosine: return "cosine";
+  case LrSchedule::Linear: return "linear";
+  }
+  return "?";
+}
+
+double scheduledLearningRate(LrSchedule s, double lr, int64_t t, int64_t steps) {
+  const double x = steps > 0 ? static_cast<double>(t) / static_cast<double>(steps) : 0;
+  switch (s) {
+  case LrSchedule::Constant: return lr;
+  case LrSchedule::Cosine: return lr * 0.5 * (1 + std::cos(M_PI * x));
+  case LrSchedule::Linear: return lr * (1 - x);
+  }
+  return lr;
+}
+
 template <class T>
 Optimizer<T>::Optimizer(const OptimizerConfig &c, int64_t paramCount) : c_(c), n_(paramCount) {
   const size_t n = static_cast<size_t>(paramCount);

@@ -28,6 +28,17 @@ const char *optimizerName(OptimizerKind k);
 // The learning rate used when none is given: sgd 0.1, momentum 0.01, adam 0.001.
 double defaultLearningRate(OptimizerKind k);
 
+// The learning rate over a run of T steps (t = 0 .. T-1, one step a batch), lr the rate given:
+//   constant  lr
+//   cosine    lr * (1 + cos(pi * t / T)) / 2      (from lr down towards 0; Loshchilov & Hutter's
+//                                                   SGDR without restarts)
+//   linear    lr * (1 - t / T)
+// Neither reaches 0: the last step's rate is lr / T (linear) or about lr (pi / 2T)^2 (cosine).
+enum class LrSchedule { Constant, Cosine, Linear };
+std::optional<LrSchedule> parseLrSchedule(std::string_view name);
+const char *lrScheduleName(LrSchedule s);
+double scheduledLearningRate(LrSchedule s, double lr, int64_t t, int64_t steps);
+
 struct OptimizerConfig {
   OptimizerKind kind = OptimizerKind::Sgd;
   double lr = 0.1;
@@ -42,6 +53,8 @@ public:
   // NaN (checked in the same pass; the params are updated all the same, so stop there).
   bool step(T *params, const T *grads);
   int64_t steps() const { return t_; }
+  // The rate of the next steps (a schedule changes it before each step).
+  void setLearningRate(double lr) { c_.lr = lr; }
   const OptimizerConfig &config() const { return c_; }
 
 private:

@@ -49,12 +49,13 @@ std::string formatBatchLine(const BatchProgress &p) {
                      lossText(p.trainLoss), formatRate(p.examplesPerSecond), formatDuration(p.secondsLeft));
 }
 
-std::string formatEpochLine(const EpochStats &s) {
+std::string formatEpochLine(const EpochStats &s, bool showLr) {
   std::string line = fmt::format("{}  loss {}", epochField(s.epoch, s.epochs), lossText(s.trainLoss));
   if (std::isfinite(s.validLoss)) line += "  valid loss " + lossText(s.validLoss);
   if (std::isfinite(s.validAccuracy)) line += fmt::format("  valid accuracy {:.2f}%", 100 * s.validAccuracy);
   if (std::isfinite(s.testLoss)) line += "  test loss " + lossText(s.testLoss);
   if (std::isfinite(s.testAccuracy)) line += fmt::format("  test accuracy {:.2f}%", 100 * s.testAccuracy);
+  if (showLr) line += fmt::format("  lr {:.3g}", s.lr);
   line += fmt::format("  {} ex/s", formatRate(s.examplesPerSecond));
   line += s.epoch < s.epochs ? "  " + formatDuration(s.secondsLeft) + " left"
                              : "  " + formatDuration(s.elapsed) + " in all";

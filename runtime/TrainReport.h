@@ -18,8 +18,9 @@ std::string formatRate(double perSecond);
 std::string formatBatchLine(const BatchProgress &p);
 // The line that ends an epoch (no line end):
 //   "epoch  3/20  loss 0.2345  valid loss 0.2567  valid accuracy 95.82%  51.2k ex/s  2.1 s left"
-// (with test data, "test loss 0.2601  test accuracy 95.10%" follow the valid numbers)
-std::string formatEpochLine(const EpochStats &s);
+// (with test data, "test loss 0.2601  test accuracy 95.10%" follow the valid numbers; with
+// showLr, as under a learning-rate schedule, "lr 0.000512" follows them)
+std::string formatEpochLine(const EpochStats &s, bool showLr = false);
 
 // The CSV log, a header and one row an epoch:
 //   epoch,train_loss,valid_loss,valid_accuracy,seconds,elapsed_seconds,examples_per_second

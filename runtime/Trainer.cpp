@@ -198,6 +198,9 @@ std::string describeNumber(double v) {
   return std::isnan(v) ? "nan" : v > 0 ? "inf" : v < 0 ? "-inf" : fmt::format("{}", v);
 }
 
+// See Run's constructor: about a second of evaluation work.
+constexpr double kLossOnlyWork = 4e9;
+
 template <class T> class Run {
 public:
   Run(const Model &m, const Dataset &train, const Dataset &valid, const Dataset *test,
@@ -239,6 +242,15 @@ public:
       }
       L_.assign(static_cast<size_t>(parts_), T(0));
     }
+    // Evaluating a loss through the gradient costs a gradient step an example. When the run's
+    // evaluations (held-out and test data every epoch, the training rows at the end) come to
+    // more than kLossOnlyWork loop iterations, seconds of work against the 0.1-0.5 s that
+    // compiling the loss alone takes, they go through the loss-only program (compiled at the
+    // first evaluation, so that training starts as soon as before).
+    if (jit_) {
+      const double rows = static_cast<double>(nValid_ + nTest_) * o.epochs + static_cast<double>(nTrain_);
+      wantLossOnly_ = rows * m.gradientWorkPerExample() > kLossOnlyWork;
+    }
     if (acc_.kind != AccuracyKind::None || testAcc_.kind != AccuracyKind::None)
       out_.assign(static_cast<size_t>(std::min(evalChunk_, nEval) * no_), T(0));
     order_.resize(static_cast<size_t>(nTrain_));
@@ -265,6 +277,9 @@ public:
         const int64_t n = std::min(batch, nTrain_ - done);
         gather(done, n);
         const double loss = lossAndGradient(bx_.data(), by_.data(), n);
+        if (o_.schedule != LrSchedule::Constant)
+          opt_.setLearningRate(scheduledLearningRate(o_.schedule, o_.optimizer.lr,
+                                                     (epoch - 1) * batches + b, o_.epochs * batches));
         // The gradient's check is part of the update's pass; a non-finite one ends the run
         // (the params it touched are not returned).
         if (!std::isfinite(loss) || !opt_.step(P_.data(), G_.data()))
@@ -295,6 +310,7 @@ public:
       EpochStats s;
       s.epoch = epoch, s.epochs = o_.epochs;
       s.trainLoss = lossSum / static_cast<double>(nTrain_);
+      s.lr = opt_.config().lr;
       if (nValid_ > 0) {
         s.validLoss = evalLoss(Xva_.data(), Yva_.data(), nValid_);
         if (acc_.kind != AccuracyKind::None) s.validAccuracy = evalAccuracy(acc_, Xva_.data(), Yva_.data(), nValid_);
@@ -322,6 +338,7 @@ public:
       r.testAccuracy = r.history.back().testAccuracy;
     }
     r.testRows = nTest_;
+    r.lossOnly = wantLossOnly_ && lossReady_;
     r.params.assign(P_.begin(), P_.end());
     return r;
   }
@@ -376,12 +393,31 @@ private:
   }
 
   // The mean loss over n examples, in chunks, single-threaded (uses G_ as scratch).
+  // Whether evaluations go through the loss-only program: compiled on the first call that wants
+  // it, its work space fitted into part 0's; if it cannot be compiled, the gradient serves.
+  bool lossOnly() {
+    if (!wantLossOnly_) return false;
+    if (!lossReady_) {
+      lossReady_ = true;
+      if (!m_.prepareLossOnly()) {
+        wantLossOnly_ = false;
+        return false;
+      }
+      const int64_t rows = std::min(evalChunk_, std::max({nTrain_, nValid_, nTest_}));
+      const size_t need = static_cast<size_t>(m_.lossWorkspaceSize(rows));
+      if (W_[0].size() < need) W_[0].resize(need, T(0));
+    }
+    return true;
+  }
+
   double evalLoss(const T *X, const T *Y, int64_t n) {
     double sum = 0;
     for (int64_t first = 0; first < n; first += evalChunk_) {
       const int64_t c = std::min(evalChunk_, n - first);
       double l;
-      if (jit_) {
+      if (jit_ && lossOnly()) {
+        l = static_cast<double>(m_.lossRaw<T>(P_.data(), X + first * ni_, Y + first * nt_, c, W_[0].data()));
+      } else if (jit_) {
         l = static_cast<double>(m_.lossAndGradientRaw<T>(P_.data(), X + first * ni_, Y + first * nt_, c,
                                                          G_.data(), W_[0].data()));
       } else {
@@ -462,6 +498,7 @@ private:
   std::vector<int64_t> order_;
   int parts_ = 1;
   int64_t evalChunk_ = 8192;
+  bool wantLossOnly_ = false, lossReady_ = false;
   std::unique_ptr<PartPool> pool_;
   // The job of the parts.
   const T *curX_ = nullptr, *curY_ = nullptr;

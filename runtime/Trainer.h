@@ -90,12 +90,14 @@ struct EpochStats {
   double elapsed = 0;                 // since training started
   double examplesPerSecond = 0;       // training steps only
   double secondsLeft = 0;
+  double lr = 0;                      // the learning rate of the epoch's last step
 };
 
 struct TrainOptions {
   int epochs = 10;
   int64_t batch = 32;
   OptimizerConfig optimizer; // kind and lr (see defaultLearningRate)
+  LrSchedule schedule = LrSchedule::Constant; // over all epochs' steps (scheduledLearningRate)
   uint64_t seed = 0;
   int threads = 1;
   double validFraction = 0; // in [0, 1)
@@ -118,6 +120,7 @@ struct TrainResult {
   double testLoss = kNoValue, testAccuracy = kNoValue;   // final params, TrainOptions::test
   double seconds = 0;               // training and per-epoch validation
   double examplesPerSecond = 0;     // training steps only, over the whole run
+  bool lossOnly = false;            // the losses were evaluated by Model::lossRaw, not the gradient
 };
 
 // Checks the options (with messages naming the option as on the command line) and trains from

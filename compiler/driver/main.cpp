@@ -556,7 +556,7 @@ int cmdPredict(const std::string &file, const std::string &paramsPath, const std
 
 struct TrainCommand {
   std::string file, data, labels, testData, testLabels, save, init, plot, log, optimizer = "sgd",
-      engine = "jit", dtype = "f32";
+      engine = "jit", dtype = "f32", schedule = "constant";
   int epochs = 10, threads = 1;
   int64_t batch = 32;
   double lr = 0, valid = 0; // lr 0: the optimizer's default
@@ -621,6 +621,10 @@ int cmdTrain(const TrainCommand &c) {
     fail(fmt::format("nabla: error: unknown optimizer '{}' (expected sgd, momentum or adam)", c.optimizer));
   o.optimizer.kind = *kind;
   o.optimizer.lr = c.lrGiven ? c.lr : defaultLearningRate(*kind);
+  std::optional<LrSchedule> schedule = parseLrSchedule(c.schedule);
+  if (!schedule)
+    fail(fmt::format("nabla: error: unknown --lr-schedule '{}' (expected constant, cosine or linear)", c.schedule));
+  o.schedule = *schedule;
   o.epochs = c.epochs, o.batch = c.batch, o.seed = c.seed, o.threads = c.threads, o.validFraction = c.valid;
   if (std::string bad = checkTrainOptions(o); !bad.empty()) fail("nabla: error: " + bad);
   requireWritableDir(c.save, "--save");
@@ -672,15 +676,19 @@ int cmdTrain(const TrainCommand &c) {
     };
   o.onEpoch = [&](const EpochStats &s) {
     if (s.epoch != 1 && s.epoch != s.epochs && s.epoch % stride != 0) return;
-    std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", formatEpochLine(s).c_str());
+    std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "",
+                 formatEpochLine(s, o.schedule != LrSchedule::Constant).c_str());
     std::fflush(stderr);
   };
   const RowSplit split = splitRows(ds.rows, o.validFraction, o.seed);
   const int64_t batch = std::min<int64_t>(o.batch, std::max<int64_t>(1, static_cast<int64_t>(split.train.size())));
-  std::fprintf(stderr, "training %s on %lld examples%s: %s, lr %g, batch %lld, %d epoch%s, seed %llu, "
+  const std::string lrText = o.schedule == LrSchedule::Constant
+                                 ? fmt::format("lr {:g}", o.optimizer.lr)
+                                 : fmt::format("lr {:g} ({} decay)", o.optimizer.lr, lrScheduleName(o.schedule));
+  std::fprintf(stderr, "training %s on %lld examples%s: %s, %s, batch %lld, %d epoch%s, seed %llu, "
                "%d thread%s, %s %s\n", c.file.c_str(), static_cast<long long>(split.train.size()),
                split.valid.empty() ? "" : fmt::format(" ({} held out)", split.valid.size()).c_str(),
-               optimizerName(*kind), o.optimizer.lr, static_cast<long long>(batch), o.epochs,
+               optimizerName(*kind), lrText.c_str(), static_cast<long long>(batch), o.epochs,
                o.epochs == 1 ? "" : "s", static_cast<unsigned long long>(o.seed), o.threads,
                o.threads == 1 ? "" : "s", c.engine.c_str(), c.dtype.c_str());
   TrainResult r = unwrap(train(m, ds, init, o));
@@ -949,6 +957,7 @@ int runCommand(int argc, char **argv) {
   train->add_option("--epochs", tc.epochs, "passes over the training rows (default 10)")->check(integerIn<int>(INT_MIN, INT_MAX));
   train->add_option("--batch", tc.batch, "examples a step (default 32)")->check(integerIn<int64_t>(INT64_MIN, INT64_MAX));
   auto *lrOption = train->add_option("--lr", tc.lr, "learning rate (default: sgd 0.1, momentum 0.01, adam 0.001)");
+  train->add_option("--lr-schedule", tc.schedule, "constant (default), cosine or linear: the rate decays over all the run's steps from --lr towards 0");
   train->add_option("--optimizer", tc.optimizer, "sgd, momentum (0.9) or adam (0.9, 0.999, 1e-8); default sgd");
   train->add_option("--seed", tc.seed, "seed of the initial params, the held-out split and the shuffles (default 0)")->check(kSeed);
   train->add_option("--save", tc.save, "write the trained params here (JSON, atomically)")->check(named);

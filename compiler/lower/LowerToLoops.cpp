@@ -85,17 +85,17 @@ public:
       nodeName_.emplace(D->paramGrads[k], "d" + P.loss->name + "/d" + P.params[k].name);
   }
 
-  loops::Program run(const std::vector<NodeId> &outputs) {
+  loops::Program run(const std::vector<NodeId> &outputs, bool lossOnly) {
     {
       std::vector<NodeId> roots = outputs;
       if (D) {
         roots.push_back(D->loss);
-        roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
+        if (!lossOnly) roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
       }
       checkSizes(roots);
     }
     // Forward: every output into the outputs array, example after example.
-    {
+    if (!lossOnly) {
       beginFunction(L.forward, "forward", outputs);
       int64_t off = 0;
       for (size_t k = 0; k < outputs.size(); ++k) {
@@ -110,10 +110,11 @@ public:
     }
     if (D) {
       std::vector<NodeId> roots{D->loss};
-      roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
-      beginFunction(L.gradient, "loss_and_gradient", roots);
+      if (!lossOnly) roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
+      beginFunction(L.gradient, lossOnly ? "loss" : "loss_and_gradient", roots);
       lossKernel(L.gradient);
-      for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
+      if (!lossOnly)
+        for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
       formGemms(L.gradient);
       fuseEpilogues(L.gradient);
       planWorkspace(L.gradient);
@@ -1540,8 +1541,9 @@ private:
 
 } // namespace
 
-loops::Program lowerToLoops(const Program &p, const std::vector<NodeId> &outputs, const Derivation *d) {
-  return Lowering(p, d).run(outputs);
+loops::Program lowerToLoops(const Program &p, const std::vector<NodeId> &outputs, const Derivation *d,
+                            bool lossOnly) {
+  return Lowering(p, d).run(outputs, lossOnly && d);
 }
 
 } // namespace nabla

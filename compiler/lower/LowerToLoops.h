@@ -21,9 +21,12 @@ struct SizeLimitError : std::runtime_error {
 // int64's range even when multiplied by a batch of 2^24 examples.
 inline constexpr int64_t kMaxWorkspace = int64_t(1) << 36;
 
-// `d` may be null for a program without a loss (then the gradient function is empty). Throws
+// `d` may be null for a program without a loss (then the gradient function is empty). With
+// `lossOnly` (and a loss), no forward function and a gradient function that computes the mean
+// loss alone (its entry point has the gradient's signature and leaves `grads` untouched): the
+// trainer's evaluations of a loss, at the cost of a forward pass instead of a gradient's. Throws
 // SizeLimitError (see above).
 loops::Program lowerToLoops(const Program &p, const std::vector<NodeId> &outputs,
-                            const Derivation *d);
+                            const Derivation *d, bool lossOnly = false);
 
 } // namespace nabla

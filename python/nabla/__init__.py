@@ -55,24 +55,25 @@ def compile_string(source, name="<string>", *, dtype="f32", engine="jit", opt_le
 
 
 def train(model, inputs=None, targets=None, *, params=None, epochs=10, batch=32, optimizer="sgd",
-          lr=None, seed=0, threads=1, valid_fraction=0.0, test_inputs=None, test_targets=None,
+          lr=None, lr_schedule="constant", seed=0, threads=1, valid_fraction=0.0, test_inputs=None, test_targets=None,
           verbose=True, on_epoch=None):
     """Trains `model` as `nabla train` does (the same optimizers, options and, for the same
     options and data, the same params bit for bit) on `inputs` and `targets` (arrays with the
     batch first, or dicts of them; an integer vector of class indices for a target of K classes).
 
     `params`: the start (default: model.init_params(seed)). `optimizer`: "sgd", "momentum" or
-    "adam"; `lr` defaults to 0.1, 0.01 and 0.001 for them. `valid_fraction` holds out a seeded
+    "adam"; `lr` defaults to 0.1, 0.01 and 0.001 for them. `lr_schedule`: "constant", "cosine"
+    or "linear", a decay from `lr` towards 0 over all the run's steps. `valid_fraction` holds out a seeded
     share of the rows; `test_inputs`/`test_targets` are evaluated after every epoch. `verbose`
     prints the CLI's progress lines to sys.stderr; `on_epoch(stats)` is called after every epoch
     (an exception in it stops training and propagates). Ctrl-C stops training.
 
     Returns (params, history, summary): the trained params (dict name -> ndarray), one dict per
     epoch (epoch, train_loss, valid_loss, valid_accuracy, test_loss, test_accuracy, seconds,
-    elapsed, examples_per_second; None where a value does not exist) and the final evaluation
+    elapsed, examples_per_second, lr (the last step's); None where a value does not exist) and the final evaluation
     (train/valid/test loss and accuracy of the final params, rows, seconds)."""
     return model._train(inputs, targets, params, int(epochs), int(batch), optimizer,
-                        None if lr is None else float(lr), int(seed), int(threads),
+                        None if lr is None else float(lr), str(lr_schedule), int(seed), int(threads),
                         float(valid_fraction), test_inputs, test_targets, bool(verbose), on_epoch)
 
 

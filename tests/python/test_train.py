@@ -51,6 +51,22 @@ def test_train_progress_and_callback(samples, capsys):
         nabla.train(m, x, t, epochs=3, on_epoch=stop, verbose=False)
 
 
+def test_train_lr_schedule(samples, capsys):
+    # cosine over 4 epochs of one full batch each: the rates lr (1 + cos(pi t / 4)) / 2, t = 0..3,
+    # the last of each epoch in its stats; the CLI's header and epoch lines name it
+    m = nabla.compile(samples / "hinton.nn", dtype="f64")
+    x = np.random.default_rng(1).random((16, 4))
+    t = (x[:, :2] > 0.5).astype(np.float64)
+    p, history, _ = nabla.train(m, x, t, epochs=4, batch=16, lr=0.5, lr_schedule="cosine")
+    err = capsys.readouterr().err
+    assert ", lr 0.5 (cosine decay), batch 16," in err and "  lr 0.427  " in err
+    want = [0.5 * (1 + np.cos(np.pi * k / 4)) / 2 for k in range(4)]
+    assert [h["lr"] for h in history] == pytest.approx(want, rel=1e-15)
+    q, hc, _ = nabla.train(m, x, t, epochs=4, batch=16, lr=0.5, verbose=False)
+    assert [h["lr"] for h in hc] == [0.5] * 4
+    assert not np.array_equal(p["W_i"], q["W_i"])
+
+
 def test_train_bad_options(samples):
     m = nabla.compile(samples / "hinton.nn")
     x, t = np.ones((4, 4)), np.ones((4, 2))
@@ -58,6 +74,8 @@ def test_train_bad_options(samples):
         nabla.train(m, x, t, optimizer="rmsprop", verbose=False)
     with pytest.raises(ValueError, match="lr"):
         nabla.train(m, x, t, lr=-1, verbose=False)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        nabla.train(m, x, t, lr_schedule="cos", verbose=False)
     with pytest.raises(ValueError, match="epochs"):
         nabla.train(m, x, t, epochs=0, verbose=False)
     with pytest.raises(ValueError, match="batch"):

@@ -57,6 +57,7 @@ expect_error "negative lr" "--lr must be a positive number, got -0.5" "${DIGITS[
 expect_error "valid 1" "--valid must be a fraction in [0, 1), got 1" "${DIGITS[@]}" --valid 1
 expect_error "negative valid" "--valid must be a fraction in [0, 1)" "${DIGITS[@]}" --valid -0.2
 expect_error "unknown optimizer" "unknown optimizer 'rmsprop' (expected sgd, momentum or adam)" "${DIGITS[@]}" --optimizer rmsprop
+expect_error "unknown schedule" "unknown --lr-schedule 'cos' (expected constant, cosine or linear)" "${DIGITS[@]}" --lr-schedule cos
 expect_error "threads 0" "--threads must be between 1 and 1024, got 0" "${DIGITS[@]}" --threads 0
 expect_error "not a number" "--epochs" "${DIGITS[@]}" --epochs ten
 expect_error "columns that do not match the program" \

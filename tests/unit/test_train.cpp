@@ -183,6 +183,118 @@ TEST_CASE("trainer: one full-batch sgd epoch is init - lr * gradient", "[train]"
   CHECK(std::isnan(r->history[0].validLoss));
 }
 
+TEST_CASE("learning-rate schedules: the documented formulas, applied before each step", "[train][optimizer]") {
+  CHECK(parseLrSchedule("cosine") == LrSchedule::Cosine);
+  CHECK(parseLrSchedule("linear") == LrSchedule::Linear);
+  CHECK(parseLrSchedule("constant") == LrSchedule::Constant);
+  CHECK(!parseLrSchedule("Cosine"));
+  CHECK(!parseLrSchedule(""));
+  CHECK(std::string(lrScheduleName(LrSchedule::Cosine)) == "cosine");
+  // cosine: lr (1 + cos(pi t / T)) / 2; linear: lr (1 - t / T)
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 0, 4) == Approx(0.1).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 1, 4) == Approx(0.1 * (1 + std::sqrt(0.5)) / 2).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 2, 4) == Approx(0.05).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Cosine, 0.1, 3, 4) == Approx(0.1 * (1 - std::sqrt(0.5)) / 2).epsilon(1e-14));
+  CHECK(scheduledLearningRate(LrSchedule::Linear, 0.1, 3, 4) == Approx(0.025).epsilon(1e-15));
+  CHECK(scheduledLearningRate(LrSchedule::Constant, 0.1, 3, 4) == 0.1);
+
+  // Three full-batch sgd epochs of hinton (one step each, T = 3): each step is the previous
+  // params minus the scheduled rate times their gradient, computed here step by step.
+  Model m = compileSample("hinton.nn", DType::F64);
+  Dataset d = loadSampleData(m, "hinton.csv");
+  for (LrSchedule s : {LrSchedule::Cosine, LrSchedule::Linear}) {
+    INFO(lrScheduleName(s));
+    std::vector<double> p = m.initParams(5), grads;
+    const std::vector<double> init = p;
+    const double lr = 0.5;
+    const double rates[2][3] = {{lr, lr * 0.75, lr * 0.25}, {lr, lr * 2 / 3, lr / 3}};
+    const double *rate = rates[s == LrSchedule::Cosine ? 0 : 1];
+    for (int t = 0; t < 3; ++t) {
+      m.lossAndGradient(p, d.inputs.data(), d.targets.data(), d.rows, grads);
+      for (size_t i = 0; i < p.size(); ++i) p[i] -= rate[t] * grads[i];
+    }
+    TrainOptions o;
+    o.epochs = 3;
+    o.batch = 100;
+    o.optimizer = {OptimizerKind::Sgd, lr};
+    o.schedule = s;
+    auto r = train(m, d, init, o);
+    REQUIRE(r);
+    REQUIRE(r->history.size() == 3);
+    for (int t = 0; t < 3; ++t) CHECK(r->history[static_cast<size_t>(t)].lr == Approx(rate[t]).epsilon(1e-15));
+    for (size_t i = 0; i < p.size(); ++i) CHECK(r->params[i] == Approx(p[i]).epsilon(1e-13));
+    o.schedule = LrSchedule::Constant; // and the constant rate moves the params elsewhere
+    auto c = train(m, d, init, o);
+    REQUIRE(c);
+    CHECK(c->history[2].lr == lr);
+    CHECK(!sameBits(c->params, r->params));
+  }
+  EpochStats e;
+  e.epoch = 2, e.epochs = 3, e.trainLoss = 0.5, e.lr = 0.000512, e.examplesPerSecond = 100;
+  CHECK(formatEpochLine(e, true).find("  lr 0.000512  ") != std::string::npos);
+  CHECK(formatEpochLine(e).find("lr") == std::string::npos);
+}
+
+TEST_CASE("the loss-only program: the gradient's loss without the gradient", "[train]") {
+  // f64, a few examples of random data: lossRaw against lossAndGradientRaw on the same params.
+  for (const char *name : {"hinton.nn", "digits.nn", "fashion_cnn.nn", "adding.nn", "attention.nn", "residual_digits.nn"}) {
+    INFO(name);
+    Model m = compileSample(name, DType::F64);
+    REQUIRE(m.prepareLossOnly());
+    REQUIRE(m.prepareLossOnly()); // once
+    for (int64_t n : {1, 3, 17}) {
+      Rng rng(static_cast<uint64_t>(n));
+      std::vector<double> P = m.initParams(2), X(static_cast<size_t>(n * m.inputCount())),
+                          Y(static_cast<size_t>(n * m.targetCount()), 0.0), G(static_cast<size_t>(m.paramCount()));
+      for (double &x : X) x = rng.uniform() * (std::string(name) == "fashion_cnn.nn" ? 255 : 1);
+      // targets: one-hot rows where the loss is a cross-entropy, else values in [0, 1)
+      const int64_t t = m.targetCount();
+      for (int64_t e = 0; e < n; ++e)
+        for (int64_t j = 0; j < t; ++j) Y[static_cast<size_t>(e * t + j)] = j == e % t ? 1 : 0;
+      std::vector<double> W(static_cast<size_t>(m.workspaceSize(n))), WL(static_cast<size_t>(m.lossWorkspaceSize(n)));
+      const double full = m.lossAndGradientRaw<double>(P.data(), X.data(), Y.data(), n, G.data(), W.data());
+      const std::vector<double> G0 = G;
+      const double alone = m.lossRaw<double>(P.data(), X.data(), Y.data(), n, WL.data());
+      CHECK(std::isfinite(full));
+      CHECK(alone == Approx(full).epsilon(1e-12));
+      CHECK(G == G0);
+    }
+    CHECK(m.gradientWorkPerExample() > 0);
+  }
+  Model interp = compileSample("hinton.nn", DType::F64, Engine::Interp);
+  CHECK(!interp.prepareLossOnly());
+
+  // A convnet's evaluations are worth the loss-only program: the reported held-out loss is the
+  // trained params' loss over the held-out rows.
+  Model m = compileSample("fashion_cnn.nn", DType::F64);
+  Dataset d;
+  d.rows = 192;
+  Rng rng(7);
+  for (int64_t i = 0; i < d.rows * m.inputCount(); ++i) d.inputs.push_back(std::floor(rng.uniform() * 256));
+  for (int64_t i = 0; i < d.rows; ++i)
+    for (int64_t j = 0; j < 10; ++j) d.targets.push_back(j == i % 10 ? 1 : 0);
+  d.classTargets = true;
+  TrainOptions o;
+  o.epochs = 1;
+  o.batch = 64;
+  o.optimizer = {OptimizerKind::Adam, 0.001};
+  o.validFraction = 0.5;
+  auto r = train(m, d, m.initParams(0), o);
+  REQUIRE(r);
+  CHECK(r->lossOnly);
+  RowSplit split = splitRows(d.rows, 0.5, 0);
+  Dataset va = selectRows(d, split.valid, m.inputCount(), m.targetCount());
+  std::vector<double> g;
+  const double want = m.lossAndGradient(r->params, va.inputs.data(), va.targets.data(), va.rows, g);
+  CHECK(r->validLoss == Approx(want).epsilon(1e-12));
+  Model small = compileSample("hinton.nn", DType::F64); // a few microseconds of evaluation
+  Dataset hd = loadSampleData(small, "hinton.csv");
+  o.validFraction = 0;
+  auto h = train(small, hd, small.initParams(0), o);
+  REQUIRE(h);
+  CHECK(!h->lossOnly);
+}
+
 TEST_CASE("trainer: a fixed seed and thread count reproduce the params bit for bit", "[train]") {
   for (DType dt : {DType::F32, DType::F64}) {
     Model m = compileSample("digits.nn", dt);
