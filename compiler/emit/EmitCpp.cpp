@@ -577,6 +577,19 @@ private:
       if (l.kind != LExpr::Load || !l.bounds.empty()) throw InternalError("C++ backend: a Gemm operand is a plain load");
     }
     usesTile_ = true;
+    if (!k.aRows.empty()) {
+      // The windowed form: where A's rows and k steps start in the image, as two tables.
+      const int t = tables_++;
+      auto table = [&](const loops::Radix &r, const std::string &name) {
+        std::string v;
+        for (int64_t i = 0; i < r.size(); ++i) v += fmt::format("{}{}{}", i ? "," : "", i % 24 == 0 ? "\n" + std::string(static_cast<size_t>(2 * (3 + shift_)), ' ') : std::string(), r.at(i));
+        line(1, "static const int {}[{}] = {{{}}};", name, r.size(), v);
+      };
+      windowRows_ = fmt::format("window_rows{}", t);
+      windowKs_ = fmt::format("window_ks{}", t);
+      table(k.aRows, windowRows_);
+      table(k.aCols, windowKs_);
+    }
     const std::string N = std::to_string(ln.extent), K = lk.batch ? "n" : std::to_string(lk.extent);
     const std::string mv = vars_.at(lm.var) + "0", nv = vars_.at(ln.var) + "0";
     line(1, "// Register tiles: {} rows by kTile columns of {} at a time, summed over {} in chunks{}.", kRows,
@@ -659,9 +672,16 @@ private:
       if (k.accumulate) line(d, "nn_vec c{} = nn_load({}{});", r, c, m);
       else line(d, "nn_vec c{} = first ? nn_zero() : nn_load({}{});", r, c, m);
     }
+    const bool windowed = !k.aRows.empty();
+    if (windowed)
+      for (int64_t r = 0; r < R; ++r) line(d, "const int a{0} = {1}[{2} + {0}];", r, windowRows_, m0);
     line(d, "for (std::size_t {0} = k0; {0} < k1; ++{0}) {{", kv);
     line(d + 1, "const nn_vec x = nn_load(bp + {}{});", offset(kv, bk, 0), m);
-    for (int64_t r = 0; r < R; ++r) line(d + 1, "c{0} = nn_fma(nn_splat(ap[{1}]), x, c{0});", r, offset(kv, ak, r * am));
+    if (windowed) line(d + 1, "const int ak = {}[{}];", windowKs_, kv);
+    for (int64_t r = 0; r < R; ++r) {
+      if (windowed) line(d + 1, "c{0} = nn_fma(nn_splat(ap[a{0} + ak]), x, c{0});", r);
+      else line(d + 1, "c{0} = nn_fma(nn_splat(ap[{1}]), x, c{0});", r, offset(kv, ak, r * am));
+    }
     line(d, "}}");
     if (k.divideByBatch) line(d, "const nn_vec scale = nn_splat(k1 == {} ? inv_n : real(1));", lk.batch ? "n" : std::to_string(lk.extent));
     for (int64_t r = 0; r < R; ++r) {
@@ -895,6 +915,8 @@ private:
 
 public:
   bool usesTile_ = false; // a Gemm was printed: the source needs kTile
+  int tables_ = 0;        // windowed Gemms' tables printed so far (their names)
+  std::string windowRows_, windowKs_; // the current windowed Gemm's tables
 
 private:
   const Program &P;

@@ -471,6 +471,10 @@ private:
       num(k.mode), num(k.combine), num(k.accumulate), num(k.divideByBatch), num(k.body), num(k.epilogue);
       num(k.out), num(k.in), num(k.cols), num(k.logSoftmax), num(k.minBatch), num(k.maxBatch);
       bounds(s, k.outBounds);
+      for (const loops::Radix *r : {&k.aRows, &k.aCols}) {
+        for (size_t i = 0; i < r->extents.size(); ++i) num(r->extents[i]), num(r->coefs[i]);
+        s += "/";
+      }
       affine(s, k.outIndex);
       affine(s, k.inIndex);
       for (const loops::Loop &l : k.loops) num(l.var), num(l.extent), num(l.batch), num(l.reduction);
@@ -647,6 +651,22 @@ private:
     }
     VectorType *VT = FixedVectorType::get(T, V);
     Align align(O.f64 ? 8 : 4);
+    // The windowed form: A[m, k] at pa + a0 + rowAt[m] + kAt[k], two constant tables of offsets.
+    const bool windowed = !k.aRows.empty();
+    Type *I32 = Type::getInt32Ty(C);
+    auto table = [&](const loops::Radix &r, const char *name) -> Value * {
+      std::vector<uint32_t> v;
+      for (int64_t t = 0; t < r.size(); ++t) v.push_back(static_cast<uint32_t>(r.at(t)));
+      Constant *init = ConstantDataArray::get(C, v);
+      auto *g = new GlobalVariable(*F->getParent(), init->getType(), true, GlobalValue::PrivateLinkage, init, name);
+      g->setUnnamedAddr(GlobalValue::UnnamedAddr::Global);
+      return g;
+    };
+    Value *rowAt = windowed ? table(k.aRows, "gemm.rows") : nullptr;
+    Value *kAt = windowed ? table(k.aCols, "gemm.ks") : nullptr;
+    auto offsetAt = [&](Value *tab, Value *i) {
+      return B.CreateSExt(B.CreateLoad(I32, B.CreateInBoundsGEP(I32, tab, i)), I64);
+    };
     auto c64 = [&](int64_t v) { return ConstantInt::get(I64, v); };
     auto mask = [&](int64_t lanes) {
       std::vector<Constant *> bits;
@@ -677,6 +697,10 @@ private:
           Value *old = vload(cptr(r, v), lanes(v));
           init.push_back(k.accumulate ? old : B.CreateSelect(first, Constant::getNullValue(VT), old));
         }
+      // The windowed form: where each row's windows start (a0 + rowAt[m + r]), read before the loop.
+      std::vector<Value *> rowOff;
+      if (windowed)
+        for (int r = 0; r < rows; ++r) rowOff.push_back(B.CreateAdd(offsetAt(rowAt, B.CreateAdd(m, c64(r))), c64(a0)));
       // for kk in k0..k1: acc[r][v] += A[m + r, kk] * B[kk, n0 + v V ..]
       BasicBlock *pre = B.GetInsertBlock();
       BasicBlock *body = BasicBlock::Create(C, "gemm.k", F), *done = BasicBlock::Create(C, "gemm.k.end", F);
@@ -692,12 +716,14 @@ private:
         acc.push_back(phi);
       }
       std::vector<Value *> bv;
+      Value *kOff = windowed ? offsetAt(kAt, kk) : nullptr;
       Value *brow = B.CreateAdd(B.CreateMul(kk, c64(bk)), B.CreateAdd(n0, c64(b0)));
       for (int v = 0; v < nv; ++v)
         bv.push_back(vload(B.CreateInBoundsGEP(T, pb, B.CreateAdd(brow, c64(int64_t(v) * V))), lanes(v)));
       std::vector<Value *> next(acc.begin(), acc.end());
       for (int r = 0; r < rows; ++r) {
-        Value *ai = B.CreateAdd(B.CreateAdd(B.CreateMul(B.CreateAdd(m, c64(r)), c64(am)), B.CreateMul(kk, c64(ak))), c64(a0));
+        Value *ai = windowed ? B.CreateAdd(rowOff[static_cast<size_t>(r)], kOff)
+                             : B.CreateAdd(B.CreateAdd(B.CreateMul(B.CreateAdd(m, c64(r)), c64(am)), B.CreateMul(kk, c64(ak))), c64(a0));
         Value *a = B.CreateVectorSplat(V, B.CreateLoad(T, B.CreateInBoundsGEP(T, pa, ai)));
         for (int v = 0; v < nv; ++v) {
           Value *&x = next[static_cast<size_t>(r * nv + v)];

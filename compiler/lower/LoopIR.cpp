@@ -90,6 +90,34 @@ static std::string expr(const Kernel &k, const Program &p, int e) {
   return "?";
 }
 
+int64_t Radix::size() const {
+  int64_t n = 1;
+  for (int64_t e : extents) n *= e;
+  return n;
+}
+
+int64_t Radix::at(int64_t t) const {
+  int64_t v = 0;
+  for (size_t i = extents.size(); i-- > 0;) {
+    v += t % extents[i] * coefs[i];
+    t /= extents[i];
+  }
+  return v;
+}
+
+int64_t Radix::max() const {
+  int64_t v = 0;
+  for (size_t i = 0; i < extents.size(); ++i) v += (extents[i] - 1) * coefs[i];
+  return v;
+}
+
+// "(14·36, 14·2)": each digit's extent and coefficient.
+static std::string radixText(const Radix &r) {
+  std::string s = "(";
+  for (size_t i = 0; i < r.extents.size(); ++i) s += fmt::format("{}{}·{}", i ? ", " : "", r.extents[i], r.coefs[i]);
+  return s + ")";
+}
+
 std::string dump(const Kernel &k, const Program &p) {
   std::string out;
   if (!k.comment.empty()) out += "  # " + k.comment + "\n";
@@ -122,7 +150,11 @@ std::string dump(const Kernel &k, const Program &p) {
     out += indent + bufRef(k, p, k.out, k.outIndex) + (k.accumulate ? " += " : " = ") +
            expr(k, p, k.body) + "   (tiled matrix product; " + (k.accumulate ? "accumulates" : "k-sum starts at 0") +
            (k.divideByBatch ? ", divided by n" : "") +
-           (k.epilogue >= 0 ? ", stored as " + expr(k, p, k.epilogue) : std::string()) + ")\n";
+           (k.epilogue >= 0 ? ", stored as " + expr(k, p, k.epilogue) : std::string()) +
+           (k.aRows.empty() ? std::string()
+                            : "; A's row m at + " + radixText(k.aRows) + " of m's digits, its k at + " +
+                                  radixText(k.aCols) + " of k's digits") +
+           ")\n";
     break;
   case Kernel::Softmax:
     out += indent + fmt::format("{}({}, {} values) -> {}\n", k.logSoftmax ? "log_softmax" : "softmax",

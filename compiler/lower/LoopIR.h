@@ -67,6 +67,18 @@ struct Loop {
   bool reduction = false;
 };
 
+// A mixed-radix map of an index t = (d0, d1, ...) (the last digit fastest, digit i in
+// 0..extents[i]) to Σ dᵢ · coefs[i]: where a row or a k step of a convolution's unrolled image
+// starts in the (padded) image, e.g. p = (oh, ow) -> oh·s·Wp + ow·s and q = (c, i, j) ->
+// c·Hp·Wp + i·Wp + j.
+struct Radix {
+  std::vector<int64_t> extents, coefs;
+  bool empty() const { return extents.empty(); }
+  int64_t size() const;        // Π extents
+  int64_t at(int64_t t) const; // the offset of index t
+  int64_t max() const;         // the largest offset (coefficients are >= 0)
+};
+
 struct Kernel {
   // Assign:     out[index] = body, over every loop.
   // Reduce:     the trailing loops are reductions: out[index] = epilogue(Σ body), epilogue in terms
@@ -86,6 +98,9 @@ struct Kernel {
   //             epilogue(Acc = its sum, divided by n with divideByBatch) once its sum is
   //             complete; the epilogue's loads are at the m and n loops (a fused bias and
   //             activation, or an activation's derivative).
+  //             With `aRows` (the windowed form, a convolution's im2col that is never
+  //             materialized): A[m, k] is read at A's load index (no m or k term: its constant
+  //             and batch term) + aRows.at(m) + aCols.at(k), i.e. straight out of the image.
   //             Backends tile it: a block of C stays in registers across k (LLVM), or print
   //             it as the equivalent loop nest (C++).
   enum Mode { Assign, Reduce, Accumulate, Softmax, Gemm } mode = Assign;
@@ -93,6 +108,7 @@ struct Kernel {
   std::vector<Bound> outBounds;                 // Accumulate
   bool accumulate = true;     // Gemm
   bool divideByBatch = false; // Gemm: the product is divided by n as it is stored (a mean)
+  Radix aRows, aCols;         // Gemm, windowed form: where A's rows and k steps are
   std::vector<Loop> loops;
   std::vector<Expr> pool;
   int body = -1, epilogue = -1;

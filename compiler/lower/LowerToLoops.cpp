@@ -215,6 +215,7 @@ private:
     f.name = name;
     bufferOf_.clear();
     columns_.clear();
+    paddedImages_.clear();
     poolMaxima_.clear();
     batchSummable_.clear();
     batchSummed_.clear();
@@ -786,7 +787,41 @@ private:
     const Shape ys = n.op == Op::Conv2d ? n.shape : n.op == Op::Conv2dInputGrad ? G.shape(n.a()) : G.shape(n.b());
     const int64_t F = ks[0], C = ks[1], kh = ks[2], kw = ks[3], Q = C * kh * kw, P = ys[1] * ys[2];
     auto pe_ = [&](NodeId x) { return static_cast<bool>(perExample_[static_cast<size_t>(x)]); };
-    // The unrolled image x̂ as [Q, P], made once a function for each image and window.
+    // The image x, zero-padded (x itself without padding), made once a function for each image
+    // and padding, so that im2col and the windowed products read every window element without
+    // a bounds test (the copy vectorizes, the products' loads are plain).
+    auto padded = [&]() -> std::pair<int, Shape> {
+      const NodeId x = n.a();
+      if (pad == 0) return {operandBuffer(x), xs};
+      const bool xpe = pe_(x);
+      const Shape ss{C, xs[1] + 2 * pad, xs[2] + 2 * pad};
+      const std::vector<int64_t> key{x, pad, xpe};
+      if (auto it = paddedImages_.find(key); it != paddedImages_.end()) return {it->second, ss};
+      const int src = scratch(id, "xpad", ss.numel(), xpe);
+      zeroKernel(f, src, ss, xpe, comment + "   (the padded image: zeroed)");
+      Kernel k;
+      Coords c = loopsOver(k, xs, xpe);
+      k.body = load(k, operandBuffer(x), c, xs, xpe);
+      Coords in = c;
+      for (int d : {1, 2}) in.dims[static_cast<size_t>(d)] = in.dims[static_cast<size_t>(d)].plus(Affine::of(pad));
+      k.out = src;
+      k.outIndex = indexOf(k, src, in, ss);
+      k.comment = comment + "   (the padded image: the image inside)";
+      f.kernels.push_back(std::move(k));
+      paddedImages_.emplace(key, src);
+      return {src, ss};
+    };
+    // The windowed product (LoopIR.h): A[m, k] read straight out of the padded image, its rows
+    // the windows (p = (oh, ow)) and its k the window elements (q = (c, i, j)), or (`byElement`)
+    // the other way round: im2col's copy never made.
+    auto windowed = [&](bool byElement) {
+      const auto [src, ss] = padded();
+      loops::Radix windows{{ys[1], ys[2]}, {st * ss[2], st}}, elements{{C, kh, kw}, {ss[1] * ss[2], ss[2], 1}};
+      Kernel &k = f.kernels.back();
+      k.aRows = byElement ? elements : windows;
+      k.aCols = byElement ? windows : elements;
+      return src;
+    };
     // The unrolled image, as x̂ [Q, P] or as x̂ᵀ [P, Q] (`transposed`), made once a function for
     // each image and window; `transposed` is only a wish when the copy exists already.
     auto im2col = [&](bool &transposed) {
@@ -798,24 +833,7 @@ private:
       }
       const bool xpe = pe_(x);
       const int col = scratch(id, transposed ? "colᵀ" : "col", Q * P, xpe);
-      // With padding, the image is first copied into a zeroed, padded one, so that the copy
-      // below reads every window element without a bounds test (it vectorizes).
-      int src = operandBuffer(x);
-      Shape ss = xs;
-      if (pad > 0) {
-        ss = Shape{C, xs[1] + 2 * pad, xs[2] + 2 * pad};
-        src = scratch(id, "xpad", ss.numel(), xpe);
-        zeroKernel(f, src, ss, xpe, comment + "   (the padded image: zeroed)");
-        Kernel k;
-        Coords c = loopsOver(k, xs, xpe);
-        k.body = load(k, operandBuffer(x), c, xs, xpe);
-        Coords in = c;
-        for (int d : {1, 2}) in.dims[static_cast<size_t>(d)] = in.dims[static_cast<size_t>(d)].plus(Affine::of(pad));
-        k.out = src;
-        k.outIndex = indexOf(k, src, in, ss);
-        k.comment = comment + "   (the padded image: the image inside)";
-        f.kernels.push_back(std::move(k));
-      }
+      const auto [src, ss] = padded();
       Kernel k;
       Coords c;
       if (xpe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
@@ -836,30 +854,58 @@ private:
     };
     switch (n.op) {
     case Op::Conv2d: {
-      bool transposed = F >= 32 && P > F;
-      const int col = im2col(transposed);
-      if (transposed) {
+      if (windowedConv(F, P)) {
         // Many filters: yᵀ[p, f] = Σ_q x̂ᵀ[p, q] Kᵀ[q, f], then y = (yᵀ)ᵀ. The product's rows are
-        // the P positions, read along their rows, and its columns the F filters (whole register
-        // tiles): on the bench convnet 1.4x faster than K x̂ (32 rows, 196 columns: the last
-        // tile of 4) when it read x̂ down its columns, and faster again reading x̂ᵀ's rows.
+        // the P positions and its columns the F filters (whole register tiles): on the bench
+        // convnet 1.4x faster than K x̂ (32 rows, 196 columns: the last tile of 4) when it read x̂
+        // down its columns, and faster again reading x̂ᵀ's rows; x̂ᵀ's rows are now read straight
+        // out of the padded image (the windowed form: no im2col copy, which was 7% of the step,
+        // and the image, not a 25x larger copy, in cache).
         const int KT = scratch(id, "Kᵀ", Q * F, pe_(K));
         transposeKernel(f, KT, operandBuffer(K), F, Q, pe_(K), comment + "   (Kᵀ)");
         const int yT = scratch(id, "yᵀ", P * F, pe);
-        productKernel(f, comment + "   (a matrix product an example)", pe, P, Q, F, {col, pe_(n.a()), Q, 1},
-                      {KT, pe_(K), F, 1}, {yT, pe, F}, false);
+        const auto [src, ss] = padded();
+        productKernel(f, comment + "   (a matrix product an example, its windows read in the image)", pe, P, Q, F,
+                      {src, pe_(n.a()), 0, 0}, {KT, pe_(K), F, 1}, {yT, pe, F}, false);
+        windowed(false);
         transposeKernel(f, buf, yT, P, F, pe, comment);
         return;
       }
+      bool transposed = false;
+      const int col = im2col(transposed);
       productKernel(f, comment + "   (a matrix product an example)", pe, F, Q, P, {operandBuffer(K), pe_(K), Q, 1},
                     {col, pe_(n.a()), P, 1}, {buf, pe, P}, false);
       return;
     }
     case Op::Conv2dKernelGrad: {
-      bool transposed = true; // x̂ᵀ when no copy exists: dK = g x̂ᵀ needs no transposes
-      const int col = im2col(transposed);
       const NodeId g = n.b();
       const bool gpe = pe_(g);
+      if (windowedConv(F, P)) {
+        // dKᵀ[q, f] = Σ_p x̂[q, p] gᵀ[p, f], x̂ read in the padded image (the windowed form), and
+        // dK = (dKᵀ)ᵀ; only g (F·P) is transposed.
+        const bool summed = pe && batchSummable_.count(id);
+        const int gT = scratch(id, "gᵀ", P * F, gpe);
+        transposeKernel(f, gT, operandBuffer(g), F, P, gpe, comment + "   (gᵀ, so that the product below reads rows)");
+        const auto [src, ss] = padded();
+        const MatrixAt a{src, pe_(n.a()), 0, 0}, b{gT, gpe, F, 1};
+        if (summed) {
+          const int sum = addBuffer(nameOf(id) + ".Σᵀ", loops::Space::Workspace, 0, 0, Q * F);
+          zeroKernel(f, sum, Shape{Q * F}, false, comment + "   (summed over the batch: zeroed)");
+          batchSummed_[id] = {sum, false};
+          productKernel(f, comment + "   (a matrix product an example, summed over the batch, its windows read in the image)",
+                        true, Q, P, F, a, b, {sum, false, F}, true);
+          windowed(true);
+          return;
+        }
+        const int dKT = scratch(id, "dKᵀ", Q * F, pe);
+        productKernel(f, comment + "   (a matrix product an example, its windows read in the image)", pe, Q, P, F, a,
+                      b, {dKT, pe, F}, false);
+        windowed(true);
+        transposeKernel(f, buf, dKT, Q, F, pe, comment);
+        return;
+      }
+      bool transposed = true; // x̂ᵀ when no copy exists: dK = g x̂ᵀ needs no transposes
+      const int col = im2col(transposed);
       const bool summed = pe && batchSummable_.count(id);
       // The sum over the batch of dK (transposed: of dKᵀ) into one shared buffer, which
       // gradKernels divides by n; else each example's into buf (through dKᵀ).
@@ -889,6 +935,52 @@ private:
       return;
     }
     default: break;
+    }
+    if (windowedConv(F, P) && st == 1 && pad <= kh - 1 && pad <= kw - 1) {
+      // The input gradient of a stride-1 convolution is the convolution of g, padded by kh-1-pad
+      // (kw-1-pad), with the flipped kernel: dx[c, y, x] = Σ_f,i,j K'[f, i, j, c] ĝ[f, y + i, x + j],
+      // K'[f, i, j, c] = K[f, c, kh-1-i, kw-1-j]. As a windowed product dxᵀ[p, c] = Σ_q ĝᵀ[p, q]
+      // K'[q, c] (rows the H·W pixels, k the F·kh·kw window elements of ĝ) and dx = (dxᵀ)ᵀ: no
+      // d̂ = Kᵀ g of Q·P per example, no col2im (on the bench convnet 22% of the step together).
+      const NodeId g = n.a();
+      const bool gpe = pe_(g);
+      const int64_t H = xs[1], W = xs[2], Hg = H + kh - 1, Wg = W + kw - 1, Qg = F * kh * kw;
+      const Shape gs{F, Hg, Wg};
+      const int gp = scratch(id, "gpad", gs.numel(), gpe);
+      zeroKernel(f, gp, gs, gpe, comment + "   (g padded by the kernel's size less the padding: zeroed)");
+      {
+        Kernel k;
+        Coords c = loopsOver(k, ys, gpe);
+        k.body = load(k, operandBuffer(g), c, ys, gpe);
+        Coords in = c;
+        in.dims[1] = in.dims[1].plus(Affine::of(kh - 1 - pad));
+        in.dims[2] = in.dims[2].plus(Affine::of(kw - 1 - pad));
+        k.out = gp;
+        k.outIndex = indexOf(k, gp, in, gs);
+        k.comment = comment + "   (g padded: g inside)";
+        f.kernels.push_back(std::move(k));
+      }
+      const bool kpe = pe_(K);
+      const int Kf = scratch(id, "K'", Qg * C, kpe);
+      {
+        Kernel k;
+        Coords c = loopsOver(k, Shape{F, kh, kw, C}, kpe);
+        const Affine &fi = c.dims[0], &i = c.dims[1], &j = c.dims[2], &ci = c.dims[3];
+        Coords flipped{{fi, ci, i.scaled(-1).plus(Affine::of(kh - 1)), j.scaled(-1).plus(Affine::of(kw - 1))}, c.batchVar};
+        k.body = load(k, operandBuffer(K), flipped, ks, kpe);
+        k.out = Kf;
+        k.outIndex = indexOf(k, Kf, c, Shape{F, kh, kw, C});
+        k.comment = comment + "   (the kernel flipped, its channels last)";
+        f.kernels.push_back(std::move(k));
+      }
+      const int dxT = scratch(id, "dxᵀ", H * W * C, pe);
+      productKernel(f, comment + "   (a matrix product an example, the windows of padded g read in it)", pe, H * W, Qg,
+                    C, {gp, gpe, 0, 0}, {Kf, kpe, C, 1}, {dxT, pe, C}, false);
+      Kernel &k = f.kernels.back();
+      k.aRows = loops::Radix{{H, W}, {Wg, 1}};
+      k.aCols = loops::Radix{{F, kh, kw}, {Hg * Wg, Wg, 1}};
+      transposeKernel(f, buf, dxT, H * W, C, pe, comment);
+      return;
     }
     const int col = scratch(id, "dcol", Q * P, pe);
     productKernel(f, comment + "   (the gradient of the windows, a matrix product an example)", pe, Q, F, P,
@@ -921,6 +1013,12 @@ private:
     crop.comment = comment + "   (the inside of the padded image)";
     f.kernels.push_back(std::move(crop));
   }
+
+  // Whether a convolution of F filters and P output positions reads its windows straight out of
+  // the image (the windowed Gemm form) rather than through an im2col copy: with many filters,
+  // where the product's columns are the filters (whole register tiles). Its kernel gradient
+  // then reads x̂ the same way.
+  static bool windowedConv(int64_t F, int64_t P) { return F >= 32 && P > F; }
 
   // A matrix operand: element [r, c] at r·rows + c·cols (+ its example's start when pe).
   struct MatrixAt {
@@ -961,13 +1059,19 @@ private:
   }
 
   // out[c, r] = in[r, c] for an R × Cc matrix in (per example when pe): the rows of out are
-  // written one after the other. (Reading in's rows instead, or blocks of 8 rows, measured no
-  // better on the convnet's transposes.)
+  // written one after the other, or in's rows read one after the other (`rowsFirst`). (Blocks
+  // of 8 rows measured no better on the convnet's transposes.)
   void transposeKernel(loops::Function &f, int out, int in, int64_t R, int64_t Cc, bool pe, std::string comment) {
     Kernel k;
     Coords c;
     if (pe) c.batchVar = 0, k.loops.push_back({0, 1, true, false});
-    Affine col = addLoop(k, Cc, false), row = addLoop(k, R, false);
+    // Which of the two accesses is strided: on the bench convnet, reading in's rows (writes
+    // strided by R) was 3x faster for g [32, 196] -> gᵀ, and 2 to 2.3x slower for yᵀ [196, 32]
+    // -> y, dxᵀ [196, 16] -> dx and 1.5x slower for g [16, 784] -> gᵀ than writing out's rows.
+    const bool rowsFirst = R >= 32 && R < Cc;
+    Affine col, row;
+    if (rowsFirst) row = addLoop(k, R, false), col = addLoop(k, Cc, false);
+    else col = addLoop(k, Cc, false), row = addLoop(k, R, false);
     k.body = load(k, in, Coords{{row, col}, c.batchVar}, Shape{R, Cc}, pe);
     k.out = out;
     k.outIndex = indexOf(k, out, Coords{{col, row}, c.batchVar}, Shape{Cc, R});
@@ -1005,6 +1109,8 @@ private:
   //   avgpool2d_grad:    dx[c, oh·s + i, ow·s + j] += g[c, oh, ow] / k²
   //   maxpool2d_grad:    dx[c, oh·s + i, ow·s + j] += (i·k + j == first[c, oh, ow]) ? g[c, oh, ow] : 0,
   //                      first the position of the window's first maximum (two reductions)
+  // Windows of at most this many elements find their first maximum in one formula, not a loop.
+  static constexpr int64_t kUnrolledWindow = 9;
   void windowScatterKernels(loops::Function &f, NodeId id, int buf, const std::string &comment) {
     const Node n = G.node(id);
     const bool pe = perExample_[static_cast<size_t>(id)];
@@ -1019,6 +1125,27 @@ private:
       const int mx = known != poolMaxima_.end() ? known->second : scratch(id, "max", g.numel(), pe);
       first = scratch(id, "first", g.numel(), pe);
       for (int pass = known != poolMaxima_.end() ? 1 : 0; pass < 2; ++pass) {
+        if (pass == 1 && w * w <= kUnrolledWindow) {
+          // A small window's first maximal position as one formula of its w² elements,
+          // first = x₀ == m ? 0 : (x₁ == m ? 1 : ... (x_last == m ? w²-1 : w²)), the same value as
+          // the reduction below; no loop inside, so the loop along ow vectorizes (on the bench
+          // convnet the reduction's two passes were 6.5% of the step).
+          Kernel k;
+          Coords c = loopsOver(k, g, pe);
+          const int m = load(k, mx, c, g, pe);
+          int e = constant(k, static_cast<double>(w * w));
+          for (int64_t pos = w * w - 1; pos >= 0; --pos) {
+            const Affine i = Affine::of(pos / w), j = Affine::of(pos % w);
+            int x = imageLoad(k, n.a(), Coords{{c.dims[0], windowPos(c.dims[1], s, i, 0), windowPos(c.dims[2], s, j, 0)}, c.batchVar}, false);
+            e = select(k, LExpr::Eq, x, m, constant(k, static_cast<double>(pos)), e);
+          }
+          k.body = e;
+          k.out = first;
+          k.outIndex = indexOf(k, first, c, g);
+          k.comment = comment + "   (its first position in the window)";
+          f.kernels.push_back(std::move(k));
+          continue;
+        }
         Kernel k;
         k.mode = Kernel::Reduce;
         Coords c = loopsOver(k, g, pe);
@@ -1530,6 +1657,7 @@ private:
   // The im2col copies made in the function being lowered: (image, stride, padding, kh, kw, Ho,
   // Wo, pe) -> buffer, so that a convolution's kernel gradient reads its forward's copy.
   std::map<std::vector<int64_t>, std::pair<int, bool>> columns_; // -> (buffer, x̂ᵀ)
+  std::map<std::vector<int64_t>, int> paddedImages_;               // (x, pad, pe) -> its padded copy
   // Kernel gradients that are a param's gradient and nothing else's operand: lowered as the sum
   // over the batch of dKᵀ into batchSummed_'s buffer.
   std::unordered_set<NodeId> batchSummable_;

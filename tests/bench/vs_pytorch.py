@@ -2,7 +2,9 @@
 #        env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 tests/bench/vs_pytorch.py epoch [EPOCHS [LR]]
 # (after a build with the Python module: build/python, and of build/nabla for `epoch`)
 # cnn, gru: one training step of tests/bench/convnet.nn or samples/fashion_gru.nn (loss and full gradient, no update), batch 64, f32, 1 thread: nabla
-# (the JIT, through the Python module) against PyTorch, interleaved in one run; CPU time medians.
+# (the JIT, through the Python module) against PyTorch, interleaved in one run; CPU time medians,
+# every run and the load average; for cnn the GFLOP/s and the share of the FMA peak (FMA_PEAK in
+# GFLOP/s, measured by tests/bench/fma_peak.cpp; 116.6 by default, this machine's).
 # epoch: samples/fashion_cnn.nn trained on Fashion-MNIST (Debian's dataset-fashion-mnist) by
 # `nabla train` and the same net, batch (64), optimizer (adam) and learning rate by a PyTorch loop,
 # one after the other: PyTorch's CPU time and test accuracy an epoch; nabla's epoch lines, its
@@ -95,3 +97,14 @@ for r in range(9):
         res[name].append((time.process_time() - t0) / n)
 med = {k: sorted(v)[len(v) // 2] for k, v in res.items()}
 print(f"{which}: nabla {med['nabla']*1e3:.2f} ms, PyTorch {torch.__version__} {med['torch']*1e3:.2f} ms, ratio {med['nabla']/med['torch']:.2f} (median CPU time of 9 x {n} steps, batch {B}, f32, 1 thread)")
+print(f"  load average {os.getloadavg()[0]:.1f}; all runs (ms): nabla " + " ".join(f"{v*1e3:.1f}" for v in res["nabla"]) +
+      ", PyTorch " + " ".join(f"{v*1e3:.1f}" for v in res["torch"]))
+if which == "cnn":
+    # Multiply-adds of one example's training step: each convolution's forward and kernel gradient,
+    # the second's input gradient (the first's input is data), the dense layer's three products.
+    c1, c2, d = 16 * 25 * 28 * 28, 32 * 400 * 14 * 14, 10 * 32 * 7 * 7
+    flop = 2 * B * (2 * c1 + 3 * c2 + 3 * d)
+    peak = float(os.environ.get("FMA_PEAK", "116.6"))  # GFLOP/s, tests/bench/fma_peak.cpp
+    print(f"  {flop / 1e9:.2f} GFLOP a step: nabla {flop / med['nabla'] / 1e9:.0f} GFLOP/s ({flop / med['nabla'] / 1e9 / peak * 100:.0f}% "
+          f"of the FMA peak {peak:g} GFLOP/s, FMA_PEAK=...), PyTorch {flop / med['torch'] / 1e9:.0f} GFLOP/s "
+          f"({flop / med['torch'] / 1e9 / peak * 100:.0f}%)")

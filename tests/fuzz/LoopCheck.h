@@ -153,7 +153,14 @@ inline std::string checkLoops(const loops::Program &L, const LoopSpaces &sp) {
           for (int o : {e.a, e.b, e.c, e.d})
             if (o >= 0 && static_cast<size_t>(o) >= k.pool.size())
               return fmt::format("kernel {}: an operand outside the expression pool", t);
-          if (e.kind == loops::Expr::Load) access(k, e.buffer, e.index, 0, false, t, "a load", e.bounds);
+          // A windowed Gemm's A (the load without the row variable) reaches as far as its tables.
+          const bool windowA = k.mode == Kernel::Gemm && !k.aRows.empty() && k.loops.size() >= 3 &&
+                               std::none_of(e.index.terms.begin(), e.index.terms.end(), [&](auto &term) {
+                                 return term.first == k.loops[k.loops.size() - 3].var ||
+                                        term.first == k.loops[k.loops.size() - 1].var;
+                               });
+          if (e.kind == loops::Expr::Load)
+            access(k, e.buffer, e.index, windowA ? k.aRows.max() + k.aCols.max() : 0, false, t, "a load", e.bounds);
         }
         if (k.mode == Kernel::Softmax) access(k, k.in, k.inIndex, k.cols - 1, false, t, "the softmax input");
         bool reads = k.mode == Kernel::Accumulate || (k.mode == Kernel::Gemm && k.accumulate);

@@ -1553,6 +1553,47 @@ TEST_CASE("jit: a convnet's lowering (padded im2col, transposed and batch-summed
   }
 }
 
+TEST_CASE("jit: windowed convolution products (no im2col copy) agree with the interpreter", "[jit][jit-ops]") {
+  // Convolutions of 32 filters or more (and more positions than filters) read their windows
+  // straight out of the padded image (LoopIR.h's windowed Gemm): the forward yᵀ = x̂ᵀ Kᵀ and the
+  // kernel gradient dKᵀ = x̂ gᵀ, and with stride 1 and padding below the kernel's size the input
+  // gradient as the convolution of g padded by k-1-pad with the flipped kernel. Odd shapes: kh ≠
+  // kw, C > 1, F not a multiple of the register tile, rows not a multiple of 8, a reduction of
+  // several chunks (33·4·3 = 396 window elements), stride 2 and no padding (the image read in
+  // place), and a padding that is not below the kernel's width (the im2col input gradient).
+  const std::string stride1 = "input img[3, 9, 11]\n"
+                              "target t[4]\n"
+                              "param K1[33, 3, 3, 2] ~ normal(0, 0.3)\n"
+                              "param b1[33]\n"
+                              "param K2[40, 33, 4, 3] ~ normal(0, 0.05)\n"
+                              "c1 = tanh(conv2d(img, K1, b1, padding=1))\n" // [33, 9, 12]
+                              "c2 = tanh(conv2d(c1, K2, padding=2))\n"      // [40, 10, 14]
+                              "p = maxpool2d(c2, 2)\n"
+                              "y = dense(flatten(p), 4, softmax)\n"
+                              "output y\n"
+                              "loss E = cross_entropy(y, t)\n";
+  checkJitAgainstInterp(stride1, "windowed-stride1.nn", {1, 3, 64}, 31, true);
+  const std::string stride2 = "input img[2, 20, 18]\n"
+                              "target t[3]\n"
+                              "param K1[32, 2, 3, 3] ~ normal(0, 0.3)\n"
+                              "param K2[33, 32, 3, 2] ~ normal(0, 0.1)\n"
+                              "param K3[34, 33, 2, 3] ~ normal(0, 0.1)\n"
+                              "c1 = relu(conv2d(img, K1))\n"                // [32, 18, 16], no padding
+                              "c2 = tanh(conv2d(c1, K2, stride=2, padding=1))\n" // [33, 9, 9]
+                              "c3 = tanh(conv2d(c2, K3, padding=2))\n"      // [34, 12, 11]: pad 2 > kh-1
+                              "y = dense(flatten(avgpool2d(c3, 3)), 3, softmax)\n"
+                              "output y\n"
+                              "loss E = cross_entropy(y, t)\n";
+  checkJitAgainstInterp(stride2, "windowed-stride2.nn", {1, 3, 64}, 37, true);
+  // The lowering took the windowed form where it should (and only there).
+  Model m = compileOrFail(stride1, "windowed-stride1.nn", DType::F64, Engine::Jit);
+  const std::string loops = nabla::loops::dump(m.loops());
+  CHECK(loops.find("its windows read in the image") != std::string::npos);
+  CHECK(loops.find("the windows of padded g read in it") != std::string::npos);
+  CHECK(loops.find("(the windows of the image") == std::string::npos);
+  CHECK(loops.find("dcol") == std::string::npos);
+}
+
 TEST_CASE("jit: a batch of no examples gives what the interpreter gives", "[jit]") {
   const std::string src = readText(std::filesystem::path(NABLA_SOURCE_DIR) / "samples/hinton.nn");
   for (DType dt : {DType::F64, DType::F32}) {
