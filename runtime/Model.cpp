@@ -186,7 +186,7 @@ Expected<bool> Model::prepareLossOnly() const {
     const auto start = std::chrono::steady_clock::now();
     CompileTimes times;
     try {
-      st.lossLoops = lowerToLoops(*st.program, {}, &*st.derivation, /*lossOnly=*/true);
+      st.lossLoops = lowerToLoops(*st.program, st.outputs, &*st.derivation, /*lossOnly=*/true);
     } catch (const std::exception &e) { // the full program lowered, so this is nabla's bug
       st.lossError = Error{std::string("nabla: internal error (a bug in nabla, please report it): ") + e.what()};
       return;
@@ -214,14 +214,14 @@ int64_t Model::lossWorkspaceSize(int64_t n) const {
 }
 
 template <class T>
-T Model::lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *workspace) const {
+T Model::lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *outputs, T *workspace) const {
   using Fn = T (*)(const T *, const T *, const T *, int64_t, T *, T *);
   if (!s_->lossJit || !s_->lossJit->gradient()) throw InternalError("lossRaw before prepareLossOnly");
   if (std::is_same_v<T, double> != (s_->opts.dtype == DType::F64)) throw InternalError("lossRaw: T is not the model's dtype");
-  return reinterpret_cast<Fn>(s_->lossJit->gradient())(params, inputs, targets, n, nullptr, workspace);
+  return reinterpret_cast<Fn>(s_->lossJit->gradient())(params, inputs, targets, n, outputs, workspace);
 }
-template float Model::lossRaw<float>(const float *, const float *, const float *, int64_t, float *) const;
-template double Model::lossRaw<double>(const double *, const double *, const double *, int64_t, double *) const;
+template float Model::lossRaw<float>(const float *, const float *, const float *, int64_t, float *, float *) const;
+template double Model::lossRaw<double>(const double *, const double *, const double *, int64_t, double *, double *) const;
 
 double Model::gradientWorkPerExample() const {
   double work = 0;

@@ -100,15 +100,18 @@ public:
   Expected<T> tryLossAndGradientRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *grads,
                                     T *workspace) const;
 
-  // The mean loss alone, without the gradient: a second program (lowerToLoops' lossOnly) that runs
-  // the forward pass and the loss, about a third of a gradient step's work, for evaluations of
-  // held-out and test data. prepareLossOnly compiles it (JIT engine and a loss only; the first
-  // call compiles, later ones return its result at once, from any thread); then lossRaw runs it
-  // with `workspace` holding lossWorkspaceSize(n) reals. Its loss agrees with lossAndGradientRaw's
-  // to rounding (the kernels may fuse differently).
+  // The mean loss and the outputs, without the gradient: a second program (lowerToLoops'
+  // lossOnly) that runs the forward pass and the loss, about a third of a gradient step's work,
+  // for evaluations of held-out and test data (loss and accuracy in one pass). prepareLossOnly
+  // compiles it (JIT engine and a loss only; the first call compiles, later ones return its
+  // result at once, from any thread); then lossRaw runs it, writing n * outputCount() outputs as
+  // forwardRaw does, with `workspace` holding lossWorkspaceSize(n) reals. Its loss agrees with
+  // lossAndGradientRaw's and its outputs with forwardRaw's to rounding (kernels may fuse
+  // differently).
   Expected<bool> prepareLossOnly() const;
   int64_t lossWorkspaceSize(int64_t n) const;
-  template <class T> T lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *workspace) const;
+  template <class T>
+  T lossRaw(const T *params, const T *inputs, const T *targets, int64_t n, T *outputs, T *workspace) const;
   // The work of a gradient step per example, in iterations of its kernels' loops (the batch loop
   // counted once): what an evaluation through lossAndGradientRaw costs, to weigh against
   // compiling the loss alone.

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <tuple>
 
 namespace nabla {
 
@@ -311,15 +312,8 @@ public:
       s.epoch = epoch, s.epochs = o_.epochs;
       s.trainLoss = lossSum / static_cast<double>(nTrain_);
       s.lr = opt_.config().lr;
-      if (nValid_ > 0) {
-        s.validLoss = evalLoss(Xva_.data(), Yva_.data(), nValid_);
-        if (acc_.kind != AccuracyKind::None) s.validAccuracy = evalAccuracy(acc_, Xva_.data(), Yva_.data(), nValid_);
-      }
-      if (nTest_ > 0) {
-        s.testLoss = evalLoss(Xte_.data(), Yte_.data(), nTest_);
-        if (testAcc_.kind != AccuracyKind::None)
-          s.testAccuracy = evalAccuracy(testAcc_, Xte_.data(), Yte_.data(), nTest_);
-      }
+      if (nValid_ > 0) std::tie(s.validLoss, s.validAccuracy) = evaluate(acc_, Xva_.data(), Yva_.data(), nValid_);
+      if (nTest_ > 0) std::tie(s.testLoss, s.testAccuracy) = evaluate(testAcc_, Xte_.data(), Yte_.data(), nTest_);
       s.seconds = secondsSince(epochStart);
       s.elapsed = secondsSince(start);
       s.examplesPerSecond = stepSeconds > 0 ? static_cast<double>(nTrain_) / stepSeconds : 0;
@@ -329,8 +323,7 @@ public:
     }
     r.seconds = secondsSince(start);
     r.examplesPerSecond = trainSeconds > 0 ? static_cast<double>(trained) / trainSeconds : 0;
-    r.trainLoss = evalLoss(Xtr_.data(), Ytr_.data(), nTrain_);
-    if (acc_.kind != AccuracyKind::None) r.trainAccuracy = evalAccuracy(acc_, Xtr_.data(), Ytr_.data(), nTrain_);
+    std::tie(r.trainLoss, r.trainAccuracy) = evaluate(acc_, Xtr_.data(), Ytr_.data(), nTrain_);
     if (!r.history.empty()) {
       r.validLoss = r.history.back().validLoss;
       r.validAccuracy = r.history.back().validAccuracy;
@@ -406,8 +399,26 @@ private:
       const int64_t rows = std::min(evalChunk_, std::max({nTrain_, nValid_, nTest_}));
       const size_t need = static_cast<size_t>(m_.lossWorkspaceSize(rows));
       if (W_[0].size() < need) W_[0].resize(need, T(0));
+      out_.resize(static_cast<size_t>(rows * no_));
     }
     return true;
+  }
+
+  // The loss over n examples and, with a rule, the accuracy (else NaN): one pass of the loss-only
+  // program, or the gradient's loss and a forward pass.
+  std::pair<double, double> evaluate(const AccuracyRule &rule, const T *X, const T *Y, int64_t n) {
+    const bool acc = rule.kind != AccuracyKind::None;
+    if (!(jit_ && lossOnly()))
+      return {evalLoss(X, Y, n), acc ? evalAccuracy(rule, X, Y, n) : kNoValue};
+    double sum = 0;
+    int64_t hits = 0;
+    for (int64_t first = 0; first < n; first += evalChunk_) {
+      const int64_t c = std::min(evalChunk_, n - first);
+      sum += static_cast<double>(m_.lossRaw<T>(P_.data(), X + first * ni_, Y + first * nt_, c, out_.data(),
+                                               W_[0].data())) * static_cast<double>(c);
+      if (acc) hits += countCorrect<T>(rule, out_.data(), no_, Y + first * nt_, nt_, c);
+    }
+    return {sum / static_cast<double>(n), acc ? static_cast<double>(hits) / static_cast<double>(n) : kNoValue};
   }
 
   double evalLoss(const T *X, const T *Y, int64_t n) {
@@ -415,9 +426,7 @@ private:
     for (int64_t first = 0; first < n; first += evalChunk_) {
       const int64_t c = std::min(evalChunk_, n - first);
       double l;
-      if (jit_ && lossOnly()) {
-        l = static_cast<double>(m_.lossRaw<T>(P_.data(), X + first * ni_, Y + first * nt_, c, W_[0].data()));
-      } else if (jit_) {
+      if (jit_) {
         l = static_cast<double>(m_.lossAndGradientRaw<T>(P_.data(), X + first * ni_, Y + first * nt_, c,
                                                          G_.data(), W_[0].data()));
       } else {

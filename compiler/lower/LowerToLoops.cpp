@@ -110,11 +110,23 @@ public:
     }
     if (D) {
       std::vector<NodeId> roots{D->loss};
-      if (!lossOnly) roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
-      beginFunction(L.gradient, lossOnly ? "loss" : "loss_and_gradient", roots);
+      if (lossOnly) roots.insert(roots.end(), outputs.begin(), outputs.end());
+      else roots.insert(roots.end(), D->paramGrads.begin(), D->paramGrads.end());
+      beginFunction(L.gradient, lossOnly ? "loss_and_outputs" : "loss_and_gradient", roots);
       lossKernel(L.gradient);
-      if (!lossOnly)
+      if (lossOnly) {
+        // The outputs, laid out as the forward function lays them out, through the entry point's
+        // grads argument (a loss-only program has no gradient to write there).
+        int64_t off = 0;
+        for (size_t k = 0; k < outputs.size(); ++k) {
+          NodeId o = outputs[k];
+          int buf = addBuffer(P.outputs[k].name, loops::Space::Grads, off, P.outputCount(), G.shape(o).numel());
+          off += G.shape(o).numel();
+          assignKernel(L.gradient, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
+        }
+      } else {
         for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
+      }
       formGemms(L.gradient);
       fuseEpilogues(L.gradient);
       planWorkspace(L.gradient);

@@ -22,10 +22,11 @@ struct SizeLimitError : std::runtime_error {
 inline constexpr int64_t kMaxWorkspace = int64_t(1) << 36;
 
 // `d` may be null for a program without a loss (then the gradient function is empty). With
-// `lossOnly` (and a loss), no forward function and a gradient function that computes the mean
-// loss alone (its entry point has the gradient's signature and leaves `grads` untouched): the
-// trainer's evaluations of a loss, at the cost of a forward pass instead of a gradient's. Throws
-// SizeLimitError (see above).
+// `lossOnly` (and a loss), no forward function, and a gradient function that computes the mean
+// loss and the outputs, no gradient: its entry point has the gradient's signature and writes the
+// outputs (n examples in the forward function's layout) where the gradient would go. The
+// trainer's evaluations (loss and accuracy) at the cost of a forward pass instead of a gradient
+// step and a forward pass. Throws SizeLimitError (see above).
 loops::Program lowerToLoops(const Program &p, const std::vector<NodeId> &outputs,
                             const Derivation *d, bool lossOnly = false);
 

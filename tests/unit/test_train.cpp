@@ -235,8 +235,9 @@ TEST_CASE("learning-rate schedules: the documented formulas, applied before each
   CHECK(formatEpochLine(e).find("lr") == std::string::npos);
 }
 
-TEST_CASE("the loss-only program: the gradient's loss without the gradient", "[train]") {
-  // f64, a few examples of random data: lossRaw against lossAndGradientRaw on the same params.
+TEST_CASE("the loss-only program: the gradient's loss and the forward's outputs, without the gradient", "[train]") {
+  // f64, a few examples of random data: lossRaw against lossAndGradientRaw and forwardRaw on the
+  // same params.
   for (const char *name : {"hinton.nn", "digits.nn", "fashion_cnn.nn", "adding.nn", "attention.nn", "residual_digits.nn"}) {
     INFO(name);
     Model m = compileSample(name, DType::F64);
@@ -252,12 +253,15 @@ TEST_CASE("the loss-only program: the gradient's loss without the gradient", "[t
       for (int64_t e = 0; e < n; ++e)
         for (int64_t j = 0; j < t; ++j) Y[static_cast<size_t>(e * t + j)] = j == e % t ? 1 : 0;
       std::vector<double> W(static_cast<size_t>(m.workspaceSize(n))), WL(static_cast<size_t>(m.lossWorkspaceSize(n)));
+      std::vector<double> out(static_cast<size_t>(n * m.outputCount()), -7.0), want(out.size());
       const double full = m.lossAndGradientRaw<double>(P.data(), X.data(), Y.data(), n, G.data(), W.data());
       const std::vector<double> G0 = G;
-      const double alone = m.lossRaw<double>(P.data(), X.data(), Y.data(), n, WL.data());
+      const double alone = m.lossRaw<double>(P.data(), X.data(), Y.data(), n, out.data(), WL.data());
       CHECK(std::isfinite(full));
       CHECK(alone == Approx(full).epsilon(1e-12));
       CHECK(G == G0);
+      m.forwardRaw<double>(P.data(), X.data(), n, want.data(), W.data());
+      for (size_t i = 0; i < out.size(); ++i) CHECK(out[i] == Approx(want[i]).epsilon(1e-12).margin(1e-300));
     }
     CHECK(m.gradientWorkPerExample() > 0);
   }
@@ -287,6 +291,10 @@ TEST_CASE("the loss-only program: the gradient's loss without the gradient", "[t
   std::vector<double> g;
   const double want = m.lossAndGradient(r->params, va.inputs.data(), va.targets.data(), va.rows, g);
   CHECK(r->validLoss == Approx(want).epsilon(1e-12));
+  // and the accuracy is the saved params' (the forward pass's argmax)
+  std::vector<double> y = m.forward(r->params, va.inputs.data(), va.rows);
+  AccuracyRule rule = accuracyRule(m, va);
+  CHECK(r->validAccuracy == accuracyOf(rule, y.data(), m.outputCount(), va.targets.data(), m.targetCount(), va.rows));
   Model small = compileSample("hinton.nn", DType::F64); // a few microseconds of evaluation
   Dataset hd = loadSampleData(small, "hinton.csv");
   o.validFraction = 0;
