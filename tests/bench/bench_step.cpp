@@ -43,7 +43,7 @@ using RM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
 
 // The hand-written baseline: dense layers, batch rows, the gradient written out by hand.
 struct EigenMLP {
-  const Case &c;
+  Case c; // a copy: the batch sweep changes its batch
   std::vector<RM> W, dW, Z, A, dZ;
   std::vector<Eigen::RowVectorXf> b, db;
   RM X, T;
@@ -129,8 +129,8 @@ struct NablaStep {
   std::vector<float> params, inputs, targets, grads, workspace;
   int batch;
 
-  NablaStep(const Case &c, int optLevel)
-      : model(compile(c, optLevel)), batch(c.batch) {
+  NablaStep(const Case &c, int optLevel, int batchSize = 0)
+      : model(compile(c, optLevel)), batch(batchSize > 0 ? batchSize : c.batch) {
     std::vector<double> p = model.initParams(1);
     params.assign(p.begin(), p.end());
     std::mt19937 rng(1);
@@ -158,6 +158,20 @@ struct NablaStep {
 
 void BM_Nabla(benchmark::State &state, const char *name) {
   NablaStep s(findCase(name), static_cast<int>(state.range(0)));
+  for (auto _ : state) benchmark::DoNotOptimize(s.step());
+}
+
+// The batch-size sweep (issue 14, item 2): CASE's step at batch state.range(0), Eigen and the JIT
+// at -O2 side by side (BM_EigenBatch/CASE/B against BM_NablaBatch/CASE/B).
+void BM_EigenBatch(benchmark::State &state, const char *name) {
+  Case c = findCase(name);
+  c.batch = static_cast<int>(state.range(0));
+  EigenMLP m(c);
+  for (auto _ : state) benchmark::DoNotOptimize(m.step());
+}
+
+void BM_NablaBatch(benchmark::State &state, const char *name) {
+  NablaStep s(findCase(name), 2, static_cast<int>(state.range(0)));
   for (auto _ : state) benchmark::DoNotOptimize(s.step());
 }
 
@@ -219,6 +233,11 @@ STEP_CASE(hinton)
 STEP_CASE(mnist)
 STEP_CASE(wide)
 STEP_CASE(deep)
+#define BATCH_SWEEP(NAME)                                                                          \
+  BENCHMARK_CAPTURE(BM_EigenBatch, NAME, #NAME)->RangeMultiplier(2)->Range(1, 1024)->Unit(benchmark::kMicrosecond); \
+  BENCHMARK_CAPTURE(BM_NablaBatch, NAME, #NAME)->RangeMultiplier(2)->Range(1, 1024)->Unit(benchmark::kMicrosecond);
+BATCH_SWEEP(mnist)
+BATCH_SWEEP(wide)
 BENCHMARK(BM_CompileMnist)->ArgsProduct({{0, 1, 2, 3}, {1, 0}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_NablaThreads, wide, "wide")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
