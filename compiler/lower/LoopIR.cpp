@@ -144,7 +144,8 @@ std::string dump(const Kernel &k, const Program &p) {
   case Kernel::Reduce:
     out += indent + (k.combine == Kernel::Sum ? "acc += " : k.combine == Kernel::Max ? "acc max= " : "acc min= ") +
            expr(k, p, k.body) + "\n";
-    out += base + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) + "\n";
+    out += base + bufRef(k, p, k.out, k.outIndex) + " = " + expr(k, p, k.epilogue) +
+           (k.dotTiles ? "   (register-tiled dot products)" : "") + "\n";
     break;
   case Kernel::Gemm:
     out += indent + bufRef(k, p, k.out, k.outIndex) + (k.accumulate ? " += " : " = ") +

@@ -118,6 +118,13 @@ struct Kernel {
   Affine inIndex;        // Softmax: start of the row
   int64_t cols = 0;      // Softmax
   bool logSoftmax = false;
+  // Reduce in dot form, out[m, n] = epilogue(Σ_k A[m, k] W[n, k]) over loops m, n, k (the sum,
+  // a constant extent), A and W both read along k with coefficient 1 and no other term than m
+  // (A) or n (W): backends tile it, several rows of A by several rows of W at once, each sum a
+  // vector of partial sums across k kept in a register, added across at the end. Neither operand
+  // is copied (a product of per-example rows with a weight matrix read in place). The same
+  // numbers up to the order of the sum.
+  bool dotTiles = false;
   // Runs only when the batch size n is at least minBatch (if > 0) and below maxBatch (if > 0):
   // two forms of one product, the one that pays off for the batch chosen at run time.
   int64_t minBatch = 0, maxBatch = 0;

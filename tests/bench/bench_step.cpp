@@ -44,7 +44,7 @@ using RM = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>
 
 // The hand-written baseline: dense layers, batch rows, the gradient written out by hand.
 struct EigenMLP {
-  const Case &c;
+  Case c; // a copy: the batch sweep changes its batch
   std::vector<RM> W, dW, Z, A, dZ;
   std::vector<Eigen::RowVectorXf> b, db;
   RM X, T;
@@ -130,8 +130,8 @@ struct NablaStep {
   std::vector<float> params, inputs, targets, grads, workspace;
   int batch;
 
-  NablaStep(const Case &c, int optLevel)
-      : model(compile(c, optLevel)), batch(c.batch) {
+  NablaStep(const Case &c, int optLevel, int batchSize = 0)
+      : model(compile(c, optLevel)), batch(batchSize > 0 ? batchSize : c.batch) {
     std::vector<double> p = model.initParams(1);
     params.assign(p.begin(), p.end());
     std::mt19937 rng(1);
@@ -159,6 +159,50 @@ struct NablaStep {
 
 void BM_Nabla(benchmark::State &state, const char *name) {
   NablaStep s(findCase(name), static_cast<int>(state.range(0)));
+  for (auto _ : state) benchmark::DoNotOptimize(s.step());
+}
+
+// hinton with fixed-size Eigen types (the issue's "best peer" for it: every size known at compile
+// time, no heap, the products unrolled): one example, the forward pass, the squared error and
+// the gradient by hand, as BM_Eigen does with dynamic sizes.
+void BM_EigenFixedHinton(benchmark::State &state) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0, 0.5f);
+  Eigen::Matrix<float, 3, 4> W1 = Eigen::Matrix<float, 3, 4>::NullaryExpr([&] { return nd(rng); }), dW1;
+  Eigen::Matrix<float, 2, 3> W2 = Eigen::Matrix<float, 2, 3>::NullaryExpr([&] { return nd(rng); }), dW2;
+  Eigen::Vector3f b1 = Eigen::Vector3f::Zero(), db1;
+  Eigen::Vector2f b2 = Eigen::Vector2f::Zero(), db2, t(1, 0);
+  Eigen::Vector4f x = Eigen::Vector4f::NullaryExpr([&] { return nd(rng) + 0.5f; });
+  for (float *p : {W1.data(), W2.data(), b1.data(), b2.data(), x.data(), t.data(), dW1.data(), dW2.data(), db1.data(), db2.data()})
+    benchmark::DoNotOptimize(p);
+  for (auto _ : state) {
+    benchmark::ClobberMemory(); // the params and the example are read afresh each step
+    const Eigen::Vector3f h = (1.0f / (1.0f + (-(W1 * x + b1)).array().exp())).matrix();
+    const Eigen::Vector2f y = (1.0f / (1.0f + (-(W2 * h + b2)).array().exp())).matrix();
+    const Eigen::Vector2f d = y - t;
+    const float loss = 0.5f * d.squaredNorm();
+    const Eigen::Vector2f g2 = (d.array() * y.array() * (1.0f - y.array())).matrix();
+    dW2.noalias() = g2 * h.transpose();
+    db2 = g2;
+    const Eigen::Vector3f g1 = ((W2.transpose() * g2).array() * h.array() * (1.0f - h.array())).matrix();
+    dW1.noalias() = g1 * x.transpose();
+    db1 = g1;
+    benchmark::DoNotOptimize(loss);
+    benchmark::ClobberMemory(); // the gradient is stored
+  }
+}
+
+// The batch-size sweep (issue 14, item 2): CASE's step at batch state.range(0), Eigen and the JIT
+// at -O2 side by side (BM_EigenBatch/CASE/B against BM_NablaBatch/CASE/B).
+void BM_EigenBatch(benchmark::State &state, const char *name) {
+  Case c = findCase(name);
+  c.batch = static_cast<int>(state.range(0));
+  EigenMLP m(c);
+  for (auto _ : state) benchmark::DoNotOptimize(m.step());
+}
+
+void BM_NablaBatch(benchmark::State &state, const char *name) {
+  NablaStep s(findCase(name), 2, static_cast<int>(state.range(0)));
   for (auto _ : state) benchmark::DoNotOptimize(s.step());
 }
 
@@ -244,6 +288,12 @@ STEP_CASE(hinton)
 STEP_CASE(mnist)
 STEP_CASE(wide)
 STEP_CASE(deep)
+#define BATCH_SWEEP(NAME)                                                                          \
+  BENCHMARK_CAPTURE(BM_EigenBatch, NAME, #NAME)->RangeMultiplier(2)->Range(1, 1024)->Unit(benchmark::kMicrosecond); \
+  BENCHMARK_CAPTURE(BM_NablaBatch, NAME, #NAME)->RangeMultiplier(2)->Range(1, 1024)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_EigenFixedHinton)->Unit(benchmark::kMicrosecond);
+BATCH_SWEEP(mnist)
+BATCH_SWEEP(wide)
 BENCHMARK(BM_CompileMnist)->ArgsProduct({{0, 1, 2, 3}, {1, 0}, {0, 1}})->UseRealTime()->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_NablaThreads, wide, "wide")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 

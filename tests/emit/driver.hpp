@@ -108,7 +108,7 @@ struct Entry {
   bool (*run)(const std::string&, std::size_t, const std::string&);
 };
 
-// argv: DATA-DIR RESULT-NAME: runs every program of `entries` at batch sizes 1, 3 and 37 on
+// argv: DATA-DIR RESULT-NAME: runs every program of `entries` at batch sizes 1, 3, 6 and 37 on
 // DATA-DIR/NAME/nN/, writing RESULT-NAME there.
 inline int main(int argc, char** argv, const Entry* entries, std::size_t count) {
   if (argc != 3) {
@@ -117,7 +117,7 @@ inline int main(int argc, char** argv, const Entry* entries, std::size_t count) 
   }
   int failures = 0;
   for (std::size_t i = 0; i < count; ++i)
-    for (std::size_t n : {1, 3, 37})
+    for (std::size_t n : {1, 3, 6, 37})
       if (!entries[i].run(std::string(argv[1]) + "/" + entries[i].name + "/n" + std::to_string(n), n, argv[2]))
         ++failures;
   return failures ? 1 : 0;

@@ -3,7 +3,7 @@
 // computed with the JIT on the same data.
 //
 //   emit_compare data OUT PROG.nn...            OUT/STEM/nN/{params,inputs,targets}.txt for
-//                                               N in 1, 3, 37 (params from initParams(7 + N),
+//                                               N in 1, 3, 6, 37 (params from initParams(7 + N),
 //                                               inputs in [0.5, 1.5], targets in [0, 1])
 //   emit_compare check OUT f32|f64 TAG[,TAG] PROG.nn...  reads OUT/STEM/nN/result_DTYPE_TAG.txt and
 //                                               compares loss, gradient and forward outputs with
@@ -33,7 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const int64_t kBatches[] = {1, 3, 37};
+const int64_t kBatches[] = {1, 3, 6, 37};
 
 std::string stem(const std::string &path) { return fs::path(path).stem().string(); }
 

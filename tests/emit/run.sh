@@ -9,7 +9,7 @@
 #    f32 and f64. All the programs of one dtype are compiled into ONE bundle with
 #    tests/emit/driver.hpp (-std=c++17 -O2 -Wall -Wextra -Werror): by g++ in f32 (the portable
 #    tiles), in f32 with -march=x86-64-v3 (AVX2 tiles) and in f64 with -march=native (AVX-512
-#    tiles on this kind of machine), and by clang++ (where it exists) in f32 with -march=native. Each bundle runs every program at batch sizes 1, 3 and 37
+#    tiles on this kind of machine), and by clang++ (where it exists) in f32 with -march=native. Each bundle runs every program at batch sizes 1, 3, 6 and 37
 #    on data that emit_compare wrote; emit_compare then checks loss, gradient and outputs against
 #    the JIT: f64 to 1e-12 relative, f32 to 1e-4. The samples' headers and sources also pass
 #    -Wpedantic alone, with each compiler.

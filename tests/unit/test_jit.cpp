@@ -1229,7 +1229,8 @@ TEST_CASE("jit: every sample and golden program agrees with the interpreter", "[
   REQUIRE(files.size() >= 4); // the samples at least
   for (const auto &path : files) {
     std::string src = readText(path);
-    // 7 and 8: either side of the batch from which weight products run tiled (LowerToLoops).
+    // 7 and 8: either side of the batch from which weight products of short reductions run
+    // tiled (LowerToLoops; longer ones switch at 128: the dot-tiles test below).
     checkJitAgainstInterp(src, path.filename().string(), {1, 3, 7, 8, 64}, 7, false);
   }
 }
@@ -1634,6 +1635,30 @@ TEST_CASE("jit: matrix products of sizes around the backend's tiles and chunks",
         "loss E = cross_entropy(g, t) + mean(w * w) + 0.1 * sum(tanh(v)) + 0.01 * dot(u, x)\n",
         z.K, z.N, z.A, z.P);
     checkJitAgainstInterp(src, fmt::format("products-{}-{}-{}-{}.nn", z.K, z.N, z.A, z.P), {1, 7, 67}, 21, true);
+  }
+}
+
+TEST_CASE("jit: dot-tiled products of examples with weights, at the batch sizes where the forms switch", "[jit]") {
+  // x W: the weights read in place by dot tiles (4 examples by 4 rows of W, partial sums across
+  // k in registers, the last step masked) below the batch from which the product copies W
+  // transposed and runs register-tiled (LowerToLoops: 8 for reductions K of 16 to 127, 128 from
+  // there), at every batch where W has 262144 elements or more (400 x 784 here): batch sizes on
+  // both sides, with 1, 2 and 3 examples left over from the 4-example tiles; rows of W (N, P) and
+  // reductions around the vector width and the tile (below 16, no dot tiles).
+  struct Sizes {
+    int64_t K, N, P;
+  };
+  for (Sizes z : {Sizes{16, 4, 3}, Sizes{17, 5, 16}, Sizes{33, 1, 31}, Sizes{129, 9, 17}, Sizes{200, 2, 130},
+                  Sizes{784, 10, 400}}) {
+    const std::string src = fmt::format("input x[{0}]\ntarget t[{1}]\n"
+                                        "h = dense(x, {2}, tanh)\n"   // K -> P, fused tanh
+                                        "g = dense(x, {1}, linear)\n" // K -> N, the bias only
+                                        "y = dense(h, {1}, softmax)\n" // P -> N
+                                        "output y, g\n"
+                                        "loss E = cross_entropy(y, t) + 0.1 * sum(g * g)\n",
+                                        z.K, z.N, z.P);
+    checkJitAgainstInterp(src, fmt::format("dot-tiles-{}-{}-{}.nn", z.K, z.N, z.P), {1, 2, 3, 4, 5, 7, 8, 9, 33, 127, 128, 129},
+                          5, true);
   }
 }
 
