@@ -385,7 +385,6 @@ private:
                                                           W_[static_cast<size_t>(k)].data());
   }
 
-  // The mean loss over n examples, in chunks, single-threaded (uses G_ as scratch).
   // Whether evaluations go through the loss-only program: compiled on the first call that wants
   // it, its work space fitted into part 0's; if it cannot be compiled, the gradient serves.
   bool lossOnly() {
@@ -421,6 +420,7 @@ private:
     return {sum / static_cast<double>(n), acc ? static_cast<double>(hits) / static_cast<double>(n) : kNoValue};
   }
 
+  // The mean loss over n examples, in chunks, single-threaded (uses G_ as scratch).
   double evalLoss(const T *X, const T *Y, int64_t n) {
     double sum = 0;
     for (int64_t first = 0; first < n; first += evalChunk_) {
