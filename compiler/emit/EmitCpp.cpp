@@ -473,6 +473,17 @@ std::string bufferStart(const loops::Buffer &b) {
 // (so that compilers vectorize it without reassociating on their own), and the number of sums.
 constexpr int64_t kLanesMinExtent = 32;
 
+// The coefficient of loop variable v in x (0 when v does not occur), and x without v's term.
+int64_t coefOf(const loops::Affine &x, int v) {
+  for (auto &t : x.terms)
+    if (t.first == v) return t.second;
+  return 0;
+}
+loops::Affine without(loops::Affine x, int v) {
+  std::erase_if(x.terms, [&](const auto &t) { return t.first == v; });
+  return x;
+}
+
 class KernelPrinter {
 public:
   KernelPrinter(const Program &p, const loops::Program &l, Flags &f, std::array<bool, kHelpers> &h)
@@ -575,11 +586,6 @@ private:
     const loops::Loop &lm = k.loops[0], &ln = k.loops[1], &lk = k.loops[2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     int a = mul.a, w = mul.b;
-    auto coefOf = [](const loops::Affine &x, int v) -> int64_t {
-      for (auto &t : x.terms)
-        if (t.first == v) return t.second;
-      return 0;
-    };
     if (coefOf(k.pool[static_cast<size_t>(a)].index, ln.var) != 0) std::swap(a, w);
     const LExpr &la = k.pool[static_cast<size_t>(a)], &lw = k.pool[static_cast<size_t>(w)];
     if (mul.kind != LExpr::Binary || mul.op != Op::Mul || la.kind != LExpr::Load || lw.kind != LExpr::Load ||
@@ -615,15 +621,6 @@ private:
   // One tile at `d`: R examples from the m loop's variable by C rows of W from the n loop's.
   void dotTile(const Kernel &k, const LExpr &la, const LExpr &lw, int64_t R, int64_t C, int d) {
     const loops::Loop &lm = k.loops[0], &ln = k.loops[1], &lk = k.loops[2];
-    auto coefOf = [](const loops::Affine &x, int v) -> int64_t {
-      for (auto &t : x.terms)
-        if (t.first == v) return t.second;
-      return 0;
-    };
-    auto without = [](loops::Affine x, int v) {
-      std::erase_if(x.terms, [&](const auto &t) { return t.first == v; });
-      return x;
-    };
     const std::string kv = vars_.at(lk.var);
     const int64_t am = coefOf(la.index, lm.var), wn = coefOf(lw.index, ln.var), K = lk.extent;
     line(d, "const real* ap = {} + ({});", name(la.buffer), affine(without(la.index, lk.var)));
@@ -766,15 +763,6 @@ private:
     std::map<int, std::string> saved = vars_;
     const std::string kv = vars_.at(lk.var), m = masked ? ", mask" : "";
     const LExpr &la = k.pool[static_cast<size_t>(a)], &lb = k.pool[static_cast<size_t>(b)];
-    auto coefOf = [](const loops::Affine &x, int v) -> int64_t {
-      for (auto &t : x.terms)
-        if (t.first == v) return t.second;
-      return 0;
-    };
-    auto without = [](loops::Affine x, int v) {
-      std::erase_if(x.terms, [&](const auto &t) { return t.first == v; });
-      return x;
-    };
     // "kv * 1024 + 3", "kv + 1", "2048": the offset of row r (or k step kv) from a pointer.
     auto offset = [](const std::string &var, int64_t coef, int64_t constant) {
       std::string s = coef == 0 ? "" : coef == 1 ? var : fmt::format("{} * {}", var, coef);
