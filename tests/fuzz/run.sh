@@ -80,6 +80,15 @@ printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$target" "${time:-$seconds}"
   >>"$OUT/tally.tsv"
 echo "run.sh: fuzz_$target: ${runs:-?} executions in ${time:-?} s, exit status $status"
 if ((status != 0)); then
-  grep -E "FUZZ FINDING|ERROR: |SUMMARY|Test unit written" "$log" | head -n 20 || true
+  # Enough to reproduce from a CI log alone: the finding's first lines (the reason, the start of
+  # the Loop IR dump) and the input that caused it, in base64 (`base64 -d > crash`, then
+  # `fuzz_TARGET crash`).
+  grep -A 12 -E "FUZZ FINDING" "$log" | head -n 14 || true
+  grep -E "ERROR: |SUMMARY|Test unit written" "$log" | head -n 10 || true
+  for crash in $(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log"); do
+    [[ -f $crash ]] || continue
+    echo "run.sh: the input, $(wc -c <"$crash") bytes, base64:"
+    base64 -w 100 "$crash" | head -n 200
+  done
 fi
 exit $status
