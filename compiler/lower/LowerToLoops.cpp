@@ -132,6 +132,7 @@ public:
       planWorkspace(L.gradient);
     }
     finishWorkspace();
+    dropUnusedBuffers();
     return std::move(L);
   }
 
@@ -1685,6 +1686,47 @@ private:
       loops::Buffer &B = L.buffers[static_cast<size_t>(b)];
       B.offsetPerN = B.offset;
       B.offset = L.workspaceFixed;
+    }
+  }
+
+  // Workspace buffers that no kernel touches any more (a product's output once its epilogue is
+  // fused: the product stores straight into the epilogue's output) got no place in the workspace;
+  // they leave the program, so that every buffer left lies inside its space and neither the dump
+  // nor the backends show storage that does not exist. Buffer numbers are renumbered in order.
+  void dropUnusedBuffers() {
+    std::vector<char> used(L.buffers.size(), 0);
+    for (size_t b = 0; b < L.buffers.size(); ++b)
+      if (L.buffers[b].space != loops::Space::Workspace) used[b] = 1;
+    for (const loops::Function *f : {&L.forward, &L.gradient}) {
+      if (f->result >= 0) used[static_cast<size_t>(f->result)] = 1;
+      for (const Kernel &k : f->kernels) {
+        if (k.out >= 0) used[static_cast<size_t>(k.out)] = 1;
+        if (k.in >= 0) used[static_cast<size_t>(k.in)] = 1;
+        for (const LExpr &e : k.pool)
+          if (e.kind == LExpr::Load) used[static_cast<size_t>(e.buffer)] = 1;
+      }
+    }
+    std::vector<int> renum(L.buffers.size(), -1);
+    std::vector<loops::Buffer> kept;
+    for (size_t b = 0; b < L.buffers.size(); ++b)
+      if (used[b]) {
+        renum[b] = static_cast<int>(kept.size());
+        kept.push_back(std::move(L.buffers[b]));
+      }
+    if (kept.size() == L.buffers.size()) {
+      L.buffers = std::move(kept);
+      return;
+    }
+    L.buffers = std::move(kept);
+    auto to = [&](int b) { return b < 0 ? b : renum[static_cast<size_t>(b)]; };
+    for (loops::Function *f : {&L.forward, &L.gradient}) {
+      f->result = to(f->result);
+      for (Kernel &k : f->kernels) {
+        k.out = to(k.out);
+        k.in = to(k.in);
+        for (LExpr &e : k.pool)
+          if (e.kind == LExpr::Load) e.buffer = to(e.buffer);
+      }
     }
   }
 
