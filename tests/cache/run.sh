@@ -9,26 +9,7 @@
 # and replaced, with the same params. A cache folder that cannot be created (XDG_CACHE_HOME a
 # regular file) or that is read-only is no cache, silently, and so is a file size limit below an
 # object's size. Every run uses a folder of its own.
-set -u
-export LC_ALL=C
-
-if [[ $# -lt 1 || ! -x "$1" ]]; then
-  echo "usage: $0 PATH/TO/nabla" >&2
-  exit 2
-fi
-NABLA=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/nabla-cache.XXXXXX")
-trap 'chmod -R u+w "$TMP" 2>/dev/null; rm -rf "$TMP"' EXIT
-cd "$ROOT"
-
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-pass() { echo "ok: $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/../harness.sh" cache "$@"
 
 unset NABLA_CACHE
 TRAIN=(train samples/digits.nn --data samples/data/digits.csv --epochs 1 --seed 3)
@@ -114,8 +95,4 @@ else
   fail "ulimit -f 4: exit status $? ($(head -c 300 "$TMP/small.err"))"
 fi
 
-if [[ $failures -gt 0 ]]; then
-  echo "$failures failure(s)" >&2
-  exit 1
-fi
-echo "all cache command tests passed"
+finish

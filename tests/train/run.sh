@@ -10,26 +10,7 @@
 # terminal, the interpreter engine, and the samples' documented commands reaching their targets.
 # Integer options read exactly, "did you mean" for commands and options, a program without inputs
 # (Rosenbrock), IDX images and labels (--labels, --test-data/--test-labels) from files written here.
-set -u
-export LC_ALL=C
-
-if [[ $# -lt 1 || ! -x "$1" ]]; then
-  echo "usage: $0 PATH/TO/nabla" >&2
-  exit 2
-fi
-NABLA=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/nabla-train.XXXXXX")
-trap 'chmod -R u+w "$TMP" 2>/dev/null; rm -rf "$TMP"' EXIT
-cd "$ROOT"
-
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-pass() { echo "ok: $*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/../harness.sh" train "$@"
 
 DIGITS=(samples/digits.nn --data samples/data/digits.csv)
 
@@ -423,8 +404,4 @@ NN
 expect_error "IDX image size" "$TMP/tr-img: error: at byte 8: the images are 2 x 2 = 4 pixels; input img[9] has 9 elements" \
   "$TMP/img9.nn" --data "$TMP/tr-img" --labels "$TMP/tr-lab.gz"
 
-if [[ $failures -gt 0 ]]; then
-  echo "train: $failures failure(s)" >&2
-  exit 1
-fi
-echo "train: all passed"
+finish
