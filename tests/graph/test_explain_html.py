@@ -14,19 +14,13 @@ import shutil
 import subprocess
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+
 NABLA, SRC, OUT = sys.argv[1:4]
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.makedirs(OUT, exist_ok=True)
-failures = []
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
 
 
 def ensure(tool, package):
@@ -217,5 +211,4 @@ check(r.returncode == 1 and "--markdown" in r.stderr, f"--html with --markdown: 
 r = nabla("explain", hinton, "--html", os.path.join(OUT, "no/such/dir/x.html"))
 check(r.returncode == 1 and "cannot write" in r.stderr, f"unwritable --html: {r.stderr}")
 
-print(f"{checks - len(failures)} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()

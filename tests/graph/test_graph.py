@@ -13,18 +13,12 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checks import check, finish  # noqa: E402
+
 NABLA, SRC, OUT = sys.argv[1:4]
 os.makedirs(OUT, exist_ok=True)
-failures = []
-checks = 0
-
-
-def check(cond, what):
-    global checks
-    checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what, file=sys.stderr)
 
 
 def run(*args, env=None):
@@ -231,5 +225,4 @@ else:
             check(odd in texts, f"the title {odd} escaped and read back: {texts[:3]}")
             check("W_jᵀ dE/dz_j" in texts, "a Unicode term label read back")
 
-print(f"{checks - len(failures)} passed, {len(failures)} failed")
-sys.exit(1 if failures else 0)
+finish()
