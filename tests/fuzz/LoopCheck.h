@@ -103,40 +103,30 @@ inline std::string checkLoops(const loops::Program &L, const LoopSpaces &sp) {
           return;
         }
         int64_t lo = idx.constant, hi = idx.constant;
+        const char *where = "";
         if (!bounds.empty()) {
           // Too many iterations to enumerate: only the lifetimes are checked.
           if (!boundedRange(k, idx, bounds, lo, hi)) lo = hi = 0;
-          const Buffer &b = L.buffers[static_cast<size_t>(buf)];
-          auto [s, e] = region(b);
-          if (lo < 0 || s + hi + extra >= e)
-            err = fmt::format("n={}: kernel {} ({}): {} of buffer {} at [{}, {}] outside [0, {}) where its bounds hold",
-                              n, t, k.comment, what, b.name, lo, hi + extra, e - s);
-          if (!err.empty() || b.space != Space::Workspace) return;
-          auto it = life.find(buf);
-          if (it == life.end()) life[buf] = {t, t};
-          else it->second.second = t;
-          if (write) written[buf] = true;
-          else if (!written[buf])
-            err = fmt::format("kernel {} ({}): reads workspace buffer {} before anything writes it", t, k.comment, b.name);
-          return;
-        }
-        for (auto [v, c] : idx.terms) {
-          auto l = std::find_if(k.loops.begin(), k.loops.end(), [&](const Loop &x) { return x.var == v; });
-          if (l == k.loops.end()) {
-            err = fmt::format("kernel {}: {} of {} uses loop variable {}, which no loop defines", t,
-                              what, L.buffers[static_cast<size_t>(buf)].name, v);
-            return;
+          where = " where its bounds hold";
+        } else {
+          for (auto [v, c] : idx.terms) {
+            auto l = std::find_if(k.loops.begin(), k.loops.end(), [&](const Loop &x) { return x.var == v; });
+            if (l == k.loops.end()) {
+              err = fmt::format("kernel {}: {} of {} uses loop variable {}, which no loop defines", t,
+                                what, L.buffers[static_cast<size_t>(buf)].name, v);
+              return;
+            }
+            int64_t ext = l->batch ? n : l->extent;
+            if (ext <= 0) return; // the loop never runs
+            lo += std::min<int64_t>(0, c * (ext - 1));
+            hi += std::max<int64_t>(0, c * (ext - 1));
           }
-          int64_t ext = l->batch ? n : l->extent;
-          if (ext <= 0) return; // the loop never runs
-          lo += std::min<int64_t>(0, c * (ext - 1));
-          hi += std::max<int64_t>(0, c * (ext - 1));
         }
         const Buffer &b = L.buffers[static_cast<size_t>(buf)];
         auto [s, e] = region(b);
         if (lo < 0 || s + hi + extra >= e)
-          err = fmt::format("n={}: kernel {} ({}): {} of buffer {} at [{}, {}] outside [0, {})", n,
-                            t, k.comment, what, b.name, lo, hi + extra, e - s);
+          err = fmt::format("n={}: kernel {} ({}): {} of buffer {} at [{}, {}] outside [0, {}){}", n,
+                            t, k.comment, what, b.name, lo, hi + extra, e - s, where);
         if (!err.empty() || b.space != Space::Workspace) return;
         auto it = life.find(buf);
         if (it == life.end()) life[buf] = {t, t};

@@ -1669,6 +1669,8 @@ TEST_CASE("jit: dot-tiled products of examples with weights, at the batch sizes 
 #include "EmitCpp.h"
 #include "Evaluate.h"
 #include "LowerToLoops.h"
+#include "Pipeline.h"
+#include "Sema.h"
 #include "../fuzz/LoopCheck.h"
 #include "llvm/JitSession.h"
 
@@ -2218,6 +2220,31 @@ TEST_CASE("jit: the Loop IR of the new ops stays inside its buffers (the fuzzers
     INFO(why);
     CHECK(why.empty());
   }
+}
+
+TEST_CASE("jit: the fuzzers' Loop IR oracle reports an access outside a buffer", "[jit-ops]") {
+  // The oracle above must be able to fail: one read moved past its buffer's end, and one
+  // workspace buffer declared larger than the workspace.
+  std::string diags;
+  std::optional<Program> p = compileSource(
+      {"o.nn", "input x[3]\nparam W[2, 3]\nparam b[2]\ny = tanh(W @ x + b)\noutput y\n"}, diags);
+  REQUIRE(p);
+  const fuzz::LoopSpaces sizes{p->paramCount(), p->inputCount(), p->targetCount(), p->outputCount()};
+  loops::Program L = lowerToLoops(*p, simplifiedOutputs(*p), nullptr);
+  REQUIRE(fuzz::checkLoops(L, sizes) == "");
+  loops::Program moved = L;
+  bool changed = false;
+  for (loops::Kernel &k : moved.forward.kernels)
+    for (loops::Expr &e : k.pool)
+      if (!changed && e.kind == loops::Expr::Load && moved.buffers[static_cast<size_t>(e.buffer)].space == loops::Space::Params) {
+        e.index.constant += 100;
+        changed = true;
+      }
+  REQUIRE(changed);
+  CHECK(fuzz::checkLoops(moved, sizes).find("outside") != std::string::npos);
+  loops::Program grown = L;
+  grown.buffers.push_back({"%extra", loops::Space::Workspace, 0, 0, 0, grown.workspaceFixed + 1});
+  CHECK(fuzz::checkLoops(grown, sizes).find("outside its space") != std::string::npos);
 }
 
 TEST_CASE("jit: a value beyond the element limit is the program's error, not an overflow", "[jit]") {
