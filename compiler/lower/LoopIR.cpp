@@ -19,6 +19,18 @@ Affine &Affine::add(int var, int64_t coef) {
   return *this;
 }
 
+int64_t Affine::coef(int var) const {
+  for (auto &[v, c] : terms)
+    if (v == var) return c;
+  return 0;
+}
+
+Affine Affine::without(int var) const {
+  Affine r = *this;
+  std::erase_if(r.terms, [&](const auto &t) { return t.first == var; });
+  return r;
+}
+
 Affine Affine::scaled(int64_t k) const {
   Affine r;
   if (k == 0) return r;

@@ -30,6 +30,8 @@ struct Affine {
   std::vector<std::pair<int, int64_t>> terms; // (loop var, coefficient), coefficients non-zero
 
   Affine &add(int var, int64_t coef);
+  int64_t coef(int var) const; // var's coefficient, 0 when var does not occur
+  Affine without(int var) const; // this form with var's term dropped
   Affine scaled(int64_t k) const;
   Affine plus(const Affine &o) const;
   static Affine var(int v) { return Affine{}.add(v, 1); }
