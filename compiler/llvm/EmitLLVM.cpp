@@ -39,23 +39,21 @@ struct Part {
   int module;
 };
 
-// The kernels of both functions in order (forward, then gradient), cut into `modules` runs of
-// about equal cost; a run is cut again where the function changes and every kKernelsPerPart
+// The kernels of both functions in order (forward, then gradient; `cost` each, in that order),
+// cut into `modules` runs of about equal cost; a run is cut again where the function changes and every kKernelsPerPart
 // kernels (LLVM's loop analyses, ScalarEvolution's loop guards, grow much faster than linearly
 // with the loops of one function: a chain of 400 statements in one function took minutes to
 // optimize, 1,000 did not finish).
-std::vector<Part> planParts(const loops::Program &p, int modules) {
+std::vector<Part> planParts(const loops::Program &p, int modules, const std::vector<double> &cost) {
   constexpr size_t kKernelsPerPart = 32;
   std::vector<std::pair<bool, size_t>> order;
-  std::vector<double> cost;
   double total = 0;
   for (bool gradient : {false, true}) {
     const loops::Function &f = gradient ? p.gradient : p.forward;
     if (f.name.empty()) continue;
     for (size_t i = 0; i < f.kernels.size(); ++i) {
       order.emplace_back(gradient, i);
-      cost.push_back(kernelCost(f.kernels[i]));
-      total += cost.back();
+      total += cost[order.size() - 1];
     }
   }
   std::vector<Part> parts;
@@ -84,10 +82,38 @@ public:
     Ptr = PointerType::getUnqual(c);
   }
 
+  // The estimated cost of every kernel in order (forward, then gradient), one whose shape
+  // occurred before counted as the call it is: a shape's function is compiled once, in the
+  // module of its first use, and the other modules call it there.
+  static std::vector<double> costs(const loops::Program &p) {
+    std::unordered_map<std::string, int> uses;
+    for (const loops::Function *f : {&p.forward, &p.gradient})
+      for (const Kernel &k : f->kernels) ++uses[Shape(k).key];
+    std::vector<double> cost;
+    for (const loops::Function *f : {&p.forward, &p.gradient}) {
+      if (f->name.empty()) continue;
+      for (const Kernel &k : f->kernels) {
+        int &u = uses[Shape(k).key];
+        cost.push_back(u == 0 ? 0.1 : kernelCost(k));
+        if (u >= 2) u = 0; // the first of several: the later ones are calls
+      }
+    }
+    return cost;
+  }
+
   std::unique_ptr<Module> run() {
-    const std::vector<Part> parts = planParts(P, modules_);
+    const std::vector<Part> parts = planParts(P, modules_, costs(P));
     for (const loops::Function *f : {&P.forward, &P.gradient})
       for (const Kernel &k : f->kernels) ++uses_[Shape(k).key];
+    // Each shared shape's function: named by first use, defined in that use's module.
+    for (const Part &part : parts) {
+      const loops::Function &f = part.gradient ? P.gradient : P.forward;
+      for (size_t i = part.first; i < part.last; ++i) {
+        std::string key = Shape(f.kernels[i]).key;
+        if (uses_[key] >= 2 && !homes_.count(key))
+          homes_.emplace(std::move(key), std::pair<int, int>(static_cast<int>(homes_.size()) + 1, part.module));
+      }
+    }
     if (!P.forward.name.empty()) function(P.forward, false, parts);
     if (!P.gradient.name.empty()) function(P.gradient, true, parts);
     return std::move(M);
@@ -493,7 +519,9 @@ private:
   };
 
   // Kernel k, inline when its shape occurs once in the program, else as a call of its shape's
-  // function (made in this module on first use).
+  // function: defined in the module of the shape's first use (homes_), declared in the others
+  // (the JIT links them), so that each is compiled once (two modules each compiling mnist's
+  // four product kernels, used by forward and gradient alike, cost a third more CPU time).
   void shared(const Kernel &k) {
     Shape sh(k);
     if (uses_[sh.key] < 2) return kernel(k);
@@ -501,9 +529,13 @@ private:
     if (!fn) {
       std::vector<Type *> args{I64};
       args.insert(args.end(), sh.buffers.size(), Ptr);
-      fn = Function::Create(FunctionType::get(Type::getVoidTy(C), args, false), Function::InternalLinkage,
-                            "nabla.kernel" + std::to_string(shapes_.size()), *M);
+      const auto [index, home] = homes_.at(sh.key);
+      fn = Function::Create(FunctionType::get(Type::getVoidTy(C), args, false),
+                            modules_ == 1 ? Function::InternalLinkage : Function::ExternalLinkage,
+                            "nabla.kernel" + std::to_string(index), *M);
       fn->addFnAttr(Attribute::NoUnwind);
+    }
+    if (fn->isDeclaration() && homes_.at(sh.key).second == module_) {
       fn->addFnAttr(Attribute::NoInline);
       if (!O.targetCpu.empty()) fn->addFnAttr("target-cpu", O.targetCpu);
       if (!O.targetFeatures.empty()) fn->addFnAttr("target-features", O.targetFeatures);
@@ -1040,6 +1072,7 @@ private:
   bool tiled_ = false; // emitting a register-tiled product: its loops are marked keepAsWritten
   std::unordered_map<std::string, int> uses_;           // kernel shape -> kernels of that shape
   std::unordered_map<std::string, Function *> shapes_;  // kernel shape -> its function here
+  std::unordered_map<std::string, std::pair<int, int>> homes_; // shared shape -> (number, module)
 };
 
 } // namespace
@@ -1053,8 +1086,7 @@ std::unique_ptr<Module> emitLLVM(const loops::Program &p, LLVMContext &ctx, cons
 
 int llvmModuleCount(const loops::Program &p, int most) {
   double cost = 0;
-  for (const loops::Function *f : {&p.forward, &p.gradient})
-    for (const Kernel &k : f->kernels) cost += kernelCost(k);
+  for (double c : Emitter::costs(p)) cost += c;
   // Below about this much work, a module compiles in a few milliseconds: not worth a thread.
   constexpr double kCostPerModule = 40;
   return std::max(1, std::min(most, static_cast<int>(cost / kCostPerModule)));
