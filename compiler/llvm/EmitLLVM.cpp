@@ -24,10 +24,12 @@ using LExpr = loops::Expr;
 namespace {
 
 // A rough measure of the machine code a kernel becomes (what code generation time follows): a
-// register-tiled product is several times a plain loop nest.
+// register-tiled product is several times a plain loop nest. About a millisecond of CPU a unit
+// at -O2: mnist's products (cost 8, dot tiles 7) took 5-9 ms each to compile alone, softmax 1.5.
 double kernelCost(const Kernel &k) {
   double c = 1 + 0.25 * static_cast<double>(k.loops.size()) + 0.05 * static_cast<double>(k.pool.size());
   if (k.mode == Kernel::Gemm) c += 6;
+  if (k.dotTiles) c += 5;
   if (k.mode == Kernel::Softmax) c += 2;
   return c;
 }
@@ -1087,8 +1089,10 @@ std::unique_ptr<Module> emitLLVM(const loops::Program &p, LLVMContext &ctx, cons
 int llvmModuleCount(const loops::Program &p, int most) {
   double cost = 0;
   for (double c : Emitter::costs(p)) cost += c;
-  // Below about this much work, a module compiles in a few milliseconds: not worth a thread.
-  constexpr double kCostPerModule = 40;
+  // A module costs 3-4 ms of its own (its target machine, the pass pipelines' set-up, linking):
+  // worth a thread from about 15 ms of work on. mnist (cost ~70, about 100 ms of CPU at -O2)
+  // compiles in two.
+  constexpr double kCostPerModule = 15;
   return std::max(1, std::min(most, static_cast<int>(cost / kCostPerModule)));
 }
 
