@@ -42,10 +42,10 @@ struct Part {
 };
 
 // The kernels of both functions in order (forward, then gradient; `cost` each, in that order),
-// cut into `modules` runs of about equal cost; a run is cut again where the function changes and every kKernelsPerPart
-// kernels (LLVM's loop analyses, ScalarEvolution's loop guards, grow much faster than linearly
-// with the loops of one function: a chain of 400 statements in one function took minutes to
-// optimize, 1,000 did not finish).
+// cut into `modules` runs of about equal cost; a run is cut again where the function changes and
+// every kKernelsPerPart kernels (LLVM's loop analyses, ScalarEvolution's loop guards, grow much
+// faster than linearly with the loops of one function: a chain of 400 statements in one function
+// took minutes to optimize, 1,000 did not finish).
 std::vector<Part> planParts(const loops::Program &p, int modules, const std::vector<double> &cost) {
   constexpr size_t kKernelsPerPart = 32;
   std::vector<std::pair<bool, size_t>> order;
@@ -999,8 +999,8 @@ private:
   // group of lanes of two vectors into one vector (groups half as long, twice as many, the first
   // vector's first), 2 shuffles and 1 add for two vectors; the lanes pair up as in a single
   // vector's reduction (the halves, then the quarters, ...), so every sum is added in the same
-  // order as by llvm.vector.reduce.fadd's expansion. 16 sums of 16 lanes: 15 adds, against 60
-  // for 16 separate reductions.
+  // order as by llvm.vector.reduce.fadd's expansion. 16 sums of 16 lanes: 15 vector adds, against
+  // 64 for 16 separate reductions.
   std::vector<Value *> acrossAll(std::vector<Value *> xs, unsigned V) {
     Type *VT = xs.front()->getType();
     size_t p = 1;
