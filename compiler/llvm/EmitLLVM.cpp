@@ -24,10 +24,12 @@ using LExpr = loops::Expr;
 namespace {
 
 // A rough measure of the machine code a kernel becomes (what code generation time follows): a
-// register-tiled product is several times a plain loop nest.
+// register-tiled product is several times a plain loop nest. About a millisecond of CPU a unit
+// at -O2: mnist's products (cost 8, dot tiles 7) took 5-9 ms each to compile alone, softmax 1.5.
 double kernelCost(const Kernel &k) {
   double c = 1 + 0.25 * static_cast<double>(k.loops.size()) + 0.05 * static_cast<double>(k.pool.size());
   if (k.mode == Kernel::Gemm) c += 6;
+  if (k.dotTiles) c += 5;
   if (k.mode == Kernel::Softmax) c += 2;
   return c;
 }
@@ -39,23 +41,21 @@ struct Part {
   int module;
 };
 
-// The kernels of both functions in order (forward, then gradient), cut into `modules` runs of
-// about equal cost; a run is cut again where the function changes and every kKernelsPerPart
-// kernels (LLVM's loop analyses, ScalarEvolution's loop guards, grow much faster than linearly
-// with the loops of one function: a chain of 400 statements in one function took minutes to
-// optimize, 1,000 did not finish).
-std::vector<Part> planParts(const loops::Program &p, int modules) {
+// The kernels of both functions in order (forward, then gradient; `cost` each, in that order),
+// cut into `modules` runs of about equal cost; a run is cut again where the function changes and
+// every kKernelsPerPart kernels (LLVM's loop analyses, ScalarEvolution's loop guards, grow much
+// faster than linearly with the loops of one function: a chain of 400 statements in one function
+// took minutes to optimize, 1,000 did not finish).
+std::vector<Part> planParts(const loops::Program &p, int modules, const std::vector<double> &cost) {
   constexpr size_t kKernelsPerPart = 32;
   std::vector<std::pair<bool, size_t>> order;
-  std::vector<double> cost;
   double total = 0;
   for (bool gradient : {false, true}) {
     const loops::Function &f = gradient ? p.gradient : p.forward;
     if (f.name.empty()) continue;
     for (size_t i = 0; i < f.kernels.size(); ++i) {
       order.emplace_back(gradient, i);
-      cost.push_back(kernelCost(f.kernels[i]));
-      total += cost.back();
+      total += cost[order.size() - 1];
     }
   }
   std::vector<Part> parts;
@@ -84,10 +84,38 @@ public:
     Ptr = PointerType::getUnqual(c);
   }
 
+  // The estimated cost of every kernel in order (forward, then gradient), one whose shape
+  // occurred before counted as the call it is: a shape's function is compiled once, in the
+  // module of its first use, and the other modules call it there.
+  static std::vector<double> costs(const loops::Program &p) {
+    std::unordered_map<std::string, int> uses;
+    for (const loops::Function *f : {&p.forward, &p.gradient})
+      for (const Kernel &k : f->kernels) ++uses[Shape(k).key];
+    std::vector<double> cost;
+    for (const loops::Function *f : {&p.forward, &p.gradient}) {
+      if (f->name.empty()) continue;
+      for (const Kernel &k : f->kernels) {
+        int &u = uses[Shape(k).key];
+        cost.push_back(u == 0 ? 0.1 : kernelCost(k));
+        if (u >= 2) u = 0; // the first of several: the later ones are calls
+      }
+    }
+    return cost;
+  }
+
   std::unique_ptr<Module> run() {
-    const std::vector<Part> parts = planParts(P, modules_);
+    const std::vector<Part> parts = planParts(P, modules_, costs(P));
     for (const loops::Function *f : {&P.forward, &P.gradient})
       for (const Kernel &k : f->kernels) ++uses_[Shape(k).key];
+    // Each shared shape's function: named by first use, defined in that use's module.
+    for (const Part &part : parts) {
+      const loops::Function &f = part.gradient ? P.gradient : P.forward;
+      for (size_t i = part.first; i < part.last; ++i) {
+        std::string key = Shape(f.kernels[i]).key;
+        if (uses_[key] >= 2 && !homes_.count(key))
+          homes_.emplace(std::move(key), std::pair<int, int>(static_cast<int>(homes_.size()) + 1, part.module));
+      }
+    }
     if (!P.forward.name.empty()) function(P.forward, false, parts);
     if (!P.gradient.name.empty()) function(P.gradient, true, parts);
     return std::move(M);
@@ -493,7 +521,9 @@ private:
   };
 
   // Kernel k, inline when its shape occurs once in the program, else as a call of its shape's
-  // function (made in this module on first use).
+  // function: defined in the module of the shape's first use (homes_), declared in the others
+  // (the JIT links them), so that each is compiled once (two modules each compiling mnist's
+  // four product kernels, used by forward and gradient alike, cost a third more CPU time).
   void shared(const Kernel &k) {
     Shape sh(k);
     if (uses_[sh.key] < 2) return kernel(k);
@@ -501,9 +531,13 @@ private:
     if (!fn) {
       std::vector<Type *> args{I64};
       args.insert(args.end(), sh.buffers.size(), Ptr);
-      fn = Function::Create(FunctionType::get(Type::getVoidTy(C), args, false), Function::InternalLinkage,
-                            "nabla.kernel" + std::to_string(shapes_.size()), *M);
+      const auto [index, home] = homes_.at(sh.key);
+      fn = Function::Create(FunctionType::get(Type::getVoidTy(C), args, false),
+                            modules_ == 1 ? Function::InternalLinkage : Function::ExternalLinkage,
+                            "nabla.kernel" + std::to_string(index), *M);
       fn->addFnAttr(Attribute::NoUnwind);
+    }
+    if (fn->isDeclaration() && homes_.at(sh.key).second == module_) {
       fn->addFnAttr(Attribute::NoInline);
       if (!O.targetCpu.empty()) fn->addFnAttr("target-cpu", O.targetCpu);
       if (!O.targetFeatures.empty()) fn->addFnAttr("target-features", O.targetFeatures);
@@ -864,9 +898,15 @@ private:
     std::vector<Constant *> bits;
     for (unsigned i = 0; i < V; ++i) bits.push_back(ConstantInt::get(Type::getInt1Ty(C), i < tail));
     Constant *tailMask = ConstantVector::get(bits);
-    FastMathFlags reassoc;
-    reassoc.setAllowReassoc(true);
-    reassoc.setAllowContract(true);
+    // The tile's sums on their way to the epilogue (MR x NR reals, a vector's alignment).
+    Value *sums;
+    {
+      IRBuilder<>::InsertPointGuard guard(B);
+      B.SetInsertPoint(entry_, entry_->getFirstInsertionPt());
+      auto *slot = B.CreateAlloca(T, c64((MR * NR + V - 1) / V * V), "dot.sums");
+      slot->setAlignment(Align(V * (O.f64 ? 8 : 4)));
+      sums = slot;
+    }
     // One tile: rows m..m+R-1 of A, rows n0..n0+NF-1 of W.
     auto tile = [&](Value *m, int R, Value *n0, int NF) {
       std::vector<Value *> arow, wrow;
@@ -914,16 +954,33 @@ private:
         acc = next;
       }
       if (tail > 0) step(c64(steps * V), true, acc);
-      // Added across, then through the epilogue into out[m + r, n0 + f].
-      for (int r = 0; r < R; ++r)
-        for (int f = 0; f < NF; ++f) {
-          Value *sum = B.CreateFAddReduce(real(0), acc[static_cast<size_t>(r * NF + f)]);
-          cast<Instruction>(sum)->setFastMathFlags(reassoc);
-          B.CreateStore(sum, acc_);
-          vars_[lm.var] = B.CreateAdd(m, c64(r));
-          vars_[ln.var] = B.CreateAdd(n0, c64(f));
-          B.CreateStore(expr(k, k.epilogue), address(k.out, k.outIndex));
+      // Added across all at once (acrossAll: R x NF sums in ceil(R NF / V) vectors, in order),
+      // stored to `sums`, then through the epilogue into out[m + r, n0 + f] by a loop over the
+      // tile. Written out per sum (a reduction and a copy of the epilogue each, a libm call
+      // among them with every accumulator live across it) the tails were most of the dot
+      // tiles' IR: code generation of mnist's two dot-tile kernels took a third of a cold
+      // compile.
+      std::vector<Value *> across = acrossAll(acc, V);
+      for (size_t i = 0; i < across.size(); ++i)
+        B.CreateAlignedStore(across[i], B.CreateInBoundsGEP(T, sums, c64(static_cast<int64_t>(i * V))), align);
+      auto each = [&](int count, int id, const std::function<void()> &body) {
+        if (count == 1) {
+          vars_[id] = c64(0);
+          body();
+        } else {
+          loop(loops::Loop{id, count, false, false}, body);
         }
+      };
+      each(R, 3014, [&] {
+        Value *r = vars_.at(3014);
+        each(NF, 3015, [&] {
+          Value *f = vars_.at(3015);
+          B.CreateStore(B.CreateLoad(T, B.CreateInBoundsGEP(T, sums, B.CreateAdd(B.CreateMul(r, c64(NF)), f))), acc_);
+          vars_[lm.var] = B.CreateAdd(m, r);
+          vars_[ln.var] = B.CreateAdd(n0, f);
+          B.CreateStore(expr(k, k.epilogue), address(k.out, k.outIndex));
+        });
+      });
     };
     auto rows = [&](Value *n0, int NF) {
       Value *blocks = B.CreateSDiv(M, c64(MR));
@@ -935,6 +992,35 @@ private:
     if (full > 0) loop(loops::Loop{3012, full, false, false}, [&] { rows(B.CreateMul(vars_.at(3012), c64(NR)), NR); });
     if (N % NR) loop(loops::Loop{3013, N % NR, false, false}, [&] { rows(B.CreateAdd(c64(full * NR), vars_.at(3013)), 1); });
     tiled_ = false;
+  }
+
+  // The sums across the lanes of vectors xs[0..n) (V lanes each): sum j in lane j mod V of
+  // vector j / V, the lanes past n unspecified. A tree: each level adds the two halves of every
+  // group of lanes of two vectors into one vector (groups half as long, twice as many, the first
+  // vector's first), 2 shuffles and 1 add for two vectors; the lanes pair up as in a single
+  // vector's reduction (the halves, then the quarters, ...), so every sum is added in the same
+  // order as by llvm.vector.reduce.fadd's expansion. 16 sums of 16 lanes: 15 vector adds, against
+  // 64 for 16 separate reductions.
+  std::vector<Value *> acrossAll(std::vector<Value *> xs, unsigned V) {
+    Type *VT = xs.front()->getType();
+    size_t p = 1;
+    while (p < xs.size()) p *= 2;
+    xs.resize(p, Constant::getNullValue(VT));
+    for (unsigned s = V; s > 1; s /= 2) {
+      if (xs.size() == 1) xs.push_back(xs.front()); // fewer sums than lanes: the upper half repeats
+      std::vector<int> lo, hi;
+      for (unsigned h = 0; h < 2; ++h)
+        for (unsigned g = 0; g < V / s; ++g)
+          for (unsigned i = 0; i < s / 2; ++i) {
+            lo.push_back(static_cast<int>(h * V + g * s + i));
+            hi.push_back(static_cast<int>(h * V + g * s + s / 2 + i));
+          }
+      std::vector<Value *> next;
+      for (size_t i = 0; i < xs.size(); i += 2)
+        next.push_back(B.CreateFAdd(B.CreateShuffleVector(xs[i], xs[i + 1], lo), B.CreateShuffleVector(xs[i], xs[i + 1], hi)));
+      xs = std::move(next);
+    }
+    return xs;
   }
 
   // for (vars_[id] = 0; vars_[id] < count; ++vars_[id]) body(), count a run-time value.
@@ -988,6 +1074,7 @@ private:
   bool tiled_ = false; // emitting a register-tiled product: its loops are marked keepAsWritten
   std::unordered_map<std::string, int> uses_;           // kernel shape -> kernels of that shape
   std::unordered_map<std::string, Function *> shapes_;  // kernel shape -> its function here
+  std::unordered_map<std::string, std::pair<int, int>> homes_; // shared shape -> (number, module)
 };
 
 } // namespace
@@ -1001,10 +1088,11 @@ std::unique_ptr<Module> emitLLVM(const loops::Program &p, LLVMContext &ctx, cons
 
 int llvmModuleCount(const loops::Program &p, int most) {
   double cost = 0;
-  for (const loops::Function *f : {&p.forward, &p.gradient})
-    for (const Kernel &k : f->kernels) cost += kernelCost(k);
-  // Below about this much work, a module compiles in a few milliseconds: not worth a thread.
-  constexpr double kCostPerModule = 40;
+  for (double c : Emitter::costs(p)) cost += c;
+  // A module costs 3-4 ms of its own (its target machine, the pass pipelines' set-up, linking):
+  // worth a thread from about 15 ms of work on. mnist (cost ~70, about 100 ms of CPU at -O2)
+  // compiles in two.
+  constexpr double kCostPerModule = 15;
   return std::max(1, std::min(most, static_cast<int>(cost / kCostPerModule)));
 }
 

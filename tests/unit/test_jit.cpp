@@ -1339,6 +1339,38 @@ TEST_CASE("jit: code cut into 2, 3 and 5 modules compiled in parallel agrees wit
   }
 }
 
+TEST_CASE("jit: a kernel shared by forward and gradient is compiled in one module of two", "[jit]") {
+  // mnist's four product kernels are functions that both entry points call. Cut into two modules
+  // (forward's kernels in the first), each is compiled in the module of its first use and called
+  // from the other: the two objects together are about the one module's size (when both modules
+  // compiled them, 1.25 times it), and the numbers are the one module's, on both sides of the
+  // batch size where the products change form (128).
+  const std::string src = readText(std::filesystem::path(NABLA_SOURCE_DIR) / "tests/bench/mnist.nn");
+  auto compile = [&](int modules) {
+    CompileOptions o;
+    o.dtype = DType::F32;
+    o.jitModules = modules;
+    o.cacheDir = std::string(); // compiled, not read from a cache: the object sizes are measured
+    auto m = Model::compileString(src, "mnist.nn", o);
+    if (!m) throw std::runtime_error(m.error().message);
+    return std::move(*m);
+  };
+  Model one = compile(1), two = compile(2);
+  auto bytes = [](const Model &m) {
+    size_t b = 0;
+    for (const JitModuleTimes &t : m.compileTimes().jit.modules) b += t.objectBytes;
+    return b;
+  };
+  REQUIRE(two.compileTimes().jit.modules.size() == 2);
+  INFO("one module " << bytes(one) << " bytes, two " << bytes(two));
+  CHECK(static_cast<double>(bytes(two)) < 1.15 * static_cast<double>(bytes(one)));
+  for (int64_t n : {7, 130}) {
+    std::string p = compareModels(two, one, n, 50 + static_cast<uint64_t>(n), 0, true);
+    INFO(p);
+    CHECK(p.empty());
+  }
+}
+
 TEST_CASE("jit: threads 1, 2, 3 agree, and each is deterministic", "[jit]") {
   std::set<std::string> unused;
   std::vector<std::pair<std::string, std::string>> programs = {
