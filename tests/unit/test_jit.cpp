@@ -2331,6 +2331,13 @@ TEST_CASE("jit: small programs' one-example body (every loop unrolled, exp inlin
                             "q = log_softmax(v)\n"
                             "output g, y, q\n"
                             "loss E = cross_entropy(g, t) + mean(w * w) + 0.1 * sum(tanh(v)) + 0.01 * dot(u, x) - 0.1 * sum(q)\n"},
+      // Batch sums of rows of 19 (EmitLLVM's batchSum: vector sums across the batch,
+      // 8 vectors at a time, the last masked) beside a fused one.
+      {"small-rows.nn", "input x[2, 19]\ninput z[20]\ntarget t[2, 19]\n"
+                        "param c[2, 19] ~ normal(0, 0.5)\nparam d[19] ~ normal(0, 0.5)\nparam e[20] ~ normal(0, 0.5)\n"
+                        "y = tanh(x + c + d)\n"
+                        "output y\n"
+                        "loss E = 0.5 * sum((y - t)^2) + 0.1 * sum(logistic(z + e))\n"},
       // exp far out of [-1, 1]: the inline exp's range reduction, its limits and its sign handling.
       {"small-large.nn", "input x[4]\ntarget t[4]\nparam w[4] ~ uniform(0.5, 1.5)\n"
                          "z = w * x * 30\n"
