@@ -721,6 +721,7 @@ private:
     size_t all = k.loops.size();
     switch (k.mode) {
     case Kernel::Assign:
+      if (transposeBlocks(k)) return;
       nest(k, 0, all, [&] { store(expr(k, k.body), k.out, k.outIndex); });
       return;
     case Kernel::Accumulate:
@@ -834,6 +835,62 @@ private:
     });
     return true;
   }
+  // LowerToLoops' transposed copy of a weight block, WT[k, n] = W[n, k] (loops n / blk, k, blk;
+  // W contiguous along k), with N and K multiples of the vector width: V x V blocks, V rows of W
+  // loaded as vectors, transposed in registers (log2 V rounds of two-input shuffles), stored as
+  // V rows of WT. As a loop nest the vectorizer made it a gather per V elements (deep's 32 x 32
+  // weights: 64 gathers a layer). The same values. False when k is not such a copy.
+  bool transposeBlocks(const Kernel &k) {
+    if (unroll_ || k.loops.size() != 3) return false;
+    const loops::Loop &l0 = k.loops[0], &l1 = k.loops[1], &l2 = k.loops[2];
+    const LExpr &w = k.pool[static_cast<size_t>(k.body)];
+    if (l0.batch || l1.batch || l2.batch || w.kind != LExpr::Load || !w.bounds.empty() || k.outIndex.terms.size() != 3 ||
+        w.index.terms.size() != 3)
+      return false;
+    const int64_t blk = l2.extent, N = l0.extent * blk, K = l1.extent, cn = coef(w.index, l2.var);
+    if (coef(k.outIndex, l2.var) != 1 || coef(k.outIndex, l0.var) != blk || coef(k.outIndex, l1.var) != N ||
+        coef(w.index, l1.var) != 1 || cn <= 0 || coef(w.index, l0.var) != cn * blk)
+      return false;
+    const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
+    if (N % V != 0 || K % V != 0) return false;
+    VectorType *VT = FixedVectorType::get(T, V);
+    const Align align(O.f64 ? 8 : 4);
+    auto c64 = [&](int64_t v) { return ConstantInt::get(I64, v); };
+    Value *pw = B.CreateInBoundsGEP(T, bufferBase(w.buffer), c64(w.index.constant));
+    Value *pt = B.CreateInBoundsGEP(T, bufferBase(k.out), c64(k.outIndex.constant));
+    loop(loops::Loop{4000, N / V, false, false}, [&] {
+      loop(loops::Loop{4001, K / V, false, false}, [&] {
+        Value *n0 = B.CreateMul(vars_.at(4000), c64(V)), *k0 = B.CreateMul(vars_.at(4001), c64(V));
+        std::vector<Value *> rows;
+        for (unsigned r = 0; r < V; ++r) {
+          Value *at = B.CreateAdd(B.CreateMul(B.CreateAdd(n0, c64(r)), c64(cn)), k0);
+          rows.push_back(B.CreateAlignedLoad(VT, B.CreateInBoundsGEP(T, pw, at), align));
+        }
+        // Round d swaps bit d of the row with bit d of the lane: for rows i (bit clear) and
+        // j = i | d, lane c of the new i is c & d ? j[c ^ d] : i[c], of the new j
+        // c & d ? j[c] : i[c ^ d]. After every bit, row r holds column r.
+        for (unsigned d = 1; d < V; d <<= 1) {
+          std::vector<int> lo, hi;
+          for (unsigned c = 0; c < V; ++c) {
+            lo.push_back(static_cast<int>(c & d ? V + (c ^ d) : c));
+            hi.push_back(static_cast<int>(c & d ? V + c : c ^ d));
+          }
+          for (unsigned i = 0; i < V; ++i) {
+            if (i & d) continue;
+            Value *a = rows[i], *b = rows[i | d];
+            rows[i] = B.CreateShuffleVector(a, b, lo);
+            rows[i | d] = B.CreateShuffleVector(a, b, hi);
+          }
+        }
+        for (unsigned r = 0; r < V; ++r) {
+          Value *at = B.CreateAdd(B.CreateMul(B.CreateAdd(k0, c64(r)), c64(N)), n0);
+          B.CreateAlignedStore(rows[r], B.CreateInBoundsGEP(T, pt, at), align);
+        }
+      });
+    });
+    return true;
+  }
+
   // The mask of the first `lanes` of V lanes.
   Constant *laneMask(unsigned V, int64_t lanes) {
     std::vector<Constant *> bits;
