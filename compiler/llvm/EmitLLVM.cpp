@@ -77,11 +77,12 @@ std::vector<Part> planParts(const loops::Program &p, int modules) {
 
 } // namespace
 
-// The size of a function unrolled for one example, in expression nodes: it gets the one-example
-// body (Emitter::oneExample) when that is at most kUnrollOneBudget (hinton: ~300; mnist or deep:
-// over 10^5), so that big programs compile no slower.
+// The size of a function unrolled for one example, in expression nodes (an exp inline, alone or
+// in an activation, counted as kExpNodes: about the instructions it becomes): it gets the
+// one-example body (Emitter::oneExample) when that is at most kUnrollOneBudget (hinton: ~600;
+// mnist or deep: over 10^5), so that big programs compile no slower.
 bool unrollsForOneExample(const loops::Function &f) {
-  constexpr int64_t kUnrollOneBudget = 4096;
+  constexpr int64_t kUnrollOneBudget = 8192, kExpNodes = 32;
   if (f.name.empty()) return false;
   int64_t size = 0;
   for (const Kernel &k : f.kernels) {
@@ -89,10 +90,16 @@ bool unrollsForOneExample(const loops::Function &f) {
     if (!k.aRows.empty()) return false; // a windowed product reads through tables: not here
     int64_t trips = k.mode == Kernel::Softmax ? 3 * std::max<int64_t>(1, k.cols) : 1;
     for (const loops::Loop &l : k.loops) {
-      trips *= l.batch ? 1 : std::max<int64_t>(1, l.extent); // <= 4096 x an extent: no overflow
+      trips *= l.batch ? 1 : std::max<int64_t>(1, l.extent); // <= 8192 x an extent: no overflow
       if (trips > kUnrollOneBudget) return false;
     }
-    size += trips * static_cast<int64_t>(k.pool.size() + 2);
+    int64_t nodes = k.mode == Kernel::Softmax ? 2 + kExpNodes : 2;
+    for (const LExpr &e : k.pool) {
+      const bool exp = e.kind == LExpr::Unary && (e.op == Op::Exp || e.op == Op::Logistic || e.op == Op::Tanh ||
+                                                  e.op == Op::Softplus);
+      nodes += exp ? kExpNodes : 1;
+    }
+    size += trips * nodes;
     if (size > kUnrollOneBudget) return false;
   }
   return true;
@@ -157,6 +164,8 @@ private:
     if (module_ != 0) return;
     Function *entry = declare(entryType, name, Function::ExternalLinkage);
     begin(entry, gradient);
+    // (A small program of more than kKernelsPerPart kernels: its one-example body has no loop.)
+    if (unrollsForOne(f)) oneExample(f, gradient);
     std::vector<Value *> args;
     for (auto &a : entry->args()) args.push_back(&a);
     for (Function *part : calls) B.CreateCall(part, args);
