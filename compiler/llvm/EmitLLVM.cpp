@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <string>
 #include <unordered_map>
 
@@ -74,6 +75,38 @@ std::vector<Part> planParts(const loops::Program &p, int modules, const std::vec
   return parts;
 }
 
+} // namespace
+
+// The size of a function unrolled for one example, in expression nodes (an exp inline, alone or
+// in an activation, counted as kExpNodes: about the instructions it becomes): it gets the
+// one-example body (Emitter::oneExample) when that is at most kUnrollOneBudget (hinton: ~600;
+// mnist or deep: over 10^5), so that big programs compile no slower.
+bool unrollsForOneExample(const loops::Function &f) {
+  constexpr int64_t kUnrollOneBudget = 8192, kExpNodes = 32;
+  if (f.name.empty()) return false;
+  int64_t size = 0;
+  for (const Kernel &k : f.kernels) {
+    if ((k.minBatch > 1) || (k.maxBatch > 0 && k.maxBatch <= 1)) continue; // not run at n = 1
+    if (!k.aRows.empty()) return false; // a windowed product reads through tables: not here
+    int64_t trips = k.mode == Kernel::Softmax ? 3 * std::max<int64_t>(1, k.cols) : 1;
+    for (const loops::Loop &l : k.loops) {
+      trips *= l.batch ? 1 : std::max<int64_t>(1, l.extent); // <= 8192 x an extent: no overflow
+      if (trips > kUnrollOneBudget) return false;
+    }
+    int64_t nodes = k.mode == Kernel::Softmax ? 2 + kExpNodes : 2;
+    for (const LExpr &e : k.pool) {
+      const bool exp = e.kind == LExpr::Unary && (e.op == Op::Exp || e.op == Op::Logistic || e.op == Op::Tanh ||
+                                                  e.op == Op::Softplus);
+      nodes += exp ? kExpNodes : 1;
+    }
+    size += trips * nodes;
+    if (size > kUnrollOneBudget) return false;
+  }
+  return true;
+}
+
+namespace {
+
 class Emitter {
 public:
   Emitter(const loops::Program &p, LLVMContext &c, const LLVMEmitOptions &o, int module, int modules)
@@ -134,6 +167,7 @@ private:
       if (part.gradient == gradient) mine.push_back(&part);
     if (modules_ == 1 && mine.size() <= 1) {
       begin(declare(entryType, name, Function::ExternalLinkage), gradient);
+      if (unrollsForOne(f)) oneExample(f, gradient);
       for (const Part *part : mine)
         for (size_t i = part->first; i < part->last; ++i) shared(f.kernels[i]);
       ret(f, gradient);
@@ -158,6 +192,8 @@ private:
     if (module_ != 0) return;
     Function *entry = declare(entryType, name, Function::ExternalLinkage);
     begin(entry, gradient);
+    // (A small program of more than kKernelsPerPart kernels: its one-example body has no loop.)
+    if (unrollsForOne(f)) oneExample(f, gradient);
     std::vector<Value *> args;
     for (auto &a : entry->args()) args.push_back(&a);
     for (Function *part : calls) B.CreateCall(part, args);
@@ -168,6 +204,67 @@ private:
   void ret(const loops::Function &f, bool gradient) {
     if (gradient) B.CreateRet(B.CreateLoad(T, bufferBase(f.result), "loss"));
     else B.CreateRetVoid();
+  }
+
+  // --- one example, unrolled ----------------------------------------------------------------
+  // A small program called with one example (online training, hinton's 4-3-2 network) spends
+  // most of its time in the loops' and kernels' overhead: its step is a few dozen multiply-adds
+  // spread over twenty kernels. For such a program the entry point starts with a second body
+  // for n = 1: every loop unrolled as it is emitted (the batch loops run once), the products as
+  // plain sums (no tiles), and every element a kernel stores kept in a register for the kernels
+  // after it (storeKnown / loadKnown: with constant indices, each load of an element stored or
+  // loaded before in this call is that value), so that the kernels merge into one straight run
+  // of arithmetic. The same sums in the same order as the general body (a product's sum runs
+  // along k from 0, as in the tiles); the general body runs for every other n.
+  //
+  // (unrollsForOneExample, below, says which programs get it.)
+  static bool unrollsForOne(const loops::Function &f) { return unrollsForOneExample(f); }
+
+  // if (n == 1) { the kernels unrolled for one example; return }, then the general body.
+  void oneExample(const loops::Function &f, bool gradient) {
+    BasicBlock *one = BasicBlock::Create(C, "one", F), *general = BasicBlock::Create(C, "general", F);
+    B.CreateCondBr(B.CreateICmpEQ(n_, ConstantInt::get(I64, 1)), one, general);
+    B.SetInsertPoint(one);
+    Value *n0 = n_, *nReal0 = nReal_;
+    n_ = ConstantInt::get(I64, 1);
+    nReal_ = real(1);
+    base_.clear(); // the buffers' starts, with n = 1 folded in
+    unroll_ = true;
+    known_.clear();
+    for (const Kernel &k : f.kernels) kernel(k);
+    if (gradient) B.CreateRet(loadKnown(f.result, loops::Affine{}));
+    else B.CreateRetVoid();
+    unroll_ = false;
+    known_.clear();
+    base_.clear();
+    n_ = n0, nReal_ = nReal0;
+    B.SetInsertPoint(general);
+  }
+
+  // The memory location of element `a` of buffer b in the unrolled body (its space and its
+  // offset there), or false when the index is not a constant.
+  bool location(int b, const loops::Affine &a, std::pair<int, int64_t> &at) {
+    auto *c = dyn_cast<ConstantInt>(index(a));
+    if (!c) return false;
+    const loops::Buffer &buf = P.buffers[static_cast<size_t>(b)];
+    at = {static_cast<int>(buf.space), buf.offset + buf.offsetPerN + c->getSExtValue()};
+    return true;
+  }
+  // buffer[a] = v; in the unrolled body, v is remembered as that location's value (buffers of
+  // one space may share memory: the location, not the buffer, is the key).
+  void store(Value *v, int b, const loops::Affine &a) {
+    B.CreateStore(v, address(b, a));
+    std::pair<int, int64_t> at;
+    if (unroll_ && location(b, a, at)) known_[at] = v;
+  }
+  Value *loadKnown(int b, const loops::Affine &a) {
+    std::pair<int, int64_t> at;
+    if (unroll_ && location(b, a, at)) {
+      auto [it, fresh] = known_.try_emplace(at, nullptr);
+      if (fresh) it->second = B.CreateLoad(T, address(b, a));
+      return it->second;
+    }
+    return B.CreateLoad(T, address(b, a));
   }
 
   std::vector<Type *> paramTypes(bool gradient) const {
@@ -245,6 +342,15 @@ private:
   // for (iv = 0; iv < extent; ++iv) body(iv)
   void loop(const loops::Loop &l, const std::function<void()> &body) {
     Value *extent = l.batch ? n_ : ConstantInt::get(I64, l.extent);
+    if (unroll_) {
+      // The body once for each value of the variable (the one-example body: all extents known).
+      const int64_t trips = cast<ConstantInt>(extent)->getSExtValue();
+      for (int64_t i = 0; i < trips; ++i) {
+        vars_[l.var] = ConstantInt::get(I64, i);
+        body();
+      }
+      return;
+    }
     BasicBlock *pre = B.GetInsertBlock();
     BasicBlock *header = BasicBlock::Create(C, "loop", F);
     BasicBlock *exit = BasicBlock::Create(C, "loop.end", F);
@@ -317,16 +423,76 @@ private:
     return ok;
   }
 
+  // exp, the intrinsic (a libm call, or libmvec's when vectorized), or in the unrolled body
+  // inline: a call there costs more than the arithmetic around it (every vector register is
+  // caller-saved, so the values live across it are spilled). Inline: k = round(x / ln2),
+  // r = x - k ln2 in two parts (Cody-Waite), e^r by Taylor to r^13 (f64) or r^7 (f32), whose
+  // remainders at |r| <= ln2 / 2 are below half an ulp, times 2^k built in the exponent bits in
+  // two halves (so that k down to the smallest subnormal works), infinity above and 0 below the
+  // range: the emitted C++'s nn_exp, step for step.
+  Value *exp(Value *x) {
+    if (!unroll_) return intrinsic(Intrinsic::exp, x);
+    Type *ty = x->getType();
+    Type *ity = O.f64 ? I64 : Type::getInt32Ty(C);
+    auto c = [&](double v) { return ConstantFP::get(ty, v); };
+    auto ci = [&](int64_t v) { return ConstantInt::get(ity, static_cast<uint64_t>(v)); };
+    auto fma = [&](Value *a, Value *b, Value *d) { return B.CreateIntrinsic(Intrinsic::fmuladd, {ty}, {a, b, d}); };
+    const double magic = O.f64 ? 6755399441055744.0 : 12582912.0; // 1.5 * 2^52 (2^23): adding it rounds
+    Value *t = B.CreateFAdd(B.CreateFMul(x, c(O.f64 ? 1.4426950408889634074 : 1.44269504)), c(magic));
+    Value *kf = B.CreateFSub(t, c(magic));
+    Value *r = O.f64 ? B.CreateFSub(B.CreateFSub(x, B.CreateFMul(kf, c(6.93145751953125E-1))), B.CreateFMul(kf, c(1.42860682030941723212E-6)))
+                     : B.CreateFSub(B.CreateFSub(x, B.CreateFMul(kf, c(0.693359375))), B.CreateFMul(kf, c(-2.12194440e-4)));
+    const int terms = O.f64 ? 13 : 7;
+    double fact = 1;
+    for (int i = 2; i <= terms; ++i) fact *= i;
+    Value *p = c(1 / fact);
+    for (int i = terms - 1; i >= 0; --i) {
+      fact = i > 1 ? fact / (i + 1) : 1; // 1 / i!
+      p = fma(p, r, c(1 / fact));
+    }
+    Value *k = B.CreateSub(B.CreateBitCast(t, ity), B.CreateBitCast(c(magic), ity));
+    Value *k1 = B.CreateAShr(k, ci(1)), *k2 = B.CreateSub(k, k1);
+    const int64_t bias = O.f64 ? 1023 : 127, shift = O.f64 ? 52 : 23;
+    Value *s1 = B.CreateBitCast(B.CreateShl(B.CreateAdd(k1, ci(bias)), ci(shift)), ty);
+    Value *s2 = B.CreateBitCast(B.CreateShl(B.CreateAdd(k2, ci(bias)), ci(shift)), ty);
+    Value *y = B.CreateFMul(B.CreateFMul(p, s1), s2);
+    y = B.CreateSelect(B.CreateFCmpOLT(x, c(O.f64 ? -745.1332191019412 : -103.972084)), c(0), y);
+    return B.CreateSelect(B.CreateFCmpOGT(x, c(O.f64 ? 709.782712893384 : 88.7228317)), c(INFINITY), y);
+  }
+
+  // tanh in f32: a rational function of x on [-7.905, 7.905], where tanh rounds to ±1 beyond
+  // (Eigen's generic_fast_tanh_float: p(x) / q(x), p odd of degree 13, q even of degree 6, a few
+  // ulp; x itself where |x| < 0.0004). No exp and one division: in deep's 16 tanh layers the
+  // f64 form below (both of its sides and an exp computed, two divisions) was a quarter of the
+  // step. NaN passes through.
+  Value *tanhF32(Value *a) {
+    const double clamp = 7.90531110763549805;
+    Value *x = B.CreateSelect(B.CreateFCmpOGT(a, real(clamp)), real(clamp), a);
+    x = B.CreateSelect(B.CreateFCmpOLT(x, real(-clamp)), real(-clamp), x);
+    Value *x2 = B.CreateFMul(x, x);
+    auto fma = [&](Value *u, Value *v, double w) { return B.CreateIntrinsic(Intrinsic::fmuladd, {T}, {u, v, real(w)}); };
+    Value *p = fma(x2, real(-2.76076847742355e-16), 2.00018790482477e-13);
+    for (double c : {-8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+                     4.89352455891786e-03})
+      p = fma(x2, p, c);
+    p = B.CreateFMul(x, p);
+    Value *q = fma(x2, real(1.19825839466702e-06), 1.18534705686654e-04);
+    q = fma(x2, q, 2.26843463243900e-03);
+    q = fma(x2, q, 4.89352518554385e-03);
+    return B.CreateSelect(B.CreateFCmpOLT(intrinsic(Intrinsic::fabs, a), real(0.0004)), a, B.CreateFDiv(p, q));
+  }
+
   Value *unary(Op op, Value *x, double p) {
     switch (op) {
     case Op::Neg: return B.CreateFNeg(x);
     case Op::Logistic: {
       // e = exp(-|x|), r = 1 / (1 + e): logistic(x) = x >= 0 ? r : e * r
-      Value *e = intrinsic(Intrinsic::exp, B.CreateFNeg(intrinsic(Intrinsic::fabs, x)));
+      Value *e = exp(B.CreateFNeg(intrinsic(Intrinsic::fabs, x)));
       Value *r = B.CreateFDiv(real(1), B.CreateFAdd(real(1), e));
       return B.CreateSelect(B.CreateFCmpOGE(x, real(0)), r, B.CreateFMul(e, r));
     }
     case Op::Tanh: {
+      if (!O.f64) return tanhF32(x);
       // Vectorizable: |x| < 0.625: x + x z P(z) / Q(z), z = x^2 (Cephes' rational form, 4e-16
       // relative in f64); else sign(x) (1 - 2 / (exp(2|x|) + 1)). Both sides are computed and one
       // selected, so the loop stays branch-free.
@@ -339,7 +505,7 @@ private:
                                                         real(2.23548839060100448583E3)), z),
                               real(4.84406305325125486048E3));
       Value *small = B.CreateFAdd(x, B.CreateFDiv(B.CreateFMul(B.CreateFMul(x, z), num), q));
-      Value *e = intrinsic(Intrinsic::exp, B.CreateFMul(real(2), ax));
+      Value *e = exp(B.CreateFMul(real(2), ax));
       Value *big = B.CreateFSub(real(1), B.CreateFDiv(real(2), B.CreateFAdd(e, real(1))));
       big = B.CreateBinaryIntrinsic(Intrinsic::copysign, big, x);
       return B.CreateSelect(B.CreateFCmpOLT(ax, real(0.625)), small, big);
@@ -348,10 +514,10 @@ private:
     case Op::Softplus: {
       // max(x, 0) + log1p(exp(-|x|))
       Value *m = B.CreateSelect(B.CreateFCmpOGT(x, real(0)), x, real(0));
-      Value *e = intrinsic(Intrinsic::exp, B.CreateFNeg(intrinsic(Intrinsic::fabs, x)));
+      Value *e = exp(B.CreateFNeg(intrinsic(Intrinsic::fabs, x)));
       return B.CreateFAdd(m, log1p(e));
     }
-    case Op::Exp: return intrinsic(Intrinsic::exp, x);
+    case Op::Exp: return exp(x);
     case Op::Log: return intrinsic(Intrinsic::log, x);
     case Op::Sqrt: return intrinsic(Intrinsic::sqrt, x);
     case Op::Abs: return intrinsic(Intrinsic::fabs, x);
@@ -386,7 +552,7 @@ private:
     switch (x.kind) {
     case LExpr::Const: return real(x.value);
     case LExpr::Load: {
-      if (x.bounds.empty()) return B.CreateLoad(T, address(x.buffer, x.index));
+      if (x.bounds.empty()) return loadKnown(x.buffer, x.index);
       // Zero padding: outside the bounds, read element 0 (always there) and select 0 instead,
       // branch-free.
       Value *ok = within(x.bounds);
@@ -573,6 +739,11 @@ private:
   }
 
   void kernel(const Kernel &k) {
+    if (unroll_) {
+      // n = 1: the form for one example only.
+      if ((k.minBatch <= 0 || 1 >= k.minBatch) && (k.maxBatch <= 0 || 1 < k.maxBatch)) kernelBody(k);
+      return;
+    }
     if (k.minBatch <= 0 && k.maxBatch <= 0) {
       kernelBody(k);
       return;
@@ -593,10 +764,20 @@ private:
     size_t all = k.loops.size();
     switch (k.mode) {
     case Kernel::Assign:
-      nest(k, 0, all, [&] { B.CreateStore(expr(k, k.body), address(k.out, k.outIndex)); });
+      if (transposeBlocks(k)) return;
+      nest(k, 0, all, [&] { store(expr(k, k.body), k.out, k.outIndex); });
       return;
     case Kernel::Accumulate:
+      if (batchSum(k)) return;
       nest(k, 0, all, [&] {
+        if (unroll_) {
+          // Constant indices: the bounds are known, no branch.
+          if (auto *ok = dyn_cast<ConstantInt>(within(k.outBounds))) {
+            if (!ok->isZero()) store(B.CreateFAdd(loadKnown(k.out, k.outIndex), expr(k, k.body)), k.out, k.outIndex);
+            return;
+          }
+          known_.clear(); // (not expected) the branch below stores behind loadKnown's back
+        }
         BasicBlock *after = nullptr;
         if (!k.outBounds.empty()) {
           // Only inside the bounds: if (within) out[index] += body.
@@ -614,12 +795,12 @@ private:
       });
       return;
     case Kernel::Reduce: {
-      if (k.dotTiles && k.combine == Kernel::Sum) return dotTiles(k);
+      if (k.dotTiles && k.combine == Kernel::Sum && !unroll_) return dotTiles(k);
       size_t outer = 0;
       while (outer < all && !k.loops[outer].reduction) ++outer;
       nest(k, 0, outer, [&] {
         if (k.combine == Kernel::Sum) {
-          B.CreateStore(real(0), acc_);
+          B.CreateStore(real(unroll_ ? -0.0 : 0.0), acc_); // unrolled: see plainGemm
           nest(k, outer, all, [&] { accumulate(expr(k, k.body)); });
         } else {
           // acc = body > acc ? body : acc (<, for Min) from -inf (+inf): the first of equal
@@ -631,13 +812,135 @@ private:
             B.CreateStore(B.CreateSelect(mx ? B.CreateFCmpOGT(v, a) : B.CreateFCmpOLT(v, a), v, a), acc_);
           });
         }
-        B.CreateStore(expr(k, k.epilogue), address(k.out, k.outIndex));
+        store(expr(k, k.epilogue), k.out, k.outIndex);
       });
       return;
     }
     case Kernel::Softmax: softmax(k); return;
-    case Kernel::Gemm: gemm(k); return;
+    case Kernel::Gemm: unroll_ ? plainGemm(k) : gemm(k); return;
     }
+  }
+
+  // A sum over the batch of a per-example row, out[.., j] += x[b, .., j] (a bias gradient):
+  // the rows of out in vector registers across the whole batch loop, up to 8 vectors at a time
+  // (the last masked). As a plain loop nest, out's row went through memory every example: a
+  // 512-bit store and the load of the same row just after it, which Zen 4 does not forward
+  // (two 256-bit halves), stalled each step: 6 of deep's 42 us were its sixteen bias gradients.
+  // Each element's sum in the same order as before. False when k is not of that form.
+  bool batchSum(const Kernel &k) {
+    // Loops: any constant ones, then the batch, then the row (j).
+    const size_t L = k.loops.size();
+    if (unroll_ || k.mode != Kernel::Accumulate || !k.outBounds.empty() || L < 2 || !k.loops[L - 2].batch ||
+        k.loops[L - 1].batch)
+      return false;
+    for (size_t i = 0; i + 2 < L; ++i)
+      if (k.loops[i].batch) return false;
+    const loops::Loop &lb = k.loops[L - 2], &lj = k.loops[L - 1];
+    const LExpr &x = k.pool[static_cast<size_t>(k.body)];
+    if (x.kind != LExpr::Load || !x.bounds.empty() || coef(k.outIndex, lb.var) != 0 || coef(k.outIndex, lj.var) != 1 ||
+        coef(x.index, lj.var) != 1)
+      return false;
+    const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
+    VectorType *VT = FixedVectorType::get(T, V);
+    const Align align(O.f64 ? 8 : 4);
+    auto load = [&](Value *p, int64_t lanes) -> Value * {
+      if (lanes >= static_cast<int64_t>(V)) return B.CreateAlignedLoad(VT, p, align);
+      return B.CreateMaskedLoad(VT, p, align, laneMask(V, lanes), Constant::getNullValue(VT));
+    };
+    const int64_t N = lj.extent, G = 8 * static_cast<int64_t>(V);
+    nest(k, 0, L - 2, [&] {
+      for (int64_t j0 = 0; j0 < N; j0 += G) {
+        const int64_t width = std::min(G, N - j0);
+        const int nv = static_cast<int>((width + V - 1) / V);
+        auto lanes = [&](int v) { return std::min<int64_t>(V, width - int64_t(v) * V); };
+        vars_[lj.var] = ConstantInt::get(I64, j0);
+        Value *po = address(k.out, k.outIndex);
+        std::vector<AllocaInst *> acc; // promoted to registers (mem2reg)
+        {
+          IRBuilder<>::InsertPointGuard guard(B);
+          B.SetInsertPoint(entry_, entry_->getFirstInsertionPt());
+          for (int v = 0; v < nv; ++v) acc.push_back(B.CreateAlloca(VT));
+        }
+        auto at = [&](Value *p, int v) { return B.CreateInBoundsGEP(T, p, ConstantInt::get(I64, int64_t(v) * V)); };
+        for (int v = 0; v < nv; ++v) B.CreateStore(load(at(po, v), lanes(v)), acc[static_cast<size_t>(v)]);
+        loop(lb, [&] {
+          vars_[lj.var] = ConstantInt::get(I64, j0);
+          Value *px = address(x.buffer, x.index);
+          for (int v = 0; v < nv; ++v) {
+            AllocaInst *a = acc[static_cast<size_t>(v)];
+            B.CreateStore(B.CreateFAdd(B.CreateLoad(VT, a), load(at(px, v), lanes(v))), a);
+          }
+        });
+        for (int v = 0; v < nv; ++v) {
+          Value *sum = B.CreateLoad(VT, acc[static_cast<size_t>(v)]);
+          if (lanes(v) >= static_cast<int64_t>(V)) B.CreateAlignedStore(sum, at(po, v), align);
+          else B.CreateMaskedStore(sum, at(po, v), align, laneMask(V, lanes(v)));
+        }
+      }
+    });
+    return true;
+  }
+  // LowerToLoops' transposed copy of a weight block, WT[k, n] = W[n, k] (loops n / blk, k, blk;
+  // W contiguous along k), with N and K multiples of the vector width: V x V blocks, V rows of W
+  // loaded as vectors, transposed in registers (log2 V rounds of two-input shuffles), stored as
+  // V rows of WT. As a loop nest the vectorizer made it a gather per V elements (deep's 32 x 32
+  // weights: 64 gathers a layer). The same values. False when k is not such a copy.
+  bool transposeBlocks(const Kernel &k) {
+    if (unroll_ || k.loops.size() != 3) return false;
+    const loops::Loop &l0 = k.loops[0], &l1 = k.loops[1], &l2 = k.loops[2];
+    const LExpr &w = k.pool[static_cast<size_t>(k.body)];
+    if (l0.batch || l1.batch || l2.batch || w.kind != LExpr::Load || !w.bounds.empty() || k.outIndex.terms.size() != 3 ||
+        w.index.terms.size() != 3)
+      return false;
+    const int64_t blk = l2.extent, N = l0.extent * blk, K = l1.extent, cn = coef(w.index, l2.var);
+    if (coef(k.outIndex, l2.var) != 1 || coef(k.outIndex, l0.var) != blk || coef(k.outIndex, l1.var) != N ||
+        coef(w.index, l1.var) != 1 || cn <= 0 || coef(w.index, l0.var) != cn * blk)
+      return false;
+    const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
+    if (N % V != 0 || K % V != 0) return false;
+    VectorType *VT = FixedVectorType::get(T, V);
+    const Align align(O.f64 ? 8 : 4);
+    auto c64 = [&](int64_t v) { return ConstantInt::get(I64, v); };
+    Value *pw = B.CreateInBoundsGEP(T, bufferBase(w.buffer), c64(w.index.constant));
+    Value *pt = B.CreateInBoundsGEP(T, bufferBase(k.out), c64(k.outIndex.constant));
+    loop(loops::Loop{4000, N / V, false, false}, [&] {
+      loop(loops::Loop{4001, K / V, false, false}, [&] {
+        Value *n0 = B.CreateMul(vars_.at(4000), c64(V)), *k0 = B.CreateMul(vars_.at(4001), c64(V));
+        std::vector<Value *> rows;
+        for (unsigned r = 0; r < V; ++r) {
+          Value *at = B.CreateAdd(B.CreateMul(B.CreateAdd(n0, c64(r)), c64(cn)), k0);
+          rows.push_back(B.CreateAlignedLoad(VT, B.CreateInBoundsGEP(T, pw, at), align));
+        }
+        // Round d swaps bit d of the row with bit d of the lane: for rows i (bit clear) and
+        // j = i | d, lane c of the new i is c & d ? j[c ^ d] : i[c], of the new j
+        // c & d ? j[c] : i[c ^ d]. After every bit, row r holds column r.
+        for (unsigned d = 1; d < V; d <<= 1) {
+          std::vector<int> lo, hi;
+          for (unsigned c = 0; c < V; ++c) {
+            lo.push_back(static_cast<int>(c & d ? V + (c ^ d) : c));
+            hi.push_back(static_cast<int>(c & d ? V + c : c ^ d));
+          }
+          for (unsigned i = 0; i < V; ++i) {
+            if (i & d) continue;
+            Value *a = rows[i], *b = rows[i | d];
+            rows[i] = B.CreateShuffleVector(a, b, lo);
+            rows[i | d] = B.CreateShuffleVector(a, b, hi);
+          }
+        }
+        for (unsigned r = 0; r < V; ++r) {
+          Value *at = B.CreateAdd(B.CreateMul(B.CreateAdd(k0, c64(r)), c64(N)), n0);
+          B.CreateAlignedStore(rows[r], B.CreateInBoundsGEP(T, pt, at), align);
+        }
+      });
+    });
+    return true;
+  }
+
+  // The mask of the first `lanes` of V lanes.
+  Constant *laneMask(unsigned V, int64_t lanes) {
+    std::vector<Constant *> bits;
+    for (unsigned i = 0; i < V; ++i) bits.push_back(ConstantInt::get(Type::getInt1Ty(C), i < lanes));
+    return ConstantVector::get(bits);
   }
 
   static int64_t coef(const loops::Affine &a, int var) {
@@ -652,6 +955,31 @@ private:
   // splats). Rows left over run one at a time; columns left over use masked loads and stores.
   // With four loops the first is the batch: one product an example (a convolution's), each
   // operand's start moved by its batch term.
+  // The product as its definition, for the unrolled one-example body: C[m, n] = (C[m, n] or 0)
+  // + Σ_k A[m, k] B[k, n] in the order of k, one multiply-add a step as in the tiles, divided
+  // by n, then through the epilogue. Loops [batch,] m, k, n.
+  void plainGemm(const Kernel &k) {
+    const size_t o = k.loops.size() == 4 ? 1 : 0;
+    const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
+    nest(k, 0, o, [&] {
+      loop(k.loops[o], [&] {
+        loop(k.loops[o + 2], [&] {
+          // From -0, the exact identity of +, which folds away (0 + a b would keep an add).
+          Value *sum = k.accumulate ? loadKnown(k.out, k.outIndex) : real(-0.0);
+          loop(k.loops[o + 1], [&] {
+            sum = B.CreateIntrinsic(Intrinsic::fmuladd, {T}, {expr(k, mul.a), expr(k, mul.b), sum});
+          });
+          if (k.divideByBatch) sum = B.CreateFMul(sum, B.CreateFDiv(real(1), nReal_));
+          if (k.epilogue >= 0) {
+            B.CreateStore(sum, acc_);
+            sum = expr(k, k.epilogue);
+          }
+          store(sum, k.out, k.outIndex);
+        });
+      });
+    });
+  }
+
   void gemm(const Kernel &k) {
     tiled_ = true;
     if (k.loops.size() == 4) loop(k.loops[0], [&] { gemmAt(k, 1); });
@@ -668,6 +996,14 @@ private:
     const int64_t bk = coef(Bm->index, lk.var), b0 = Bm->index.constant;
     const int64_t cm = coef(k.outIndex, lm.var), c0 = k.outIndex.constant;
     const int64_t N = ln.extent;
+    // Short rows (N <= kEpilogueAfterN, C of a small batch in L1): the epilogue runs as a pass
+    // over C after the product instead of on each tile. In the tile's loop nest its constants
+    // (a rational tanh has 16) were hoisted out of the row loop by the code generator and pushed
+    // the accumulators out of registers: deep's product spilled in its k loop (66 us a step
+    // against 41 us with the epilogue unrolled at -O3, where nothing was hoisted).
+    constexpr int64_t kEpilogueAfterN = 64;
+    const bool epilogueAfter = k.epilogue >= 0 && N <= kEpilogueAfterN;
+    const bool wasTiled = tiled_;
     const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
     const int MR = O.wideVectors ? 8 : 4;
     const int64_t NR = 2 * V;
@@ -806,7 +1142,7 @@ private:
           Value *x = result[static_cast<size_t>(r * nv + v)];
           vstore(inv ? B.CreateFMul(x, inv) : x, cptr(r, v), lanes(v));
         }
-      if (k.epilogue >= 0) {
+      if (k.epilogue >= 0 && !epilogueAfter) {
         // After the last k chunk, the tile (in L1) once more through the epilogue: a loop over
         // its columns a row, which the vectorizer widens (libmvec's exp in an activation).
         BasicBlock *epi = BasicBlock::Create(C, "gemm.epilogue", F), *after = BasicBlock::Create(C, "gemm.epilogue.end", F);
@@ -864,6 +1200,20 @@ private:
         loop(loops::Loop{2001, wide, false, false}, [&] { tile(m, 1, B.CreateMul(vars_.at(2001), c64(NW)), NW, c64(0), K); });
       if (left > 0) tile(m, 1, c64(wide * NW), left, c64(0), K);
     });
+    if (epilogueAfter) {
+      // The whole of C once more, through the epilogue (rows of N elements, vectorized).
+      tiled_ = false;
+      runtimeLoop(M, 3005, [&] {
+        vars_[lm.var] = vars_.at(3005);
+        loop(loops::Loop{3006, N, false, false}, [&] {
+          vars_[ln.var] = vars_.at(3006);
+          Value *p = address(k.out, k.outIndex);
+          B.CreateStore(B.CreateLoad(T, p), acc_);
+          B.CreateStore(expr(k, k.epilogue), p);
+        });
+      });
+    }
+    tiled_ = wasTiled;
   }
 
   // out[m, n] = epilogue(Σ_k A[m, k] W[n, k]), A and W contiguous along k (Kernel::dotTiles):
@@ -1037,6 +1387,7 @@ private:
 
   // Row-wise softmax / log_softmax with the row maximum subtracted.
   void softmax(const Kernel &k) {
+    if (unroll_) return unrolledSoftmax(k);
     nest(k, 0, k.loops.size(), [&] {
       Value *in = address(k.in, k.inIndex), *out = address(k.out, k.outIndex);
       loops::Loop col{1000, k.cols, false, false};
@@ -1059,6 +1410,25 @@ private:
     });
   }
 
+  // The same, unrolled (every element through loadKnown / store: the row's values stay in
+  // registers, and later kernels read the result from them).
+  void unrolledSoftmax(const Kernel &k) {
+    nest(k, 0, k.loops.size(), [&] {
+      std::vector<Value *> x;
+      for (int64_t j = 0; j < k.cols; ++j) x.push_back(loadKnown(k.in, k.inIndex.plus(loops::Affine::of(j))));
+      Value *m = x[0];
+      for (Value *v : x) m = B.CreateSelect(B.CreateFCmpOGT(v, m), v, m);
+      Value *s = real(-0.0);
+      for (Value *v : x) s = B.CreateFAdd(s, exp(B.CreateFSub(v, m)));
+      Value *logS = k.logSoftmax ? intrinsic(Intrinsic::log, s) : nullptr;
+      for (int64_t j = 0; j < k.cols; ++j) {
+        Value *d = B.CreateFSub(x[static_cast<size_t>(j)], m);
+        Value *y = k.logSoftmax ? B.CreateFSub(d, logS) : B.CreateFDiv(exp(d), s);
+        store(y, k.out, k.outIndex.plus(loops::Affine::of(j)));
+      }
+    });
+  }
+
   const loops::Program &P;
   LLVMContext &C;
   const LLVMEmitOptions &O;
@@ -1072,6 +1442,8 @@ private:
   std::unordered_map<int, Value *> base_, vars_;
   int module_ = 0, modules_ = 1;
   bool tiled_ = false; // emitting a register-tiled product: its loops are marked keepAsWritten
+  bool unroll_ = false; // emitting the one-example body: loops unrolled, products plain
+  std::map<std::pair<int, int64_t>, Value *> known_; // unrolled: (space, offset) -> its value
   std::unordered_map<std::string, int> uses_;           // kernel shape -> kernels of that shape
   std::unordered_map<std::string, Function *> shapes_;  // kernel shape -> its function here
   std::unordered_map<std::string, std::pair<int, int>> homes_; // shared shape -> (number, module)

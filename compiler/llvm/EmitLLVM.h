@@ -35,6 +35,11 @@ struct LLVMEmitOptions {
 std::unique_ptr<llvm::Module> emitLLVM(const loops::Program &p, llvm::LLVMContext &ctx,
                                        const LLVMEmitOptions &opts, int module = 0, int modules = 1);
 
+// Whether the entry points of f begin with a body for one example (n = 1) with every loop
+// unrolled and the kernels merged into one run of arithmetic: small programs only (see
+// EmitLLVM.cpp, Emitter::oneExample).
+bool unrollsForOneExample(const loops::Function &f);
+
 // How many modules (at most `most`) are worth compiling in parallel for this program: one for
 // small programs, where a thread costs more than it saves.
 int llvmModuleCount(const loops::Program &p, int most);

@@ -2367,3 +2367,108 @@ TEST_CASE("jit: loss and gradient through every new op agree with the interprete
     }
   }
 }
+
+#include "EmitLLVM.h"
+
+TEST_CASE("jit: small programs' one-example body (every loop unrolled, exp inline) agrees with the interpreter", "[jit]") {
+  // At n = 1 a small program runs a second body (EmitLLVM's oneExample): loops unrolled, products
+  // as plain sums, each stored element kept in a register for the kernels after it, exp inline.
+  // Against the interpreter at -O0, -O2 and -O3 in f64 (1e-12) and f32 (1e-4), n = 1 and the
+  // general body around it (2, 3, 5, 9 and 33 examples: remainders of the 4- and 8-row tiles).
+  std::vector<std::pair<std::string, std::string>> programs = {
+      {"hinton.nn", readText(std::filesystem::path(NABLA_SOURCE_DIR) / "samples/hinton.nn")},
+      // products of every form (x W, transpose(M) @ g, the batch sums of the weight gradients,
+      // a product with a weight matrix read twice), softmax, log_softmax, the activations.
+      {"small-products.nn", "input x[5]\ninput M[3, 5]\ntarget t[4]\n"
+                            "param V[5, 3] ~ normal(0, 0.4)\nparam U[3, 3] ~ normal(0, 0.4)\n"
+                            "h = dense(x, 6, tanh)\n"
+                            "g = dense(h, 4, softmax)\n"
+                            "y = logistic(M @ V)\n"
+                            "w = softplus(y @ U) + relu(y @ U - 0.1)\n"
+                            "v = exp(x @ V * 0.5)\n"
+                            "u = transpose(M) @ sum(y, 1)\n"
+                            "q = log_softmax(v)\n"
+                            "output g, y, q\n"
+                            "loss E = cross_entropy(g, t) + mean(w * w) + 0.1 * sum(tanh(v)) + 0.01 * dot(u, x) - 0.1 * sum(q)\n"},
+      // Batch sums of rows of 19 (EmitLLVM's batchSum: vector sums across the batch,
+      // 8 vectors at a time, the last masked) beside a fused one.
+      {"small-rows.nn", "input x[2, 19]\ninput z[20]\ntarget t[2, 19]\n"
+                        "param c[2, 19] ~ normal(0, 0.5)\nparam d[19] ~ normal(0, 0.5)\nparam e[20] ~ normal(0, 0.5)\n"
+                        "y = tanh(x + c + d)\n"
+                        "output y\n"
+                        "loss E = 0.5 * sum((y - t)^2) + 0.1 * sum(logistic(z + e))\n"},
+      // Weight blocks of 32 x 32 and 16 x 32 (multiples of the vector width in both precisions):
+      // from 8 examples on, their transposed copies are made by EmitLLVM's transposeBlocks.
+      {"small-blocks.nn", "input x[32]\ntarget t[16]\n"
+                          "h = dense(x, 32, tanh)\n"
+                          "y = dense(h, 16, logistic)\n"
+                          "output y\n"
+                          "loss E = 0.5 * sum((y - t)^2)\n"},
+      // exp far out of [-1, 1]: the inline exp's range reduction, its limits and its sign handling.
+      {"small-large.nn", "input x[4]\ntarget t[4]\nparam w[4] ~ uniform(0.5, 1.5)\n"
+                         "z = w * x * 30\n"
+                         "a = logistic(z) + softplus(-z) + tanh(z) + exp(z * 0.1)\n"
+                         "p = softmax(z)\n"
+                         "output a, p\n"
+                         "loss E = sum(a) + cross_entropy(p, t)\n"},
+  };
+  for (const auto &[name, src] : programs) {
+    for (DType dt : {DType::F64, DType::F32}) {
+      INFO(name << " in " << dtypeName(dt) << "; the program:\n" << src);
+      const double tol = dt == DType::F64 ? 1e-12 : 1e-4;
+      Model interp = compileOrFail(src, name, dt, Engine::Interp);
+      for (int opt : {0, 2, 3}) {
+        INFO("-O" << opt);
+        Model jit = compileOrFail(src, name, dt, Engine::Jit, opt);
+        // Every program but the one with 32 x 32 weights is small enough for the one-example body.
+        const bool small = name != "small-blocks.nn";
+        CHECK(unrollsForOneExample(jit.loops().gradient) == small);
+        CHECK(unrollsForOneExample(jit.loops().forward) == small);
+        for (int64_t n : {1, 2, 3, 5, 9, 33}) {
+          INFO("batch " << n);
+          std::string problems = compareModels(jit, interp, n, 40 + static_cast<uint64_t>(n), tol, true);
+          INFO(problems);
+          CHECK(problems.empty());
+        }
+      }
+    }
+  }
+  // A program of mnist's size keeps the general body only (its compile time stays as it was).
+  const std::string mnist = readText(std::filesystem::path(NABLA_SOURCE_DIR) / "tests/bench/mnist.nn");
+  Model big = compileOrFail(mnist, "mnist.nn", DType::F32, Engine::Jit);
+  CHECK_FALSE(unrollsForOneExample(big.loops().gradient));
+  CHECK_FALSE(unrollsForOneExample(big.loops().forward));
+}
+
+TEST_CASE("jit: the one-example body's inline exp agrees with the C library over its whole range", "[jit]") {
+  // exp(x) as an output at n = 1 (inline) against std::exp, from where it underflows to 0 to where
+  // it overflows, in both precisions: 2 ulp in the normal range, 0 and infinity beyond it.
+  for (DType dt : {DType::F64, DType::F32}) {
+    INFO(dtypeName(dt));
+    Model jit = compileOrFail("input x\ny = exp(x)\noutput y\n", "exp.nn", dt, Engine::Jit);
+    REQUIRE(unrollsForOneExample(jit.loops().forward));
+    const bool f64 = dt == DType::F64;
+    const double lo = f64 ? -740 : -103, hi = f64 ? 709.7 : 88.7, eps = f64 ? 0x1p-52 : 0x1p-23;
+    const double tiny = f64 ? 0x1p-1022 : 0x1p-126;
+    std::vector<double> params;
+    int bad = 0;
+    double worst = 0;
+    for (int i = 0; i <= 4000; ++i) {
+      const double x = lo + (hi - lo) * i / 4000.0 + (i % 7) * 1e-3;
+      const double xs = f64 ? x : static_cast<double>(static_cast<float>(x));
+      const double y = jit.forward(params, &xs, 1).at(0);
+      const double ref = f64 ? std::exp(xs) : static_cast<double>(std::exp(static_cast<float>(xs)));
+      // In ulps of the result where it is normal; below, of the subnormal spacing.
+      const double ulps = std::abs(y - ref) / std::max(eps * std::abs(ref), tiny * eps);
+      worst = std::max(worst, ulps);
+      if (!(ulps <= 2) && ++bad <= 5) FAIL_CHECK("exp(" << xs << ") = " << y << ", expected " << ref);
+    }
+    INFO("largest error " << worst << " ulp");
+    CHECK(bad == 0);
+    CHECK(worst > 0); // the inline exp, not the library's (which agrees to the last bit)
+    for (double x : {-1e4, f64 ? -746.0 : -105.0}) CHECK(jit.forward(params, &x, 1).at(0) == 0);
+    for (double x : {1e4, f64 ? 710.0 : 89.0}) CHECK(std::isinf(jit.forward(params, &x, 1).at(0)));
+    const double nan = std::nan("");
+    CHECK(std::isnan(jit.forward(params, &nan, 1).at(0)));
+  }
+}
