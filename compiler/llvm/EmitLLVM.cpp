@@ -837,8 +837,8 @@ private:
       if (k.loops[i].batch) return false;
     const loops::Loop &lb = k.loops[L - 2], &lj = k.loops[L - 1];
     const LExpr &x = k.pool[static_cast<size_t>(k.body)];
-    if (x.kind != LExpr::Load || !x.bounds.empty() || coef(k.outIndex, lb.var) != 0 || coef(k.outIndex, lj.var) != 1 ||
-        coef(x.index, lj.var) != 1)
+    if (x.kind != LExpr::Load || !x.bounds.empty() || k.outIndex.coef(lb.var) != 0 || k.outIndex.coef(lj.var) != 1 ||
+        x.index.coef(lj.var) != 1)
       return false;
     const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
     VectorType *VT = FixedVectorType::get(T, V);
@@ -892,9 +892,9 @@ private:
     if (l0.batch || l1.batch || l2.batch || w.kind != LExpr::Load || !w.bounds.empty() || k.outIndex.terms.size() != 3 ||
         w.index.terms.size() != 3)
       return false;
-    const int64_t blk = l2.extent, N = l0.extent * blk, K = l1.extent, cn = coef(w.index, l2.var);
-    if (coef(k.outIndex, l2.var) != 1 || coef(k.outIndex, l0.var) != blk || coef(k.outIndex, l1.var) != N ||
-        coef(w.index, l1.var) != 1 || cn <= 0 || coef(w.index, l0.var) != cn * blk)
+    const int64_t blk = l2.extent, N = l0.extent * blk, K = l1.extent, cn = w.index.coef(l2.var);
+    if (k.outIndex.coef(l2.var) != 1 || k.outIndex.coef(l0.var) != blk || k.outIndex.coef(l1.var) != N ||
+        w.index.coef(l1.var) != 1 || cn <= 0 || w.index.coef(l0.var) != cn * blk)
       return false;
     const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
     if (N % V != 0 || K % V != 0) return false;
@@ -943,11 +943,6 @@ private:
     return ConstantVector::get(bits);
   }
 
-  static int64_t coef(const loops::Affine &a, int var) {
-    for (auto &[v, c] : a.terms)
-      if (v == var) return c;
-    return 0;
-  }
 
   // C[m, n] (+)= Σ_k A[m, k] B[k, n], register-tiled: a block of MR rows by NR = 2 vectors of C
   // stays in registers across the whole k loop; each k step loads two vectors of B's row and
@@ -991,10 +986,10 @@ private:
     const loops::Loop &lm = k.loops[o], &lk = k.loops[o + 1], &ln = k.loops[o + 2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     const LExpr *A = &k.pool[static_cast<size_t>(mul.a)], *Bm = &k.pool[static_cast<size_t>(mul.b)];
-    if (coef(A->index, ln.var) != 0) std::swap(A, Bm);
-    const int64_t am = coef(A->index, lm.var), ak = coef(A->index, lk.var), a0 = A->index.constant;
-    const int64_t bk = coef(Bm->index, lk.var), b0 = Bm->index.constant;
-    const int64_t cm = coef(k.outIndex, lm.var), c0 = k.outIndex.constant;
+    if (A->index.coef(ln.var) != 0) std::swap(A, Bm);
+    const int64_t am = A->index.coef(lm.var), ak = A->index.coef(lk.var), a0 = A->index.constant;
+    const int64_t bk = Bm->index.coef(lk.var), b0 = Bm->index.constant;
+    const int64_t cm = k.outIndex.coef(lm.var), c0 = k.outIndex.constant;
     const int64_t N = ln.extent;
     // Short rows (N <= kEpilogueAfterN, C of a small batch in L1): the epilogue runs as a pass
     // over C after the product instead of on each tile. In the tile's loop nest its constants
@@ -1013,7 +1008,7 @@ private:
     if (o) {
       const int bv = k.loops[0].var;
       auto shift = [&](Value *p, const loops::Affine &idx) {
-        const int64_t c = coef(idx, bv);
+        const int64_t c = idx.coef(bv);
         return c ? B.CreateInBoundsGEP(T, p, B.CreateMul(vars_.at(bv), ConstantInt::get(I64, c))) : p;
       };
       pa = shift(pa, A->index);
@@ -1229,13 +1224,13 @@ private:
     const loops::Loop &lm = k.loops[0], &ln = k.loops[1], &lk = k.loops[2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     const LExpr *A = &k.pool[static_cast<size_t>(mul.a)], *W = &k.pool[static_cast<size_t>(mul.b)];
-    if (coef(A->index, ln.var) != 0) std::swap(A, W);
-    if (lk.batch || coef(A->index, lk.var) != 1 || coef(W->index, lk.var) != 1 || coef(A->index, ln.var) != 0 ||
-        coef(W->index, lm.var) != 0)
+    if (A->index.coef(ln.var) != 0) std::swap(A, W);
+    if (lk.batch || A->index.coef(lk.var) != 1 || W->index.coef(lk.var) != 1 || A->index.coef(ln.var) != 0 ||
+        W->index.coef(lm.var) != 0)
       throw InternalError("LLVM backend: dot tiles need A[m, k] W[n, k], both contiguous along k");
     tiled_ = true;
-    const int64_t am = coef(A->index, lm.var), a0 = A->index.constant;
-    const int64_t wn = coef(W->index, ln.var), w0 = W->index.constant;
+    const int64_t am = A->index.coef(lm.var), a0 = A->index.constant;
+    const int64_t wn = W->index.coef(ln.var), w0 = W->index.constant;
     const int64_t N = ln.extent, K = lk.extent;
     const unsigned V = O.f64 ? (O.wideVectors ? 8 : 4) : (O.wideVectors ? 16 : 8);
     const int MR = 4, NR = 4;

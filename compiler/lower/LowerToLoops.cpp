@@ -558,9 +558,7 @@ private:
   static bool contiguousIn(const Kernel &k, int e, int v) {
     const LExpr &x = k.pool[static_cast<size_t>(e)];
     if (x.kind != LExpr::Load) return false;
-    for (auto &[var, coef] : x.index.terms)
-      if (var == v) return coef == 1;
-    return false;
+    return x.index.coef(v) == 1;
   }
 
   // A matrix product whose operands are not both contiguous along the reduction becomes
@@ -1289,11 +1287,6 @@ private:
   }
 
   // --- matrix products --------------------------------------------------------------------
-  static int64_t coef(const Affine &a, int var) {
-    for (auto &[v, c] : a.terms)
-      if (v == var) return c;
-    return 0;
-  }
   static bool onlyVars(const Affine &a, std::initializer_list<int> vars) {
     for (auto &[v, c] : a.terms)
       if (std::find(vars.begin(), vars.end(), v) == vars.end()) return false;
@@ -1323,7 +1316,7 @@ private:
     const LExpr &ld = k.pool[static_cast<size_t>(d.a)];
     int64_t M = g.loops[0].extent, N = g.loops[2].extent;
     return ld.kind == LExpr::Load && ld.buffer == k.out && k.loops[0].extent == M && k.loops[1].extent == N &&
-           coef(g.outIndex, g.loops[0].var) == N && g.outIndex.constant == k.outIndex.constant;
+           g.outIndex.coef(g.loops[0].var) == N && g.outIndex.constant == k.outIndex.constant;
   }
 
   // Recognizes matrix products among the kernels and makes them Gemm kernels, which backends
@@ -1386,10 +1379,10 @@ private:
         // Dot form: loops m, n, k(sum). Swap names to match.
         m = k.loops[0].var, n = k.loops[1].var, kk = k.loops[2].var;
         const LExpr *A = &k.pool[static_cast<size_t>(x)], *W = &k.pool[static_cast<size_t>(y)];
-        if (coef(A->index, n) != 0) std::swap(A, W);
+        if (A->index.coef(n) != 0) std::swap(A, W);
         const loops::Buffer wb = L.buffers[static_cast<size_t>(W->buffer)]; // a copy: addBuffer below reallocates
-        if (k.loops[1].batch || k.loops[2].batch || wb.batchStride != 0 || coef(A->index, n) != 0 ||
-            coef(W->index, m) != 0 || coef(k.outIndex, n) != 1 || !onlyVars(k.outIndex, {m, n}) ||
+        if (k.loops[1].batch || k.loops[2].batch || wb.batchStride != 0 || A->index.coef(n) != 0 ||
+            W->index.coef(m) != 0 || k.outIndex.coef(n) != 1 || !onlyVars(k.outIndex, {m, n}) ||
             !onlyVars(A->index, {m, kk}) || !onlyVars(W->index, {n, kk})) {
           out.push_back(std::move(k));
           continue;
@@ -1397,7 +1390,7 @@ private:
         int64_t N = k.loops[1].extent, K = k.loops[2].extent;
         // Both operands contiguous along k and a reduction of at least a vector or so: the
         // backends can tile the dot products (rows of x by rows of W, partial sums in registers).
-        const bool dots = k.loops[0].batch && coef(A->index, kk) == 1 && coef(W->index, kk) == 1 && K >= kDotTilesFromK;
+        const bool dots = k.loops[0].batch && A->index.coef(kk) == 1 && W->index.coef(kk) == 1 && K >= kDotTilesFromK;
         const bool longDots = dots && K >= kLongDotsFromK;
         if (longDots && N * K >= kDotTilesAlwaysFrom) {
           // W beyond the L2 cache: its transposed copy costs more than the dot tiles lose to the
@@ -1419,7 +1412,7 @@ private:
         // WT[k, n] = W[n, k]: a batch-shared copy, once a call. Every product that reads the same
         // block of W the same way (an unrolled recurrence reads its weights once a step) reuses
         // the first copy, as long as nothing has written W since (see forgetTransposesOf).
-        TransposeKey key{W->buffer, W->index.constant, coef(W->index, n), coef(W->index, kk), N, K,
+        TransposeKey key{W->buffer, W->index.constant, W->index.coef(n), W->index.coef(kk), N, K,
                          small ? from : 0};
         int wt = -1;
         for (const auto &[tk, tb] : transposes_)
@@ -1435,7 +1428,7 @@ private:
           LExpr ld = *W;
           Affine idx;
           idx.constant = W->index.constant;
-          idx.add(0, coef(W->index, n) * blk).add(2, coef(W->index, n)).add(1, coef(W->index, kk));
+          idx.add(0, W->index.coef(n) * blk).add(2, W->index.coef(n)).add(1, W->index.coef(kk));
           ld.index = idx;
           t.body = t.add(ld);
           t.out = wt;
@@ -1473,9 +1466,9 @@ private:
         continue;
       }
       const LExpr *A = &k.pool[static_cast<size_t>(x)], *Bl = &k.pool[static_cast<size_t>(y)];
-      if (coef(A->index, n) != 0) std::swap(A, Bl);
-      if (coef(A->index, n) != 0 || coef(Bl->index, n) != 1 || coef(Bl->index, m) != 0 ||
-          coef(k.outIndex, n) != 1 || coef(k.outIndex, kk) != 0 || !onlyVars(k.outIndex, {m, n}) ||
+      if (A->index.coef(n) != 0) std::swap(A, Bl);
+      if (A->index.coef(n) != 0 || Bl->index.coef(n) != 1 || Bl->index.coef(m) != 0 ||
+          k.outIndex.coef(n) != 1 || k.outIndex.coef(kk) != 0 || !onlyVars(k.outIndex, {m, n}) ||
           !onlyVars(A->index, {m, kk}) || !onlyVars(Bl->index, {kk, n})) {
         out.push_back(std::move(k));
         continue;
@@ -1489,11 +1482,11 @@ private:
         int64_t M = k.loops[0].batch ? -1 : k.loops[0].extent, N = k.loops[2].extent;
         bool sameBlock = z.mode == Kernel::Assign && z.out == k.out && zb.kind == LExpr::Const &&
                          zb.value == 0 && z.loops.size() == 2 && M > 0 && z.loops[0].extent == M &&
-                         !z.loops[0].batch && z.loops[1].extent == N && coef(k.outIndex, m) == N &&
+                         !z.loops[0].batch && z.loops[1].extent == N && k.outIndex.coef(m) == N &&
                          k.outIndex.constant == z.outIndex.constant;
         bool sameBatchBlock = z.mode == Kernel::Assign && z.out == k.out && zb.kind == LExpr::Const &&
                               zb.value == 0 && z.loops.size() == 2 && k.loops[0].batch && z.loops[0].batch &&
-                              z.loops[1].extent == N && coef(k.outIndex, m) == N &&
+                              z.loops[1].extent == N && k.outIndex.coef(m) == N &&
                               k.outIndex.constant == 0 && z.outIndex.constant == 0;
         if (sameBlock || sameBatchBlock) {
           out.pop_back();
@@ -1561,7 +1554,7 @@ private:
   static bool sameAffine(const Affine &a, const Affine &b) {
     if (a.constant != b.constant || a.terms.size() != b.terms.size()) return false;
     for (auto &[v, c] : a.terms)
-      if (coef(b, v) != c) return false;
+      if (b.coef(v) != c) return false;
     return true;
   }
 
@@ -1583,7 +1576,7 @@ private:
     if (L.buffers[static_cast<size_t>(c)].space != loops::Space::Workspace || e.out == c) return false;
     const int er = e.loops[0].var, ec = e.loops[1].var;
     const Affine out = renamed(e.outIndex, er, ec, m, n);
-    if (coef(out, n) != 1 || !onlyVars(out, {m, n})) return false;
+    if (out.coef(n) != 1 || !onlyVars(out, {m, n})) return false;
     bool readsC = false;
     for (const LExpr &x : e.pool) {
       if (x.kind == LExpr::Load && !x.bounds.empty()) return false;
