@@ -405,31 +405,82 @@ inline nn_vec nn_mul(nn_vec a, nn_vec b) {
   return s;
 }
 
-// The sum across the lanes of an nn_vec: the dot tiles' partial sums, added at the end of k
-// (printed only where dot tiles are: an unused function is a warning).
-// Pairwise (log2 kTile dependent adds, which compilers vectorize): one sum after the other was a
-// chain of kTile adds per sum, most of the emitted mnist step at 64 examples (980 us against 567).
-// nn_keep: a value held in registers. g++ 12 otherwise folds a dot tile's loads of W into each
-// of the multiply-adds that use it (16 loads a step instead of 6: the emitted mnist step at 64
-// examples ran at 1.7x the JIT's time); an empty asm statement that "changes" the registers keeps
-// it from re-reading memory. GNU C++ (g++, clang); elsewhere the value as it is.
-const char *kDotSumText = R"(#if defined(__AVX512F__) && defined(__GNUC__)
-inline nn_vec nn_keep(nn_vec v) {
-  __asm__("" : "+v"(v.lo), "+v"(v.hi));
+// The dot tiles' vector, nn_dvec: one register as the JIT's (one AVX-512 vector of kDot = 16
+// floats, 4 rows of W a tile: 16 sums and 8 loads a step in 24 of the 32 zmm
+// registers). Elsewhere it is nn_vec and a tile has 2 rows of W (AVX2's 16 ymm registers hold 8
+// sums and 6 loads, not 16 and 8). Its partial sums are added across at the end of k (nn_dsum).
+// Printed only where dot tiles are (an unused function is a warning).
+// nn_keep: a value held in registers. g++ 12 otherwise folds a dot tile's loads into each of the
+// multiply-adds that use them (16 loads a step instead of 8, load-bound); an empty asm statement
+// that "changes" the register keeps it from re-reading memory. GNU C++ (g++, clang); elsewhere
+// the value as it is.
+std::string dotText(bool f64) {
+  const char *text = R"(// Dot tiles: 4 examples by 4 (AVX-512: one zmm each) or 2 rows of W, an nn_dvec of partial sums
+// across kDot values of k each.
+#if defined(__AVX512F__)
+constexpr std::size_t kDot = 64 / sizeof(real);
+struct nn_dvec { @V@ v; };
+using nn_dmask = @M@;
+inline nn_dmask nn_dmask_of(std::size_t w) { return static_cast<@M@>((1u << w) - 1); }  // w < kDot
+inline nn_dvec nn_dzero() { return {_mm512_setzero_@S@()}; }
+inline nn_dvec nn_dload(const real* p) { return {_mm512_loadu_@S@(p)}; }
+inline nn_dvec nn_dload(const real* p, nn_dmask m) { return {_mm512_maskz_loadu_@S@(m, p)}; }
+inline nn_dvec nn_dfma(nn_dvec a, nn_dvec b, nn_dvec c) { return {_mm512_fmadd_@S@(a.v, b.v, c.v)}; }
+#if defined(__GNUC__)
+inline nn_dvec nn_keep(nn_dvec v) {
+  __asm__("" : "+v"(v.v));
   return v;
 }
 #else
-inline nn_vec nn_keep(nn_vec v) { return v; }
+inline nn_dvec nn_keep(nn_dvec v) { return v; }
 #endif
-inline real nn_sum(nn_vec v) {  // across the lanes
-  real x[kTile];
+@SUM@
+#else
+constexpr std::size_t kDot = kTile;
+using nn_dvec = nn_vec;
+using nn_dmask = nn_mask;
+inline nn_dmask nn_dmask_of(std::size_t w) { return nn_mask_of(w); }
+inline nn_dvec nn_dzero() { return nn_zero(); }
+inline nn_dvec nn_dload(const real* p) { return nn_load(p); }
+inline nn_dvec nn_dload(const real* p, nn_dmask m) { return nn_load(p, m); }
+inline nn_dvec nn_dfma(nn_dvec a, nn_dvec b, nn_dvec c) { return nn_fma(a, b, c); }
+inline nn_dvec nn_keep(nn_dvec v) { return v; }
+inline real nn_dsum(nn_dvec v) {  // across the lanes, pairwise
+  real x[kDot];
   nn_store(x, v);
-  for (std::size_t w = kTile / 2; w > 0; w /= 2)
+  for (std::size_t w = kDot / 2; w > 0; w /= 2)
     for (std::size_t j = 0; j < w; ++j) x[j] += x[j + w];
   return x[0];
 }
+#endif
 
 )";
+  std::string s = text;
+  auto replace = [&](const std::string &from, const std::string &to) {
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+  };
+  // The same pairwise order in shuffles (lane j + lane j + kDot/2, then + kDot/4, ...): a store
+  // and a loop made g++ 12 sum through the stack. The shuffles are the zero-masking ones with
+  // every lane set, all in 512 bits: g++ 12's unmasked shuffles, its 512-to-128-bit casts and
+  // _mm512_reduce_add_ps warn of an uninitialized value under -Wall (their unused merge operand).
+  replace("@SUM@", f64 ? R"(inline real nn_dsum(nn_dvec v) {  // across the lanes, pairwise
+  __m512d t = _mm512_add_pd(v.v, _mm512_maskz_shuffle_f64x2(0xff, v.v, v.v, 0x4e));  // lane j + lane j + 4
+  t = _mm512_add_pd(t, _mm512_maskz_shuffle_f64x2(0xff, t, t, 0xb1));                // + lane j + 2
+  t = _mm512_add_pd(t, _mm512_maskz_permute_pd(0xff, t, 0x55));                       // + lane j + 1
+  return _mm512_cvtsd_f64(t);
+})"
+                       : R"(inline real nn_dsum(nn_dvec v) {  // across the lanes, pairwise
+  __m512 t = _mm512_add_ps(v.v, _mm512_maskz_shuffle_f32x4(0xffff, v.v, v.v, 0x4e));  // lane j + lane j + 8
+  t = _mm512_add_ps(t, _mm512_maskz_shuffle_f32x4(0xffff, t, t, 0xb1));                // + lane j + 4
+  t = _mm512_add_ps(t, _mm512_maskz_permute_ps(0xffff, t, 0x4e));                      // + lane j + 2
+  t = _mm512_add_ps(t, _mm512_maskz_permute_ps(0xffff, t, 0xb1));                      // + lane j + 1
+  return _mm512_cvtss_f32(t);
+})");
+  replace("@V@", f64 ? "__m512d" : "__m512");
+  replace("@M@", f64 ? "__mmask8" : "__mmask16");
+  replace("@S@", f64 ? "pd" : "ps");
+  return s;
+}
 
 // --- the kernel printer ------------------------------------------------------------------------
 
@@ -577,10 +628,12 @@ private:
 
   // out[b, n] = epilogue(Σ_k A[b, k] W[n, k]), A and W contiguous along k (Kernel::dotTiles),
   // as the JIT tiles it: blocks of kDotCols rows of W (their panel stays in L1), in each blocks
-  // of kDotRows examples and then the examples left one at a time, each tile's sums nn_vec
-  // partial sums over kTile values of k (the last step masked), added across (nn_sum) and stored
-  // through the epilogue. Neither operand is copied.
-  static constexpr int64_t kDotRows = 4, kDotCols = 2;
+  // of kDotRows examples and then the examples left one at a time, each tile's sums nn_dvec
+  // partial sums over kDot values of k (the last step masked), added across (nn_dsum) and stored
+  // through the epilogue. Neither operand is copied. The nest is printed twice behind #if: with
+  // AVX-512 a tile is 4 x 4 single zmm vectors (the JIT's: 4 rows of 2 zmm each made g++ 12
+  // load-bound, 1.36x the JIT's time on mnist); elsewhere 4 x 2 nn_vec (AVX2 has 16 registers).
+  static constexpr int64_t kDotRows = 4, kDotColsWide = 4, kDotColsNarrow = 2;
 
   void dotTiles(const Kernel &k) {
     const loops::Loop &lm = k.loops[0], &ln = k.loops[1], &lk = k.loops[2];
@@ -594,9 +647,9 @@ private:
       throw InternalError("C++ backend: dot tiles need A[m, k] W[n, k], both contiguous along k");
     usesTile_ = usesDotTiles_ = true;
     const std::string mv = vars_.at(lm.var), nv = vars_.at(ln.var);
-    line(1, "// Register tiles of dot products: {} examples by {} rows of {} at a time, kTile values of {} a step.",
-         kDotRows, kDotCols, commentText(L.buffers[static_cast<size_t>(lw.buffer)].name), vars_.at(lk.var));
-    const int64_t N = ln.extent, blocks = N / kDotCols * kDotCols;
+    line(1, "// Register tiles of dot products: {} examples by 4 (AVX-512) or 2 rows of {} at a time, kDot values of {} a step.",
+         kDotRows, commentText(L.buffers[static_cast<size_t>(lw.buffer)].name), vars_.at(lk.var));
+    const int64_t N = ln.extent;
     auto rows = [&](int d, int64_t cols) {
       line(d, "std::size_t {} = 0;", mv);
       line(d, "for (; {0} + {1} <= n; {0} += {1}) {{", mv, kDotRows);
@@ -606,16 +659,24 @@ private:
       dotTile(k, la, lw, 1, cols, d + 1);
       line(d, "}}");
     };
-    if (blocks > 0) {
-      line(1, "for (std::size_t {0} = 0; {0} < {1}; {0} += {2}) {{", nv, blocks, kDotCols);
-      rows(2, kDotCols);
-      line(1, "}}");
-    }
-    if (blocks < N) {
-      line(1, "for (std::size_t {0} = {1}; {0} < {2}; ++{0}) {{", nv, blocks, N);
-      rows(2, 1);
-      line(1, "}}");
-    }
+    auto nest = [&](int64_t C) {
+      const int64_t blocks = N / C * C;
+      if (blocks > 0) {
+        line(1, "for (std::size_t {0} = 0; {0} < {1}; {0} += {2}) {{", nv, blocks, C);
+        rows(2, C);
+        line(1, "}}");
+      }
+      if (blocks < N) {
+        line(1, "for (std::size_t {0} = {1}; {0} < {2}; ++{0}) {{", nv, blocks, N);
+        rows(2, 1);
+        line(1, "}}");
+      }
+    };
+    out_ += "#if defined(__AVX512F__)\n";
+    nest(kDotColsWide);
+    out_ += "#else\n";
+    nest(kDotColsNarrow);
+    out_ += "#endif\n";
   }
 
   // One tile at `d`: R examples from the m loop's variable by C rows of W from the n loop's.
@@ -626,21 +687,21 @@ private:
     line(d, "const real* ap = {} + ({});", name(la.buffer), affine(without(la.index, lk.var)));
     line(d, "const real* wp = {} + ({});", name(lw.buffer), affine(without(lw.index, lk.var)));
     for (int64_t r = 0; r < R; ++r)
-      for (int64_t c = 0; c < C; ++c) line(d, "nn_vec s{}{} = nn_zero();", r, c);
+      for (int64_t c = 0; c < C; ++c) line(d, "nn_dvec s{}{} = nn_dzero();", r, c);
     line(d, "std::size_t {} = 0;", kv);
     auto step = [&](int e, const std::string &m) {
       for (int64_t r = 0; r < R; ++r)
-        line(e, "const nn_vec a{} = nn_keep(nn_load(ap + {}{}{}));", r, r ? std::to_string(r * am) + " + " : "", kv, m);
+        line(e, "const nn_dvec a{} = nn_keep(nn_dload(ap + {}{}{}));", r, r ? std::to_string(r * am) + " + " : "", kv, m);
       for (int64_t c = 0; c < C; ++c)
-        line(e, "const nn_vec w{} = nn_keep(nn_load(wp + {}{}{}));", c, c ? std::to_string(c * wn) + " + " : "", kv, m);
+        line(e, "const nn_dvec w{} = nn_keep(nn_dload(wp + {}{}{}));", c, c ? std::to_string(c * wn) + " + " : "", kv, m);
       for (int64_t r = 0; r < R; ++r)
-        for (int64_t c = 0; c < C; ++c) line(e, "s{0}{1} = nn_fma(a{0}, w{1}, s{0}{1});", r, c);
+        for (int64_t c = 0; c < C; ++c) line(e, "s{0}{1} = nn_dfma(a{0}, w{1}, s{0}{1});", r, c);
     };
-    line(d, "for (; {0} + kTile <= {1}; {0} += kTile) {{", kv, K);
+    line(d, "for (; {0} + kDot <= {1}; {0} += kDot) {{", kv, K);
     step(d + 1, "");
     line(d, "}}");
     line(d, "if ({} < {}) {{", kv, K);
-    line(d + 1, "const nn_mask mask = nn_mask_of({} - {});", K, kv);
+    line(d + 1, "const nn_dmask mask = nn_dmask_of({} - {});", K, kv);
     step(d + 1, ", mask");
     line(d, "}}");
     // Each sum added across its lanes, then stored through the epilogue.
@@ -650,7 +711,7 @@ private:
         vars_[lm.var] = r ? fmt::format("({} + {})", saved.at(lm.var), r) : saved.at(lm.var);
         vars_[ln.var] = c ? fmt::format("({} + {})", saved.at(ln.var), c) : saved.at(ln.var);
         line(d, "{{");
-        line(d + 1, "const real acc = nn_sum(s{}{});", r, c);
+        line(d + 1, "const real acc = nn_dsum(s{}{});", r, c);
         line(d + 1, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.epilogue));
         line(d, "}}");
       }
@@ -1271,7 +1332,7 @@ private:
     if (any || usesTile_) {
       s += "namespace {\n\n";
       if (usesTile_) s += tileText(F.f64);
-      if (usesDotTiles_) s += kDotSumText;
+      if (usesDotTiles_) s += dotText(F.f64);
       for (int h = 0; h < kHelpers; ++h)
         if (helpers_[static_cast<size_t>(h)]) s += (h == HExp ? expText(F.f64) : helperText(static_cast<Helper>(h))) + "\n";
       s += "}  // namespace\n\n";
