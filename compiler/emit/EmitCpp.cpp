@@ -524,16 +524,6 @@ std::string bufferStart(const loops::Buffer &b) {
 // (so that compilers vectorize it without reassociating on their own), and the number of sums.
 constexpr int64_t kLanesMinExtent = 32;
 
-// The coefficient of loop variable v in x (0 when v does not occur), and x without v's term.
-int64_t coefOf(const loops::Affine &x, int v) {
-  for (auto &t : x.terms)
-    if (t.first == v) return t.second;
-  return 0;
-}
-loops::Affine without(loops::Affine x, int v) {
-  std::erase_if(x.terms, [&](const auto &t) { return t.first == v; });
-  return x;
-}
 
 class KernelPrinter {
 public:
@@ -639,11 +629,11 @@ private:
     const loops::Loop &lm = k.loops[0], &ln = k.loops[1], &lk = k.loops[2];
     const LExpr &mul = k.pool[static_cast<size_t>(k.body)];
     int a = mul.a, w = mul.b;
-    if (coefOf(k.pool[static_cast<size_t>(a)].index, ln.var) != 0) std::swap(a, w);
+    if (k.pool[static_cast<size_t>(a)].index.coef(ln.var) != 0) std::swap(a, w);
     const LExpr &la = k.pool[static_cast<size_t>(a)], &lw = k.pool[static_cast<size_t>(w)];
     if (mul.kind != LExpr::Binary || mul.op != Op::Mul || la.kind != LExpr::Load || lw.kind != LExpr::Load ||
-        lk.batch || coefOf(la.index, lk.var) != 1 || coefOf(lw.index, lk.var) != 1 || coefOf(la.index, ln.var) != 0 ||
-        coefOf(lw.index, lm.var) != 0)
+        lk.batch || la.index.coef(lk.var) != 1 || lw.index.coef(lk.var) != 1 || la.index.coef(ln.var) != 0 ||
+        lw.index.coef(lm.var) != 0)
       throw InternalError("C++ backend: dot tiles need A[m, k] W[n, k], both contiguous along k");
     usesTile_ = usesDotTiles_ = true;
     const std::string mv = vars_.at(lm.var), nv = vars_.at(ln.var);
@@ -683,9 +673,9 @@ private:
   void dotTile(const Kernel &k, const LExpr &la, const LExpr &lw, int64_t R, int64_t C, int d) {
     const loops::Loop &lm = k.loops[0], &ln = k.loops[1], &lk = k.loops[2];
     const std::string kv = vars_.at(lk.var);
-    const int64_t am = coefOf(la.index, lm.var), wn = coefOf(lw.index, ln.var), K = lk.extent;
-    line(d, "const real* ap = {} + ({});", name(la.buffer), affine(without(la.index, lk.var)));
-    line(d, "const real* wp = {} + ({});", name(lw.buffer), affine(without(lw.index, lk.var)));
+    const int64_t am = la.index.coef(lm.var), wn = lw.index.coef(ln.var), K = lk.extent;
+    line(d, "const real* ap = {} + ({});", name(la.buffer), affine(la.index.without(lk.var)));
+    line(d, "const real* wp = {} + ({});", name(lw.buffer), affine(lw.index.without(lk.var)));
     for (int64_t r = 0; r < R; ++r)
       for (int64_t c = 0; c < C; ++c) line(d, "nn_dvec s{}{} = nn_dzero();", r, c);
     line(d, "std::size_t {} = 0;", kv);
@@ -834,10 +824,10 @@ private:
     };
     vars_[ln.var] = n0;
     vars_[lm.var] = m0;
-    const int64_t am = coefOf(la.index, lm.var), ak = coefOf(la.index, lk.var), bk = coefOf(lb.index, lk.var),
-                  cm = coefOf(k.outIndex, lm.var);
-    line(d, "const real* ap = {} + ({});", name(la.buffer), affine(without(la.index, lk.var)));
-    line(d, "const real* bp = {} + ({});", name(lb.buffer), affine(without(lb.index, lk.var)));
+    const int64_t am = la.index.coef(lm.var), ak = la.index.coef(lk.var), bk = lb.index.coef(lk.var),
+                  cm = k.outIndex.coef(lm.var);
+    line(d, "const real* ap = {} + ({});", name(la.buffer), affine(la.index.without(lk.var)));
+    line(d, "const real* bp = {} + ({});", name(lb.buffer), affine(lb.index.without(lk.var)));
     line(d, "real* cp = {} + ({});", name(k.out), affine(k.outIndex));
     for (int64_t r = 0; r < R; ++r) {
       const std::string c = r ? fmt::format("cp + {}", r * cm) : "cp";
