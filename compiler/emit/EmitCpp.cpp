@@ -242,6 +242,28 @@ std::string expText(bool f64) {
   return s + "}\n";
 }
 
+// tanh in float: the JIT's (EmitLLVM's tanhF32, Eigen's generic_fast_tanh_float), a rational
+// function on [-7.905, 7.905] where tanh rounds to ±1 beyond, x itself where |x| < 0.0004: no exp
+// and one division, and the same numbers as the JIT's code.
+const char *kTanhF32 =
+    "// tanh in float: p(x) / q(x) on [-7.905, 7.905] (p odd of degree 13, q even of degree 6; a few\n"
+    "// ulp), where tanh rounds to +-1 beyond; x itself where |x| < 0.0004. Branch-free.\n"
+    "inline float nn_tanh(float a) {\n"
+    "  const float c = 7.90531110763549805f;\n"
+    "  const float x = a > c ? c : a < -c ? -c : a, x2 = x * x;\n"
+    "  float p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;\n"
+    "  p = x2 * p + -8.60467152213735e-11f;\n"
+    "  p = x2 * p + 5.12229709037114e-08f;\n"
+    "  p = x2 * p + 1.48572235717979e-05f;\n"
+    "  p = x2 * p + 6.37261928875436e-04f;\n"
+    "  p = x2 * p + 4.89352455891786e-03f;\n"
+    "  p = x * p;\n"
+    "  float q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;\n"
+    "  q = x2 * q + 2.26843463243900e-03f;\n"
+    "  q = x2 * q + 4.89352518554385e-03f;\n"
+    "  return std::fabs(a) < 0.0004f ? a : p / q;\n"
+    "}\n";
+
 std::string helperText(Helper h) {
   switch (h) {
   case HExp: return "";
@@ -1255,14 +1277,24 @@ private:
     return out;
   }
 
+  // Work of one example below which a function is also printed for n = 1 as a constant (as the JIT
+  // gives small programs a one-example body): the scalar iterations of its kernels, per example.
+  static constexpr int64_t kOneExampleWork = 4096;
+
+  static int64_t workPerExample(const loops::Function &f) {
+    int64_t w = 0;
+    for (const Kernel &k : f.kernels) {
+      int64_t it = 1;
+      for (const loops::Loop &l : k.loops)
+        if (!l.batch) it = std::min<int64_t>(it * std::max<int64_t>(l.extent, 1), kOneExampleWork + 1);
+      w = std::min<int64_t>(w + it, kOneExampleWork + 1);
+    }
+    return w;
+  }
+
   std::string function(const loops::Function &f, bool gradient) {
     std::string out;
-    if (gradient)
-      out += "real loss_and_gradient(const real* params, const real* inputs, const real* targets, std::size_t n,\n"
-             "                       real* grads, real* workspace) {\n";
-    else
-      out += "void forward(const real* params, const real* inputs, std::size_t n, real* outputs, real* workspace) {\n";
-    // Arguments that no kernel uses.
+  // Arguments that no kernel uses.
     std::set<std::string> used;
     bool usesN = false;
     for (const Kernel &k : f.kernels) {
@@ -1303,7 +1335,24 @@ private:
       out += fmt::format("  return workspace[{}];\n", at);
     }
     out += "}\n";
-    return out;
+    const std::string name = gradient ? "loss_and_gradient" : "forward";
+    const std::string type = gradient ? "real " : "void ";
+    const std::string params = gradient ? "(const real* params, const real* inputs, const real* targets, std::size_t n,\n"
+                                          "                       real* grads, real* workspace)"
+                                        : "(const real* params, const real* inputs, std::size_t n, real* outputs, real* workspace)";
+    if (!usesN || workPerExample(f) > kOneExampleWork) return type + name + params + " {\n" + out;
+    // A small program called with one example (a controller's step, a lecture's example): the body
+    // is also compiled for n = 1 as a constant, so that compilers fold the batch loops and the
+    // forms for n >= 8 away and unroll what is left (the JIT's one-example body).
+    const std::string callArgs = gradient ? "params, inputs, targets, N, grads, workspace" : "params, inputs, N, outputs, workspace";
+    auto call = [&](const char *n) {
+      std::string a = callArgs;
+      a.replace(a.find('N'), 1, n);
+      return (gradient ? "return " : "") + name + "_body(" + a + ");\n";
+    };
+    return "#if defined(__GNUC__)\n__attribute__((always_inline))\n#endif\nstatic inline " + type + name + "_body" +
+           params + " {\n" + out + "\n" + type + name + params + " {\n  if (n == 1) {\n    " + call("1") +
+           (gradient ? "" : "    return;\n") + "  }\n  " + call("n") + "}\n";
   }
 
   std::string source(const std::string &body) {
@@ -1324,7 +1373,11 @@ private:
       if (usesTile_) s += tileText(F.f64);
       if (usesDotTiles_) s += dotText(F.f64);
       for (int h = 0; h < kHelpers; ++h)
-        if (helpers_[static_cast<size_t>(h)]) s += (h == HExp ? expText(F.f64) : helperText(static_cast<Helper>(h))) + "\n";
+        if (helpers_[static_cast<size_t>(h)])
+          s += (h == HExp               ? expText(F.f64)
+                : h == HTanh && !F.f64 ? std::string(kTanhF32)
+                                       : helperText(static_cast<Helper>(h))) +
+               "\n";
       s += "}  // namespace\n\n";
     }
     s += body;
