@@ -580,6 +580,25 @@ private:
   // --- kernel kinds ---------------------------------------------------------------------------
   // out[index] = body, over every loop.
   void assign(const Kernel &k) {
+    // A copy that reads along another loop than the one it writes along (a weight matrix
+    // transposed): the loop that reads contiguous elements innermost, so that compilers read
+    // whole vectors (the writes, one a row, are combined in cache). Deep's 32 transposes of
+    // 32 x 32: 7% of the emitted step with g++ (the JIT transposes in registers).
+    const LExpr &body = k.pool[static_cast<size_t>(k.body)];
+    if (body.kind == LExpr::Load && body.bounds.empty() && k.loops.size() >= 2 &&
+        std::none_of(k.loops.begin(), k.loops.end(), [](const loops::Loop &l) { return l.batch; }) &&
+        body.index.coef(k.loops.back().var) != 1) {
+      auto reads = std::find_if(k.loops.begin(), k.loops.end(),
+                                [&](const loops::Loop &l) { return body.index.coef(l.var) == 1; });
+      if (reads != k.loops.end()) {
+        Kernel reordered = k;
+        auto at = reordered.loops.begin() + (reads - k.loops.begin());
+        std::rotate(at, at + 1, reordered.loops.end());
+        int d = openLoops(reordered, 0, reordered.loops.size(), 1);
+        line(d, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.body));
+        return;
+      }
+    }
     int d = openLoops(k, 0, k.loops.size(), 1);
     line(d, "{}[{}] = {};", name(k.out), affine(k.outIndex), expr(k.body));
   }
