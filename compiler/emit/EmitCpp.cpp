@@ -1356,10 +1356,13 @@ private:
     out += "}\n";
     const std::string name = gradient ? "loss_and_gradient" : "forward";
     const std::string type = gradient ? "real " : "void ";
-    const std::string params = gradient ? "(const real* params, const real* inputs, const real* targets, std::size_t n,\n"
-                                          "                       real* grads, real* workspace)"
-                                        : "(const real* params, const real* inputs, std::size_t n, real* outputs, real* workspace)";
-    if (!usesN || workPerExample(f) > kOneExampleWork) return type + name + params + " {\n" + out;
+    // The parameter list, its second line under the first parameter of `head(`.
+    auto params = [&](const std::string &head) {
+      return gradient ? "(const real* params, const real* inputs, const real* targets, std::size_t n,\n" +
+                            std::string(head.size() + 1, ' ') + "real* grads, real* workspace)"
+                      : std::string("(const real* params, const real* inputs, std::size_t n, real* outputs, real* workspace)");
+    };
+    if (!usesN || workPerExample(f) > kOneExampleWork) return type + name + params(type + name) + " {\n" + out;
     // A small program called with one example (a controller's step, a lecture's example): the body
     // is also compiled for n = 1 as a constant, so that compilers fold the batch loops and the
     // forms for n >= 8 away and unroll what is left (the JIT's one-example body).
@@ -1369,8 +1372,9 @@ private:
       a.replace(a.find('N'), 1, n);
       return (gradient ? "return " : "") + name + "_body(" + a + ");\n";
     };
-    return "#if defined(__GNUC__)\n__attribute__((always_inline))\n#endif\nstatic inline " + type + name + "_body" +
-           params + " {\n" + out + "\n" + type + name + params + " {\n  if (n == 1) {\n    " + call("1") +
+    const std::string body = "static inline " + type + name + "_body";
+    return "#if defined(__GNUC__)\n__attribute__((always_inline))\n#endif\n" + body + params(body) + " {\n" + out + "\n" +
+           type + name + params(type + name) + " {\n  if (n == 1) {\n    " + call("1") +
            (gradient ? "" : "    return;\n") + "  }\n  " + call("n") + "}\n";
   }
 
