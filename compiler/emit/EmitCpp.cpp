@@ -1043,7 +1043,7 @@ private:
   std::string call(Helper h, const std::string &x) {
     helpers_[h] = true;
     if (h == HSoftplus) helpers_[HLog1p] = true;
-    if (h == HExp || h == HLogistic || h == HTanh || h == HSoftplus) {
+    if (h == HExp || h == HLogistic || (h == HTanh && F.f64) || h == HSoftplus) {
       helpers_[HExp] = true;
       F.limits = true;
     }
