@@ -97,13 +97,7 @@ public:
     // Forward: every output into the outputs array, example after example.
     if (!lossOnly) {
       beginFunction(L.forward, "forward", outputs);
-      int64_t off = 0;
-      for (size_t k = 0; k < outputs.size(); ++k) {
-        NodeId o = outputs[k];
-        int buf = addBuffer(P.outputs[k].name, loops::Space::Outputs, off, P.outputCount(), G.shape(o).numel());
-        off += G.shape(o).numel();
-        assignKernel(L.forward, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
-      }
+      outputKernels(L.forward, outputs, loops::Space::Outputs);
       formGemms(L.forward);
       fuseEpilogues(L.forward);
       planWorkspace(L.forward);
@@ -117,13 +111,7 @@ public:
       if (lossOnly) {
         // The outputs, laid out as the forward function lays them out, through the entry point's
         // grads argument (a loss-only program has no gradient to write there).
-        int64_t off = 0;
-        for (size_t k = 0; k < outputs.size(); ++k) {
-          NodeId o = outputs[k];
-          int buf = addBuffer(P.outputs[k].name, loops::Space::Grads, off, P.outputCount(), G.shape(o).numel());
-          off += G.shape(o).numel();
-          assignKernel(L.gradient, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
-        }
+        outputKernels(L.gradient, outputs, loops::Space::Grads);
       } else {
         for (size_t k = 0; k < P.params.size(); ++k) gradKernels(L.gradient, k);
       }
@@ -137,6 +125,17 @@ public:
   }
 
 private:
+  // Every output into `space`, example after example (DESIGN.md's layout of the outputs array).
+  void outputKernels(loops::Function &f, const std::vector<NodeId> &outputs, loops::Space space) {
+    int64_t off = 0;
+    for (size_t k = 0; k < outputs.size(); ++k) {
+      NodeId o = outputs[k];
+      int buf = addBuffer(P.outputs[k].name, space, off, P.outputCount(), G.shape(o).numel());
+      off += G.shape(o).numel();
+      assignKernel(f, o, buf, /*batch=*/true, "output " + P.outputs[k].name);
+    }
+  }
+
   // --- sizes ---------------------------------------------------------------------------------
   // The one size rule: every value that lowering may lay out, forward or gradient, has at most
   // kMaxElements elements (sema's rule for declarations and broadcasting; a matrix product or an
